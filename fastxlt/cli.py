@@ -1,0 +1,159 @@
+"""Command line: ``fastxlt`` (run, train, eval, report) and ``fastxlt-eval``.
+
+Errors caused by the user's input (``FastXLTError``) are printed as one line, without a traceback,
+and the process exits with status 2; results already written stay where they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+from fastxlt.errors import FastXLTError
+
+DEFAULT_CONFIG = "default.yaml"
+
+
+def default_config_path() -> Path:
+    """The embedded default experiment (the synthetic multilingual world), shipped inside the package."""
+    return Path(str(resources.files("fastxlt.synthetic").joinpath(DEFAULT_CONFIG)))
+
+
+def _load(args: argparse.Namespace):
+    from fastxlt.config import load_config
+
+    path = args.config or default_config_path()
+    overrides = list(args.set or [])
+    if getattr(args, "run_dir", None):
+        overrides.append(f"run_dir={args.run_dir}")
+    return load_config(path, overrides)
+
+
+def cmd_run(args: argparse.Namespace, *, evaluate: bool = True) -> int:
+    from rich.console import Console
+
+    from fastxlt.evaluation.report import print_results
+    from fastxlt.experiments.pipeline import run_experiment
+
+    config = _load(args)
+    results = run_experiment(config, evaluate=evaluate)
+    if results:
+        print_results(results, Console())
+        Console().print(f"results: {Path(config.run_dir) / 'results.json'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return cmd_run(args, evaluate=not args.no_eval)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from fastxlt.errors import DataNotFoundError
+    from fastxlt.evaluation.report import print_results
+    from fastxlt.utils.io import read_json
+
+    path = Path(args.run_dir) / "results.json"
+    if not path.is_file():
+        raise DataNotFoundError(f"'{path}' not found; run the experiment (fastxlt run --config ...) first")
+    print_results(read_json(path), Console())
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Zero-shot evaluation of a trained model (a run directory or a phase's model directory)."""
+    if getattr(args, "retrieval", None):
+        from fastxlt.retrieval.cli import run_retrieval
+
+        run_retrieval(args)
+        return 0
+    from rich.console import Console
+
+    from fastxlt.evaluation.model_eval import evaluate_model
+    from fastxlt.evaluation.report import print_results
+
+    if not args.model or not args.task:
+        raise FastXLTError("fastxlt-eval needs --model RUN_OR_DIR and --task NAME (or --retrieval tatoeba|bucc --model M)")
+    results = evaluate_model(
+        args.model, args.task.split(","), languages=args.languages, split=args.split, data_dir=args.data,
+        output=args.output, batch_tokens=args.batch_tokens, max_length=args.max_length,
+    )
+    print_results(results, Console())
+    return 0
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="experiment YAML (default: the embedded synthetic experiment)")
+    parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config field, e.g. seed=3")
+    parser.add_argument("--run-dir", help="override run_dir")
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", help="a fastxlt run directory, a phase's model directory, or (retrieval) any encoder")
+    parser.add_argument("--task", "-t", help="task name(s), comma-separated (e.g. xnli)")
+    parser.add_argument("--languages", "-l", default="all", help="'all' or a comma-separated list (e.g. de,fr,zh)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--data", help="directory of local files in the task's original layout (default: the hub)")
+    parser.add_argument("--output", "-o", help="directory for the JSON results (default: <model>/eval)")
+    parser.add_argument("--batch-tokens", type=int, default=16384, help="token budget of a padded batch")
+    parser.add_argument("--max-length", type=int, default=256)
+    try:
+        from fastxlt.retrieval.cli import add_retrieval_arguments
+    except ImportError:
+        return
+    add_retrieval_arguments(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastxlt", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run every phase of an experiment (default: the embedded synthetic one)")
+    _add_config_arguments(run)
+    run.set_defaults(handler=cmd_run)
+    train = commands.add_parser("train", help="run the training phases in this process (one DeepSpeed rank)")
+    _add_config_arguments(train)
+    train.add_argument("--no-eval", action="store_true", help="skip zero-shot evaluation after training")
+    train.set_defaults(handler=cmd_train)
+    evaluate = commands.add_parser("eval", help="zero-shot evaluation of a trained model (same as fastxlt-eval)")
+    _add_eval_arguments(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
+    report = commands.add_parser("report", help="print the tables of a finished run directory")
+    report.add_argument("run_dir")
+    report.set_defaults(handler=cmd_report)
+    return parser
+
+
+def _dispatch(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return handler(args)
+    except FastXLTError as error:
+        print(f"fastxlt: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastxlt: interrupted; finished results and checkpoints are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `fastxlt` alone runs the embedded default
+        args = parser.parse_args(["run", *(argv or [])])
+    return _dispatch(args.handler, args)
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = argparse.ArgumentParser(prog="fastxlt-eval", description="zero-shot evaluation of a model over languages")
+    _add_eval_arguments(parser)
+    return _dispatch(cmd_eval, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

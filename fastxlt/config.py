@@ -1,0 +1,369 @@
+"""Typed experiment config: YAML in, validated dataclasses out.
+
+A config names the model, the phases (an optional MLM warm-up, intermediate, target, evaluate), the
+optimisation settings (DESIGN.md defaults: AdamW lr 1e-5, weight decay 0.01, 10% linear warm-up,
+batch 4 x grad-accum 8, max length 256), the DeepSpeed section and the run directory. Every field is
+checked at load time; an invalid file fails with the field path and what is wrong, e.g.
+``config.yaml: phases.target.optimization.lr: expected a number, got 'fast'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fastxlt.errors import ConfigError
+
+SAMPLERS = ("proportional", "temperature", "uniform")
+PRECISIONS = ("fp32", "bf16", "fp16")
+KERNEL_BACKENDS = ("auto", "triton", "torch", "none")
+
+
+@dataclass
+class OptimizationConfig:
+    """Optimiser and loop settings; a phase's own section overrides the experiment-wide one field by field."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    batch_size: int = 4
+    grad_accum: int = 8
+    max_length: int = 256
+    epochs: float = 3.0
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    max_grad_norm: float = 1.0
+    eval_every: int | None = None  # optimizer steps between English dev evaluations (None: once per epoch)
+    patience: int | None = None  # evaluations without improvement before stopping early (None: never stop early)
+    checkpoint_every: int | None = None  # optimizer steps between resumable checkpoints (None: at each evaluation)
+    keep_checkpoints: int = 2
+    eval_batch_tokens: int = 16384
+    dropout: float | None = None  # override the encoder's hidden/attention dropout (None: keep the model's)
+
+    def validate(self, path: str) -> None:
+        _require(self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
+        _require(self.weight_decay >= 0, f"{path}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(0 <= self.warmup_ratio < 1, f"{path}.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("batch_size", "grad_accum", "max_length", "keep_checkpoints", "eval_batch_tokens"):
+            value = getattr(self, name)
+            _require(value >= 1, f"{path}.{name}", f"must be >= 1, got {value}")
+        for name in ("max_steps", "eval_every", "patience", "checkpoint_every"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, f"{path}.{name}", f"must be >= 1 or null, got {value}")
+        _require(self.epochs > 0, f"{path}.epochs", f"must be > 0, got {self.epochs}")
+        _require(self.max_grad_norm >= 0, f"{path}.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+        _require(
+            self.dropout is None or 0 <= self.dropout < 1, f"{path}.dropout", f"must be in [0, 1), got {self.dropout}"
+        )
+
+
+@dataclass
+class DeepSpeedConfig:
+    """The DeepSpeed engine every phase runs on (ZeRO stage 0 = plain data parallelism)."""
+
+    zero_stage: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # merged verbatim into the generated DeepSpeed config
+
+    def validate(self, path: str) -> None:
+        _require(self.zero_stage in (0, 1, 2, 3), f"{path}.zero_stage", f"must be 0, 1, 2 or 3, got {self.zero_stage}")
+        _require(
+            not self.offload_param or self.zero_stage == 3,
+            f"{path}.offload_param",
+            "parameter offload needs zero_stage 3",
+        )
+        _require(
+            not self.offload_optimizer or self.zero_stage >= 1,
+            f"{path}.offload_optimizer",
+            "optimizer offload needs zero_stage >= 1",
+        )
+
+
+@dataclass
+class ModelConfig:
+    """The pretrained encoder: a hub name, a local Hugging Face directory, or ``synthetic`` (the embedded tiny XLM-R)."""
+
+    name_or_path: str = "xlm-roberta-large"
+    tokenizer: str | None = None  # defaults to name_or_path
+
+
+@dataclass
+class PhaseConfig:
+    """One training phase: its tasks, how they are mixed, and optimisation overrides."""
+
+    tasks: list[str] = field(default_factory=list)
+    sampler: Literal["proportional", "temperature", "uniform"] = "proportional"
+    sampling_cap: int | None = 131072  # examples-proportional mixing caps each task's size at this many examples
+    temperature: float = 2.0
+    train_examples: int | None = None  # use only the first N training examples of each task (target-data size studies)
+    train_split: str = "train"  # e.g. "validation" to train on a dev set when no training data is at hand
+    dev_holdout: int | None = None  # hold out N random (fixed) training examples as the English dev set (instead of dev_split)
+    optimization: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, path: str, *, min_tasks: int = 1) -> None:
+        _require(len(self.tasks) >= min_tasks, f"{path}.tasks", f"needs at least {min_tasks} task")
+        _require(
+            self.sampling_cap is None or self.sampling_cap >= 1, f"{path}.sampling_cap", "must be >= 1 or null"
+        )
+        _require(self.temperature > 0, f"{path}.temperature", f"must be > 0, got {self.temperature}")
+        _require(
+            self.train_examples is None or self.train_examples >= 1, f"{path}.train_examples", "must be >= 1 or null"
+        )
+        _require(self.dev_holdout is None or self.dev_holdout >= 1, f"{path}.dev_holdout", "must be >= 1 or null")
+
+
+@dataclass
+class EvaluateConfig:
+    """Zero-shot evaluation: which tasks (default: the target tasks), languages and split."""
+
+    tasks: list[str] | None = None
+    languages: str | list[str] = "all"
+    split: str = "test"
+    batch_tokens: int = 16384
+
+
+@dataclass
+class PhasesConfig:
+    mlm: PhaseConfig | None = None
+    intermediate: PhaseConfig | None = None
+    target: PhaseConfig | None = None
+    evaluate: EvaluateConfig | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: the X-STILTs phases for one model, written into one run directory."""
+
+    name: str = "experiment"
+    seed: int = 42
+    run_dir: str = "runs/experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: dict[str, str] = field(default_factory=dict)  # task name -> directory of local files in the original layout
+    phases: PhasesConfig = field(default_factory=PhasesConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    kernels: Literal["auto", "triton", "torch", "none"] = "auto"
+    compare_without_intermediate: bool = False  # also fine-tune the target from the plain pretrained encoder
+    source: str | None = None  # the file this config was read from (set by the loader)
+
+    def validate(self) -> None:
+        self.optimization.validate("optimization")
+        self.deepspeed.validate("deepspeed")
+        phases = self.phases
+        _require(
+            any(getattr(phases, name) is not None for name in ("mlm", "intermediate", "target")),
+            "phases",
+            "needs at least one of mlm, intermediate, target",
+        )
+        for name in ("mlm", "intermediate", "target"):
+            phase = getattr(phases, name)
+            if phase is not None:
+                phase.validate(f"phases.{name}")
+                self.phase_optimization(name).validate(f"phases.{name}.optimization")
+        if phases.evaluate is not None:
+            _require(phases.evaluate.batch_tokens >= 1, "phases.evaluate.batch_tokens", "must be >= 1")
+            _require(
+                phases.evaluate.tasks is not None or phases.target is not None,
+                "phases.evaluate.tasks",
+                "name the tasks to evaluate (there is no target phase to default to)",
+            )
+        self._validate_task_names()
+
+    def _validate_task_names(self) -> None:
+        from fastxlt.tasks.base import all_tasks
+
+        known = all_tasks()
+        for phase_name in ("mlm", "intermediate", "target"):
+            phase = getattr(self.phases, phase_name)
+            for index, task in enumerate(phase.tasks if phase else []):
+                _require(task in known, f"phases.{phase_name}.tasks[{index}]", f"unknown task '{task}'; known: {', '.join(sorted(known))}")
+        for index, task in enumerate(self.phases.evaluate.tasks or [] if self.phases.evaluate else []):
+            _require(task in known, f"phases.evaluate.tasks[{index}]", f"unknown task '{task}'; known: {', '.join(sorted(known))}")
+        for task in self.data:
+            _require(task in known, f"data.{task}", f"unknown task '{task}'; known: {', '.join(sorted(known))}")
+
+    def phase_optimization(self, phase_name: str) -> OptimizationConfig:
+        """The experiment-wide optimisation settings with the phase's overrides applied."""
+        phase = getattr(self.phases, phase_name)
+        overrides = dict(phase.optimization) if phase is not None else {}
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(OptimizationConfig)}
+        if unknown:
+            raise ConfigError(
+                f"{self._where()}phases.{phase_name}.optimization.{sorted(unknown)[0]}: unknown field; "
+                f"known: {', '.join(f.name for f in dataclasses.fields(OptimizationConfig))}"
+            )
+        merged = dataclasses.asdict(self.optimization) | overrides
+        return _build(OptimizationConfig, merged, f"phases.{phase_name}.optimization", self._where())
+
+    def evaluation_tasks(self) -> list[str]:
+        evaluate = self.phases.evaluate
+        if evaluate is None:
+            return []
+        if evaluate.tasks is not None:
+            return list(evaluate.tasks)
+        return list(self.phases.target.tasks) if self.phases.target else []
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source", None)
+        return data
+
+    def _where(self) -> str:
+        return f"{self.source}: " if self.source else ""
+
+
+def _require(condition: bool, path: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{path}: {message}")
+
+
+# ---------------------------------------------------------------- generic typed construction
+
+
+def _build(cls: type, data: Any, path: str, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types, with errors that name the field path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{where}{_join(path, str(unknown[0]))}: unknown field; known fields: {', '.join(n for n in fields if n != 'source')}"
+        )
+    values = {name: _coerce(hints[name], value, _join(path, name), where) for name, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(annotation: Any, value: Any, path: str, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, path, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}{path}: {_describe(value)} does not fit {_type_name(annotation)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}{path}: must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}{path}: expected a list, got {_describe(value)}")
+        return [_coerce(args[0], item, f"{path}[{i}]", where) for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}{path}: expected a mapping, got {_describe(value)}")
+        return {str(k): _coerce(args[1], v, _join(path, str(k)), where) for k, v in value.items()}
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, path, where)
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}{path}: expected true or false, got {_describe(value)}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}{path}: expected an integer, got {_describe(value)}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 1e-5 (no dot) as a string
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}{path}: expected a number, got {_describe(value)}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}{path}: expected a string, got {_describe(value)}")
+        return str(value)
+    raise TypeError(f"unsupported config annotation {annotation!r} at {path}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return f"a {type(value).__name__}"
+    return repr(value)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+# ---------------------------------------------------------------- public API
+
+
+def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> ExperimentConfig:
+    where = f"{source}: " if source else ""
+    config = _build(ExperimentConfig, data, "", where)
+    config.source = source
+    try:
+        config.validate()
+    except ConfigError as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith(where) else f"{where}{message}") from None
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override (``key.sub=value`` strings, values parsed as YAML) and validate a config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found; pass an existing YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{line}: {getattr(error, 'problem', error)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
+    for override in overrides or []:
+        apply_override(data, override)
+    return config_from_dict(data, source=str(path))
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply ``a.b.c=value`` to a nested mapping (the value is parsed as YAML: 3, 1e-5, true, [en, de])."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' must look like key.path=value")
+    key, raw = override.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{override}' has an empty key")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{override}': '{part}' is not a mapping")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,89 @@
+"""Evaluate trained models (one per arm) on tasks over languages: the engine behind the ``evaluate``
+phase and ``fastxlt-eval``. One loaded model serves every language of every task.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from fastxlt.errors import CheckpointError
+from fastxlt.evaluation.aggregate import xtreme_score
+from fastxlt.evaluation.zero_shot import evaluate_task
+from fastxlt.models.encoder import load_tokenizer
+from fastxlt.models.transfer import HEADS_FILENAME, load_transfer_model
+from fastxlt.tasks.base import get_task
+from fastxlt.utils.io import write_json_atomic
+
+
+def evaluate_models(
+    models: Mapping[str, Path],
+    task_names: list[str],
+    *,
+    languages: str | list[str],
+    split: str,
+    out_root: Path,
+    data_dirs: Mapping[str, str | None],
+    max_length: int,
+    batch_tokens: int,
+    name: str = "evaluation",
+) -> dict[str, Any]:
+    """Results for every (arm, task, language); written to ``out_root/results.json`` as well."""
+    specs = [get_task(task) for task in task_names]
+    for spec in specs:
+        spec.resolve_languages(languages)  # fail on an unknown language before any model is loaded
+        spec.check_split(split)
+    results: dict[str, Any] = {"name": name, "arms": {}}
+    for arm, model_dir in models.items():
+        model = load_transfer_model(model_dir, specs)
+        tokenizer = load_tokenizer(Path(model_dir) / "encoder")
+        model_id = _model_id(Path(model_dir))
+        arm_results: dict[str, Any] = {"model": str(model_dir), "tasks": {}}
+        for spec in specs:
+            arm_results["tasks"][spec.name] = evaluate_task(
+                model, tokenizer, spec,
+                languages=spec.resolve_languages(languages), split=split,
+                out_dir=Path(out_root) / "eval" / arm, model_id=model_id,
+                data_dir=data_dirs.get(spec.name), max_length=max_length, batch_tokens=batch_tokens,
+            )
+        arm_results["benchmark_score"] = xtreme_score({t: r["score"] for t, r in arm_results["tasks"].items()})
+        results["arms"][arm] = arm_results
+    write_json_atomic(Path(out_root) / "results.json", results)
+    return results
+
+
+def evaluate_model(
+    model: str, task_names: list[str], *, languages: str, split: str, data_dir: str | None, output: str | None,
+    batch_tokens: int, max_length: int,
+) -> dict[str, Any]:
+    """``fastxlt-eval``: evaluate every final model found under ``model`` (a run or a phase model dir)."""
+    models = find_models(Path(model))
+    out_root = Path(output) if output else Path(model) / "eval-cli"
+    return evaluate_models(
+        models, task_names, languages=languages, split=split, out_root=out_root,
+        data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
+        name=str(model),
+    )
+
+
+def find_models(path: Path) -> dict[str, Path]:
+    """Arm name -> model directory (with ``encoder/`` and ``heads.pt``) for a run, phase or model dir."""
+    if (path / HEADS_FILENAME).is_file():
+        return {path.parent.name if path.name == "model" else path.name: path}
+    if (path / "model" / HEADS_FILENAME).is_file():
+        return {path.name: path / "model"}
+    targets = sorted(p.parent for p in path.glob(f"target/*/model/{HEADS_FILENAME}"))
+    if targets:
+        return {p.parent.name: p for p in targets}
+    if (path / "intermediate" / "model" / HEADS_FILENAME).is_file():
+        return {"intermediate": path / "intermediate" / "model"}
+    raise CheckpointError(
+        f"'{path}' holds no trained fastxlt model (no {HEADS_FILENAME}); pass a run directory or a phase's model directory"
+    )
+
+
+def _model_id(model_dir: Path) -> str:
+    """Identifies a trained model: its path and when its heads were written."""
+    heads = model_dir / HEADS_FILENAME
+    return f"{model_dir.resolve()}@{time.strftime('%Y%m%dT%H%M%S', time.gmtime(heads.stat().st_mtime))}:{heads.stat().st_mtime_ns}"

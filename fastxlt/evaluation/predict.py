@@ -1,0 +1,57 @@
+"""Batched prediction with the torch backend: length-sorted, token-budget batches, right padding,
+predictions returned in input order. Used for English dev evaluation during training and for
+zero-shot evaluation over languages.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fastxlt.evaluation.batching import pack_batches
+from fastxlt.tasks.features import Feature, FamilyOps
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    head: str,
+    ops: FamilyOps,
+    features: Sequence[Feature],
+    tokenizer,
+    *,
+    batch_tokens: int = 16384,
+    max_batch_size: int = 512,
+    autocast_dtype: torch.dtype | None = None,
+    progress: str | None = None,
+) -> list[Any]:
+    """Predictions of ``model``'s head ``head`` for every feature, in the order of ``features``."""
+    if not features:
+        return []
+    lengths = np.fromiter((ops.length(f) for f in features), dtype=np.int64, count=len(features))
+    order, offsets = pack_batches(lengths, batch_tokens, max_batch_size)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs: list[Any] = [None] * len(features)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+    batches = range(len(offsets) - 1)
+    if progress:
+        batches = tqdm(batches, desc=progress, leave=False, unit="batch")
+    try:
+        for b in batches:
+            rows = order[offsets[b] : offsets[b + 1]]
+            batch = ops.collate([features[i] for i in rows], tokenizer)
+            batch.pop("labels", None)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast:
+                _, logits = model(head=head, **batch)
+            for row, prediction in zip(rows, ops.predict(logits.float(), batch)):
+                outputs[row] = prediction
+    finally:
+        model.train(was_training)
+    return outputs

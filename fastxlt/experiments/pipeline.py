@@ -1,0 +1,156 @@
+"""The plan of phases for one experiment, run into one run directory.
+
+    pretrained encoder ──(mlm, optional)──> base encoder
+    base ──(intermediate)──> intermediate encoder ──(target)──> arm "<intermediate tasks>"
+    base ─────────────────────────────────────────(target)──> arm "baseline" (if asked, or if no intermediate)
+    every arm's final model ──(evaluate)──> zero-shot scores in every language
+
+Run-directory layout (everything a report needs is in here):
+
+    config.yaml                      the resolved config
+    pretrained/                      the embedded default's tokenizer + initial tiny encoder (synthetic only)
+    mlm/  intermediate/              phase dirs: model/{encoder/,heads.pt}, phase.json, checkpoints/ while running
+    target/<arm>/                    one target phase per arm
+    eval/<arm>/<task>/<lang>.json    predictions + scores per language, written atomically
+    results.json                     all scores, per arm, task and language, plus the aggregates
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fastxlt.config import ExperimentConfig, dump_config
+from fastxlt.errors import ConfigError
+from fastxlt.evaluation.model_eval import evaluate_models
+from fastxlt.tasks.base import get_task
+from fastxlt.training import distributed
+from fastxlt.training.loop import PhasePlan, phase_model_dir, run_phase
+from fastxlt.utils.io import write_text_atomic
+
+BASELINE_ARM = "baseline"
+SYNTHETIC_MODEL = "synthetic"
+
+
+@dataclass
+class Arm:
+    """One way of producing a final model: with a given intermediate phase, or without one."""
+
+    name: str
+    intermediate: bool
+
+
+def plan_arms(config: ExperimentConfig) -> list[Arm]:
+    arms = []
+    phases = config.phases
+    if phases.intermediate is None or config.compare_without_intermediate:
+        arms.append(Arm(BASELINE_ARM, intermediate=False))
+    if phases.intermediate is not None:
+        arms.append(Arm("+".join(phases.intermediate.tasks), intermediate=True))
+    return arms
+
+
+def run_experiment(config: ExperimentConfig, *, evaluate: bool = True) -> dict[str, Any]:
+    """Run (or resume) every phase of the experiment and return the results."""
+    run_dir = Path(config.run_dir)
+    distributed.prepare_environment()
+    if distributed.is_main():
+        _write_or_check_config(config, run_dir)
+    base_encoder, tokenizer_path = _pretrained(config, run_dir)
+    phases = config.phases
+    if phases.mlm is not None:
+        run_phase(_plan(config, "mlm", run_dir / "mlm", base_encoder, tokenizer_path))
+        base_encoder = str(phase_model_dir(run_dir / "mlm") / "encoder")
+
+    final_models: dict[str, Path] = {}
+    for arm in plan_arms(config):
+        encoder = base_encoder
+        if arm.intermediate:
+            run_phase(_plan(config, "intermediate", run_dir / "intermediate", encoder, tokenizer_path))
+            encoder = str(phase_model_dir(run_dir / "intermediate") / "encoder")
+            final_models[arm.name] = phase_model_dir(run_dir / "intermediate")
+        if phases.target is not None:
+            target_dir = run_dir / "target" / arm.name
+            run_phase(_plan(config, "target", target_dir, encoder, tokenizer_path, label=f"target[{arm.name}]"))
+            final_models[arm.name] = phase_model_dir(target_dir)
+
+    if not evaluate or phases.evaluate is None or not distributed.is_main():
+        distributed.barrier()
+        return {}
+    results = evaluate_arms(config, final_models, run_dir)
+    distributed.barrier()
+    return results
+
+
+def evaluate_arms(config: ExperimentConfig, final_models: dict[str, Path], run_dir: Path) -> dict[str, Any]:
+    """Zero-shot evaluation of every arm's final model on every evaluation task and language."""
+    evaluate = config.phases.evaluate
+    max_length = config.phase_optimization("target").max_length if config.phases.target else config.optimization.max_length
+    return evaluate_models(
+        final_models, config.evaluation_tasks(), languages=evaluate.languages, split=evaluate.split,
+        out_root=run_dir, data_dirs=config.data, max_length=max_length, batch_tokens=evaluate.batch_tokens,
+        name=config.name,
+    )
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _plan(config: ExperimentConfig, phase_name: str, phase_dir: Path, encoder: str, tokenizer: str, label: str | None = None) -> PhasePlan:
+    phase = getattr(config.phases, phase_name)
+    return PhasePlan(
+        name=label or phase_name,
+        tasks=[get_task(name) for name in phase.tasks],
+        phase=phase,
+        optimization=config.phase_optimization(phase_name),
+        init_encoder=encoder,
+        tokenizer=tokenizer,
+        phase_dir=phase_dir,
+        seed=config.seed,
+        deepspeed=config.deepspeed,
+        data_dirs=dict(config.data),
+        kernels=config.kernels,
+    )
+
+
+def _pretrained(config: ExperimentConfig, run_dir: Path) -> tuple[str, str]:
+    """The starting encoder and tokenizer; for ``synthetic``, built into the run directory first."""
+    if config.model.name_or_path == SYNTHETIC_MODEL:
+        from fastxlt.synthetic import build_default_assets
+
+        target = run_dir / "pretrained"
+        if distributed.is_main():
+            build_default_assets(target, seed=config.seed)
+        _wait_for(target / "config.json")
+        return str(target), str(target)
+    return config.model.name_or_path, config.model.tokenizer or config.model.name_or_path
+
+
+def _wait_for(path: Path, timeout: float = 600.0) -> None:
+    """Other ranks wait for rank 0's files without a process group (it may not exist yet)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f}s for {path}")
+        time.sleep(0.2)
+
+
+def _write_or_check_config(config: ExperimentConfig, run_dir: Path) -> None:
+    """Write config.yaml, or refuse to mix a different config into an existing run directory."""
+    path = run_dir / "config.yaml"
+    text = dump_config(config)
+    if path.is_file():
+        existing = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if existing != yaml.safe_load(text):
+            changed = sorted(k for k in set(existing) | set(config.to_dict()) if existing.get(k) != config.to_dict().get(k))
+            raise ConfigError(
+                f"run directory '{run_dir}' was started with a different config (differs in: {', '.join(changed)}); "
+                "set a new run_dir or delete the old one"
+            )
+        return
+    write_text_atomic(path, text)

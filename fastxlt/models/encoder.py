@@ -1,0 +1,81 @@
+"""Loading encoders and tokenizers: a hub name, a local Hugging Face directory, or a fastxlt run.
+
+Every phase hands the encoder alone to the next one in Hugging Face format (``save_pretrained``), so
+anything this module loads can also be loaded by ``transformers`` directly, and vice versa.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from fastxlt.errors import CheckpointError
+
+ENCODER_DIRNAME = "encoder"
+
+
+def resolve_encoder_path(name_or_path: str | Path) -> str:
+    """Map a fastxlt run directory or phase directory to the HF encoder directory inside it.
+
+    A hub name (``xlm-roberta-large``) or a plain Hugging Face directory is returned unchanged.
+    """
+    path = Path(name_or_path)
+    if not path.exists():
+        if str(name_or_path).startswith((".", "/")) or path.suffix:
+            raise CheckpointError(
+                f"model path '{name_or_path}' does not exist; pass a hub name, a Hugging Face directory or a fastxlt run"
+            )
+        return str(name_or_path)  # a hub name
+    if (path / "config.json").is_file():
+        return str(path)
+    if (path / ENCODER_DIRNAME / "config.json").is_file():
+        return str(path / ENCODER_DIRNAME)
+    # a run directory: prefer the last phase that saved an encoder
+    candidates = sorted(path.glob(f"**/{ENCODER_DIRNAME}/config.json"), key=lambda p: p.stat().st_mtime)
+    if candidates:
+        return str(candidates[-1].parent)
+    raise CheckpointError(
+        f"'{name_or_path}' holds no encoder (no config.json); point at a Hugging Face model directory or a fastxlt run"
+    )
+
+
+def load_encoder(name_or_path: str | Path, *, dtype: torch.dtype | None = None, **config_overrides) -> PreTrainedModel:
+    """``AutoModel.from_pretrained`` with a clear error for missing or corrupt checkpoints.
+
+    ``config_overrides`` (e.g. ``hidden_dropout_prob=0.0``) are applied to the model config. The encoder is
+    loaded in float32 unless ``dtype`` says otherwise: reduced precision is the engine's business.
+    """
+    resolved = resolve_encoder_path(name_or_path)
+    try:
+        model = AutoModel.from_pretrained(resolved, dtype=dtype or torch.float32, **config_overrides)
+    except (OSError, ValueError, json.JSONDecodeError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot load encoder from '{resolved}': {first_line}") from error
+    return model
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    resolved = resolve_encoder_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(resolved)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot load tokenizer from '{resolved}': {first_line}") from error
+
+
+def encoder_signature(config_or_model) -> dict:
+    """What identifies an encoder architecture; used to refuse a checkpoint of the wrong model."""
+    config = getattr(config_or_model, "config", config_or_model)
+    return {
+        "model_type": getattr(config, "model_type", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "num_hidden_layers": getattr(config, "num_hidden_layers", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+    }
+
+
+def load_encoder_config(name_or_path: str | Path):
+    return AutoConfig.from_pretrained(resolve_encoder_path(name_or_path))

@@ -1,0 +1,80 @@
+"""Task heads, one per family, each a small module on top of the encoder's last hidden states.
+
+Heads are task-specific and never leave their phase: only the encoder is handed from the
+intermediate phase to the target phase (DESIGN.md). Every head returns ``(loss, logits)``; the loss
+is None when no labels are given.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fastxlt.tasks.base import Family, TaskSpec
+
+
+class ClassificationHead(nn.Module):
+    """Sentence(-pair) classification on the first token (``<s>``), as XLM-R's own classification head."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        pooled = self.dropout(sequence_output[:, 0])
+        pooled = self.dropout(torch.tanh(self.dense(pooled)))
+        logits = self.out_proj(pooled)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return loss, logits
+
+
+class MaskedLMHead(nn.Module):
+    """XLM-R's MLM head (dense, GELU, LayerNorm, decoder tied to the word embeddings).
+
+    The loss goes through ``fastxlt.kernels.linear_cross_entropy`` so that the (tokens x vocabulary)
+    logits are never materialised; logits are only returned when no labels are given.
+    """
+
+    def __init__(self, hidden_size: int, word_embeddings: nn.Embedding, layer_norm_eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.word_embeddings = [word_embeddings]  # a list: tied, not registered twice as a submodule
+        self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
+        self.kernel_backend = "auto"
+
+    @property
+    def decoder_weight(self) -> torch.Tensor:
+        return self.word_embeddings[0].weight
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        hidden = self.layer_norm(F.gelu(self.dense(sequence_output)))
+        if labels is None:
+            return None, F.linear(hidden, self.decoder_weight, self.bias)
+        from fastxlt.kernels import linear_cross_entropy
+
+        loss = linear_cross_entropy(
+            hidden.reshape(-1, hidden.shape[-1]), self.decoder_weight, self.bias, labels.reshape(-1),
+            backend=self.kernel_backend,
+        )
+        return loss, None
+
+
+def make_head(spec: TaskSpec, encoder: nn.Module) -> nn.Module:
+    """The head for a task's family, sized from the encoder's config."""
+    config = encoder.config
+    dropout = getattr(config, "classifier_dropout", None)
+    if dropout is None:
+        dropout = getattr(config, "hidden_dropout_prob", 0.1)
+    if spec.family is Family.PAIR_CLASSIFICATION:
+        return ClassificationHead(config.hidden_size, spec.num_labels, dropout)
+    if spec.family is Family.MASKED_LM:
+        return MaskedLMHead(config.hidden_size, encoder.get_input_embeddings(), getattr(config, "layer_norm_eps", 1e-5))
+    raise NotImplementedError(f"task '{spec.name}': family '{spec.family.value}' has no head yet")

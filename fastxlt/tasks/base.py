@@ -1,0 +1,140 @@
+"""The task record and the registry.
+
+A task is a small declarative record (``TaskSpec``): its name, family, languages, splits, label set,
+metric, the head it trains, and where its data comes from (a Hugging Face hub dataset and/or local
+files in the original published layout). Adding a task is one ``register(TaskSpec(...))`` call plus,
+at most, one adapter function that turns a source into the family's example type.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fastxlt.errors import UnknownLanguageError, UnknownTaskError
+
+
+class Family(str, enum.Enum):
+    """Task families; each has its own example type, features, head, loss and decoding."""
+
+    PAIR_CLASSIFICATION = "pair_classification"
+    MULTIPLE_CHOICE = "multiple_choice"
+    SPAN_QA = "span_qa"
+    TOKEN_TAGGING = "token_tagging"
+    RETRIEVAL = "retrieval"
+    MASKED_LM = "masked_lm"
+
+
+@dataclass(frozen=True)
+class PairExample:
+    """One (sentence pair or single sentence) classification example; label -1 = unlabelled."""
+
+    text_a: str
+    text_b: str | None
+    label: int
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One raw text for masked language modelling."""
+
+    text: str
+
+
+# An adapter reads one split of one language of a task and returns the family's examples.
+# data_dir is None for the hub and a directory of local files in the task's original layout otherwise.
+Adapter = Callable[["TaskSpec", str, str, "Path | None"], list[Any]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the pipeline needs to know about a task.
+
+    ``head`` names the head the task trains: tasks that share a head key (SNLI, MNLI and the ANLI
+    rounds in ANLI+) share one head. ``train_language`` is the language of the training data
+    (English for every task of the recipe). ``dev_split`` is what early stopping reads.
+    """
+
+    name: str
+    family: Family
+    languages: tuple[str, ...]
+    splits: tuple[str, ...]
+    metric: str
+    adapter: Adapter
+    labels: tuple[str, ...] = ()
+    head: str = ""
+    train_language: str = "en"
+    dev_split: str = "validation"
+    test_split: str = "test"
+    hub_id: str | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head_key(self) -> str:
+        return self.head or self.name
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def check_language(self, language: str) -> str:
+        if language not in self.languages:
+            raise UnknownLanguageError(
+                f"task '{self.name}' has no language '{language}'; choose from {', '.join(self.languages)}"
+            )
+        return language
+
+    def check_split(self, split: str) -> str:
+        if split not in self.splits:
+            raise UnknownTaskError(
+                f"task '{self.name}' has no split '{split}'; choose from {', '.join(self.splits)}"
+            )
+        return split
+
+    def resolve_languages(self, languages: str | list[str] | tuple[str, ...] | None) -> list[str]:
+        """'all' / None -> every language of the task; a list or a comma string is checked one by one."""
+        if languages is None or languages == "all" or languages == ["all"]:
+            return list(self.languages)
+        if isinstance(languages, str):
+            languages = [part.strip() for part in languages.split(",") if part.strip()]
+        return [self.check_language(language) for language in languages]
+
+    def load(self, split: str, language: str, data_dir: str | Path | None = None) -> list[Any]:
+        """Read one split of one language, from local files when data_dir is given, else the hub."""
+        self.check_split(split)
+        self.check_language(language)
+        return self.adapter(self, split, language, Path(data_dir) if data_dir is not None else None)
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+
+
+def register(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
+    """Add a task to the registry (user tasks plug in the same way as the built-in ones)."""
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"task '{spec.name}' is already registered; pass replace=True to override it")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    _ensure_builtin_tasks()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownTaskError(f"unknown task '{name}'; known tasks: {known}") from None
+
+
+def all_tasks() -> dict[str, TaskSpec]:
+    _ensure_builtin_tasks()
+    return dict(_REGISTRY)
+
+
+def _ensure_builtin_tasks() -> None:
+    """Import the modules that register the built-in tasks (lazily, to keep import time low)."""
+    import fastxlt.tasks.pair_classification  # noqa: F401
+    import fastxlt.synthetic.tasks  # noqa: F401

@@ -1,0 +1,218 @@
+"""Readers for the file layouts that sentence-level datasets are published in.
+
+Each reader turns one file into plain Python rows (lists or dicts of strings) and knows nothing
+about tasks or labels: the task adapters map columns to examples. What the readers do own is
+the failure mode. A missing file raises ``DataNotFoundError`` naming the path; a file that does not
+have the layout it claims raises ``CorruptDataError`` naming the file and the 1-based line number,
+so that a user with a truncated download learns where it broke instead of training on half a file.
+
+Layouts:
+
+- TSV with a header row (GLUE ``train.tsv`` / ``dev_matched.tsv``, the original SNLI/MultiNLI/XNLI
+  ``.txt``/``.tsv`` releases, PAWS-X ``x-final``, Hugging Face exports ``id sentence1 sentence2 label``):
+  :func:`read_tsv_with_header`.
+- TSV without a header (XTREME ``{split}-{lang}.tsv``; test files have their label column stripped):
+  :func:`read_tsv_columns`.
+- JSON lines and parquet (the original MultiNLI/SNLI/ANLI ``.jsonl`` files and hub exports):
+  :func:`read_jsonl`, :func:`read_parquet`.
+- One label per line (gold labels kept apart from an unlabelled file): :func:`read_label_file`,
+  attached with :func:`attach_labels`.
+
+Quoting is off in every TSV reader: the GLUE and XTREME files contain bare ``"`` characters inside
+sentences, and the reference loaders split on tabs only, so ``csv`` quoting rules would merge rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastxlt.errors import CorruptDataError, DataNotFoundError
+
+logger = logging.getLogger(__name__)
+
+
+def _require_file(path: Path, layout: str) -> None:
+    if not path.is_file():
+        raise DataNotFoundError(f"{layout} file not found: {path}; check the path or the data_dir/layout you passed")
+
+
+def _lines(path: Path, layout: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its line break), splitting on '\\n' only.
+
+    Only '\\n' ends a line: a stray '\\r' or U+2028 inside a sentence stays in the text instead of
+    silently breaking one row into two.
+    """
+    _require_file(path, layout)
+    number = 0
+    try:
+        with path.open(encoding="utf-8-sig", newline="\n") as handle:
+            for number, line in enumerate(handle, start=1):
+                yield number, line.rstrip("\n").removesuffix("\r")
+    except UnicodeDecodeError as error:
+        raise CorruptDataError(
+            f"{path}: invalid UTF-8 after line {number} ({error.reason}); the file must be UTF-8 text"
+        ) from None
+
+
+def read_tsv_columns(path: str | Path, num_columns: Sequence[int], *, layout: str = "XTREME tsv") -> list[list[str]]:
+    """Read a header-less TSV whose rows all have the same column count, one of ``num_columns``.
+
+    The first row fixes the count: an XTREME file is either labelled (premise, hypothesis, label)
+    or stripped of labels (premise, hypothesis), never a mix. Empty lines are skipped.
+    """
+    path = Path(path)
+    rows: list[list[str]] = []
+    expected: int | None = None
+    for number, line in _lines(path, layout):
+        if not line:
+            continue
+        fields = line.split("\t")
+        if expected is None:
+            if len(fields) not in num_columns:
+                allowed = " or ".join(str(n) for n in num_columns)
+                raise CorruptDataError(
+                    f"{path}:{number}: expected {allowed} tab-separated columns ({layout}), found {len(fields)}"
+                )
+            expected = len(fields)
+        elif len(fields) != expected:
+            raise CorruptDataError(
+                f"{path}:{number}: expected {expected} tab-separated columns like line 1, found {len(fields)}"
+            )
+        rows.append(fields)
+    return rows
+
+
+def read_tsv_with_header(
+    path: str | Path,
+    columns: Sequence[str],
+    *,
+    optional: Sequence[str] = (),
+    skip_malformed: bool = False,
+    layout: str = "tsv",
+) -> list[dict[str, str | None]]:
+    """Read a TSV with a header row; return, per row, the requested ``columns`` by name.
+
+    Columns in ``optional`` may be absent from the header (GLUE test files have no label column);
+    they come back as None. A row whose field count differs from the header's is corrupt, unless
+    ``skip_malformed`` is set: the original GLUE QQP ``train.tsv`` has a few rows broken by newlines
+    inside questions, which the GLUE reference loaders skip; they are skipped and counted in a warning.
+    """
+    path = Path(path)
+    lines = _lines(path, layout)
+    header = _read_header(path, lines, layout)
+    index = _column_index(path, header, columns, optional)
+    rows: list[dict[str, str | None]] = []
+    skipped = 0
+    for number, line in lines:
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            if skip_malformed:
+                skipped += 1
+                continue
+            raise CorruptDataError(
+                f"{path}:{number}: expected {len(header)} tab-separated columns like the header, found {len(fields)}"
+            )
+        rows.append({name: (fields[i] if i is not None else None) for name, i in index.items()})
+    if skipped:
+        logger.warning("skipped %d malformed rows of %s (wrong column count)", skipped, path)
+    return rows
+
+
+def _read_header(path: Path, lines: Iterator[tuple[int, str]], layout: str) -> list[str]:
+    for _, line in lines:
+        return line.split("\t")
+    raise CorruptDataError(f"{path} is empty; a {layout} file starts with a header row")
+
+
+def _column_index(
+    path: Path, header: list[str], columns: Sequence[str], optional: Sequence[str]
+) -> dict[str, int | None]:
+    missing = [name for name in columns if name not in header and name not in optional]
+    if missing:
+        raise CorruptDataError(
+            f"{path}: header lacks column(s) {', '.join(missing)} (has {', '.join(header)}); is this the right layout?"
+        )
+    return {name: (header.index(name) if name in header else None) for name in columns}
+
+
+def read_jsonl(path: str | Path, columns: Sequence[str], *, optional: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read a JSON-lines file; return, per object, the requested ``columns`` (``optional`` ones may be absent)."""
+    path = Path(path)
+    rows: list[dict[str, Any]] = []
+    for number, line in _lines(path, "jsonl"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            message = f"{path}:{number}: not valid JSON ({error.msg}); the file may be truncated"
+            raise CorruptDataError(message) from None
+        if not isinstance(record, dict):
+            raise CorruptDataError(f"{path}:{number}: expected a JSON object per line, found {type(record).__name__}")
+        missing = [name for name in columns if name not in record and name not in optional]
+        if missing:
+            raise CorruptDataError(f"{path}:{number}: record lacks key(s) {', '.join(missing)}")
+        rows.append({name: record.get(name) for name in columns})
+    return rows
+
+
+def read_parquet(path: str | Path, columns: Sequence[str], *, optional: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read the requested ``columns`` of a parquet file (e.g. a shard of a hub dataset) as row dicts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    _require_file(path, "parquet")
+    try:
+        available = set(pq.read_schema(path).names)
+        missing = [name for name in columns if name not in available and name not in optional]
+        if missing:
+            raise CorruptDataError(
+                f"{path}: parquet lacks column(s) {', '.join(missing)} (has {', '.join(sorted(available))})"
+            )
+        table = pq.read_table(path, columns=[name for name in columns if name in available])
+    except (pa.ArrowException, OSError) as error:
+        raise CorruptDataError(f"{path} is not a readable parquet file ({error}); re-download it") from None
+    rows = table.to_pylist()
+    for row in rows:
+        for name in columns:
+            row.setdefault(name, None)
+    return rows
+
+
+def read_label_file(path: str | Path) -> list[str]:
+    """Read gold labels kept in their own file, one per line (e.g. ``DERIVED_test_labels.txt`` for XNLI test).
+
+    Trailing empty lines are ignored; an empty line between labels is corrupt because it would shift
+    every later label onto the wrong example.
+    """
+    path = Path(path)
+    labels = [line.strip() for _, line in _lines(path, "label")]
+    while labels and not labels[-1]:
+        labels.pop()
+    for number, label in enumerate(labels, start=1):
+        if not label:
+            raise CorruptDataError(f"{path}:{number}: empty label line; the file must hold exactly one label per line")
+    return labels
+
+
+def attach_labels(
+    rows: Sequence[Sequence[str]], labels: Sequence[str], *, rows_path: Path, labels_path: Path
+) -> list[list[str]]:
+    """Append the i-th label to the i-th header-less row; the two files must have the same length.
+
+    A length mismatch means the label file belongs to another split or release, so it is refused
+    rather than zipped to the shorter length.
+    """
+    if len(labels) != len(rows):
+        raise CorruptDataError(
+            f"{labels_path} has {len(labels)} labels but {rows_path} has {len(rows)} rows; "
+            "use the label file that belongs to this split"
+        )
+    return [[*row, label] for row, label in zip(rows, labels)]

@@ -1,0 +1,70 @@
+"""Process-group set-up for DeepSpeed: the same code for one plain process and N launched ranks.
+
+``deepspeed --num_gpus N fastxlt/train.py`` sets RANK / WORLD_SIZE / MASTER_ADDR for each rank;
+``fastxlt train`` is one process with none of them, so we fill in a one-rank group on a free
+local port. Without CUDA the backend is gloo (DeepSpeed's CPU accelerator, ``DS_ACCELERATOR=cpu``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_environment() -> None:
+    """Choose DeepSpeed's accelerator and fill in a one-rank process group when not launched."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" not in os.environ:
+        os.environ.update(
+            {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+        )
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def init_distributed() -> None:
+    prepare_environment()
+    import deepspeed
+
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+
+
+def rank() -> int:
+    """This process's rank; before the group exists, what the launcher said in RANK."""
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if torch.distributed.is_initialized() and world_size() > 1:
+        torch.distributed.barrier()
+
+
+def broadcast_object(value):
+    """Rank 0's value on every rank (e.g. a decision to stop early)."""
+    if not torch.distributed.is_initialized() or world_size() == 1:
+        return value
+    holder = [value]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]

@@ -1,0 +1,324 @@
+"""One training loop for every phase (MLM warm-up, intermediate, target), on a DeepSpeed engine.
+
+A phase reads its tasks' English training data, mixes the tasks with a deterministic multi-task
+schedule, trains the shared encoder and the task heads, evaluates on the English dev sets for early
+stopping, checkpoints for resumption, and finally writes ``<phase_dir>/model/{encoder/,heads.pt}`` and
+``<phase_dir>/phase.json``. A phase directory with ``phase.json`` is complete and is never trained again;
+one with checkpoints resumes from the latest, and ends with the same weights as an uninterrupted run.
+
+Determinism: the batch at global micro-batch index g, its MLM masking, and the dropout of its forward
+pass are pure functions of (seed, g), so neither a restart nor the number of ranks' history matters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fastxlt.config import DeepSpeedConfig, OptimizationConfig, PhaseConfig
+from fastxlt.errors import ConfigError, DataNotFoundError
+from fastxlt.evaluation.predict import predict
+from fastxlt.models.encoder import load_encoder, load_tokenizer
+from fastxlt.models.transfer import TransferModel, save_phase_outputs
+from fastxlt.tasks import metrics
+from fastxlt.tasks.base import Family, TaskSpec
+from fastxlt.tasks.features import Feature, ops_for
+from fastxlt.training import distributed
+from fastxlt.training.checkpoint import CheckpointManager, consolidated_state_dict
+from fastxlt.training.deepspeed_config import build_deepspeed_config
+from fastxlt.training.optim import linear_schedule, make_optimizer
+from fastxlt.training.samplers import MultiTaskSchedule, mixing_rates
+from fastxlt.utils.io import read_json, write_json_atomic
+
+PHASE_DONE = "phase.json"
+MODEL_DIRNAME = "model"
+BEST_DIRNAME = "best"
+KILL_ENV = "FASTXLT_DEBUG_KILL_AT_STEP"  # tests: SIGKILL this process right after checkpointing this optimizer step
+
+
+@dataclass
+class PhasePlan:
+    """Everything one phase needs; built by the pipeline from the experiment config."""
+
+    name: str
+    tasks: list[TaskSpec]
+    phase: PhaseConfig
+    optimization: OptimizationConfig
+    init_encoder: str
+    tokenizer: str
+    phase_dir: Path
+    seed: int
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    data_dirs: dict[str, str] = field(default_factory=dict)
+    kernels: str = "none"
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    train: list[Feature]
+    dev: list[Feature]
+
+
+def phase_is_done(phase_dir: Path) -> bool:
+    return (Path(phase_dir) / PHASE_DONE).is_file()
+
+
+def run_phase(plan: PhasePlan) -> dict[str, Any]:
+    """Train one phase (or return the summary of a finished one)."""
+    phase_dir = Path(plan.phase_dir)
+    if phase_is_done(phase_dir):
+        return read_json(phase_dir / PHASE_DONE)
+    distributed.init_distributed()
+    import deepspeed
+
+    settings = plan.optimization
+    tokenizer = load_tokenizer(plan.tokenizer)
+    task_data = [_load_task_data(spec, plan, tokenizer) for spec in plan.tasks]
+    world = distributed.world_size()
+    sizes = [len(data.train) for data in task_data]
+    rates = mixing_rates(sizes, plan.phase.sampler, plan.phase.sampling_cap, plan.phase.temperature)
+    total_steps = _total_optimizer_steps(sizes, plan.phase.sampling_cap, settings, world)
+    micro_steps = total_steps * settings.grad_accum
+    schedule = MultiTaskSchedule(sizes, rates, settings.batch_size, micro_steps * world, plan.seed)
+    eval_every = settings.eval_every or max(1, _steps_per_epoch(sizes, plan.phase.sampling_cap, settings, world))
+    evaluates = any(data.dev for data in task_data)
+    checkpoint_every = settings.checkpoint_every or (eval_every if evaluates else max(1, total_steps // 4))
+
+    model = _build_model(plan, task_data)
+    optimizer = make_optimizer(model, settings, offload=plan.deepspeed.offload_optimizer)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=linear_schedule(total_steps, settings.warmup_ratio),
+        config=build_deepspeed_config(plan.deepspeed, settings),
+    )
+    checkpoints = CheckpointManager(phase_dir / "checkpoints", keep=settings.keep_checkpoints)
+    state = checkpoints.resume(engine) or {"micro_step": 0, "best_score": None, "bad_evals": 0, "history": []}
+    if distributed.is_main():
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        _describe_phase(plan, sizes, rates, total_steps, world, state["micro_step"])
+
+    state = _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints)
+    summary = _finish(engine, plan, tokenizer, state, total_steps, sizes, rates)
+    checkpoints.remove_all()
+    return summary
+
+
+# ---------------------------------------------------------------------------------------- set-up
+
+
+def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
+    """English training examples (optionally capped) and the English dev set used for early stopping."""
+    data_dir = plan.data_dirs.get(spec.name)
+    ops = ops_for(spec)
+    max_length = plan.optimization.max_length
+    examples = spec.load(plan.phase.train_split, spec.train_language, data_dir)
+    dev_examples: list = []
+    if plan.phase.dev_holdout:
+        if plan.phase.dev_holdout >= len(examples):
+            raise ConfigError(
+                f"task '{spec.name}': dev_holdout {plan.phase.dev_holdout} leaves no training data of {len(examples)} examples"
+            )
+        order = np.random.default_rng(0).permutation(len(examples))  # a fixed random slice, not the file's tail
+        held = set(order[: plan.phase.dev_holdout].tolist())
+        dev_examples = [ex for i, ex in enumerate(examples) if i in held]
+        examples = [ex for i, ex in enumerate(examples) if i not in held]
+    elif spec.family is not Family.MASKED_LM and spec.dev_split in spec.splits and spec.dev_split != plan.phase.train_split:
+        dev_examples = spec.load(spec.dev_split, spec.train_language, data_dir)
+    if plan.phase.train_examples is not None:
+        examples = examples[: plan.phase.train_examples]
+    train = ops.featurize(spec, examples, tokenizer, max_length)
+    if not train:
+        raise DataNotFoundError(f"task '{spec.name}' has no training examples in split '{plan.phase.train_split}'; check the data directory")
+    return TaskData(spec, train, ops.featurize(spec, dev_examples, tokenizer, max_length) if dev_examples else [])
+
+
+def _build_model(plan: PhasePlan, task_data: list[TaskData]) -> TransferModel:
+    dropout = plan.optimization.dropout
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    torch.manual_seed(plan.seed)  # identical head initialisation on every rank and every restart
+    encoder = load_encoder(plan.init_encoder, **overrides)
+    model = TransferModel(encoder, [data.spec for data in task_data])
+    if plan.kernels != "none":
+        from fastxlt.kernels import patch
+
+        patch(model.encoder, backend=plan.kernels)
+        for head in model.heads.values():
+            if hasattr(head, "kernel_backend"):
+                head.kernel_backend = plan.kernels
+    return model
+
+
+def _steps_per_epoch(sizes: list[int], cap: int | None, settings: OptimizationConfig, world: int) -> int:
+    """Optimizer steps for one pass over the (capped) mixture."""
+    examples = sum(min(size, cap) if cap else size for size in sizes)
+    return max(1, math.ceil(examples / (settings.batch_size * settings.grad_accum * world)))
+
+
+def _total_optimizer_steps(sizes: list[int], cap: int | None, settings: OptimizationConfig, world: int) -> int:
+    if settings.max_steps is not None:
+        return settings.max_steps
+    return max(1, math.ceil(settings.epochs * _steps_per_epoch(sizes, cap, settings, world)))
+
+
+def _describe_phase(plan, sizes, rates, total_steps, world, start_micro_step) -> None:
+    mix = ", ".join(f"{d.name} {n} ex ({r:.0%})" for d, n, r in zip(plan.tasks, sizes, rates))
+    resumed = f", resuming at micro-step {start_micro_step}" if start_micro_step else ""
+    tqdm.write(f"[{plan.name}] {mix}; {total_steps} optimizer steps on {world} rank(s){resumed}")
+
+
+# ---------------------------------------------------------------------------------------- the loop
+
+
+def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints) -> dict:
+    settings = plan.optimization
+    rank, world = distributed.rank(), distributed.world_size()
+    micro_steps = schedule.total_batches // world
+    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+    bar = tqdm(
+        total=micro_steps // settings.grad_accum,
+        initial=state["micro_step"] // settings.grad_accum,
+        desc=plan.name,
+        unit="step",
+        disable=not distributed.is_main(),
+        dynamic_ncols=True,
+    )
+    engine.train()
+    started, examples_seen, running_loss = time.perf_counter(), 0, None
+    while state["micro_step"] < micro_steps:
+        micro_step = state["micro_step"]
+        global_index = micro_step * world + rank
+        task_index, rows = schedule.batch(global_index)
+        data = task_data[task_index]
+        ops = ops_for(data.spec)
+        generator = torch.Generator().manual_seed(_mix(plan.seed, global_index, 1))
+        batch = ops.collate([data.train[i] for i in rows], tokenizer, generator)
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        torch.manual_seed(_mix(plan.seed, global_index, 2))  # dropout depends on (seed, batch) only
+        loss, _ = engine(head=engine.module.head_for(data.spec.name), **batch)
+        engine.backward(loss)
+        engine.step()
+        state["micro_step"] = micro_step + 1
+        examples_seen += len(rows)
+        value = float(loss.detach())
+        running_loss = value if running_loss is None else 0.95 * running_loss + 0.05 * value
+        if state["micro_step"] % settings.grad_accum:
+            continue
+        step = state["micro_step"] // settings.grad_accum
+        bar.update(1)
+        bar.set_postfix(loss=f"{running_loss:.4f}", ex_per_s=f"{examples_seen * world / (time.perf_counter() - started):.1f}")
+        stop = False
+        if step % eval_every == 0 or state["micro_step"] == micro_steps:
+            stop = _evaluate_and_track(engine, plan, task_data, tokenizer, state, step, running_loss)
+        if step % checkpoint_every == 0 or stop or state["micro_step"] == micro_steps:
+            checkpoints.save(engine, step, state)
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if stop:
+            break
+    bar.close()
+    return state
+
+
+def _mix(seed: int, index: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, index, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _evaluate_and_track(engine, plan, task_data, tokenizer, state, step, running_loss) -> bool:
+    """English dev evaluation; saves the best model; returns whether to stop early."""
+    scores = dev_scores(engine.module, task_data, tokenizer, plan.optimization.eval_batch_tokens)
+    entry = {"step": step, "train_loss": running_loss, **{f"dev_{k}": v for k, v in scores.items()}}
+    state["history"].append(entry)
+    if not scores:
+        return False
+    score = scores["mean"]
+    improved = state["best_score"] is None or score > state["best_score"]
+    if improved:
+        state["best_score"], state["best_step"], state["bad_evals"] = score, step, 0
+        _save_model(engine, plan, tokenizer, Path(plan.phase_dir) / BEST_DIRNAME)
+    else:
+        state["bad_evals"] += 1
+    if distributed.is_main():
+        tqdm.write(f"[{plan.name}] step {step}: dev {score:.2f} (best {state['best_score']:.2f} at step {state['best_step']})")
+    patience = plan.optimization.patience
+    return bool(distributed.broadcast_object(patience is not None and state["bad_evals"] >= patience))
+
+
+def dev_scores(model, task_data: list[TaskData], tokenizer, batch_tokens: int) -> dict[str, float]:
+    """Primary English dev score per task (percent) and their mean."""
+    scores = {}
+    for data in task_data:
+        if not data.dev:
+            continue
+        ops = ops_for(data.spec)
+        predictions = predict(model, model.head_for(data.spec.name), ops, data.dev, tokenizer, batch_tokens=batch_tokens)
+        result = metrics.compute(data.spec.metric, predictions, ops.gold(data.dev))
+        scores[data.spec.name] = metrics.primary_score(data.spec.metric, result)
+    if scores:
+        scores["mean"] = float(np.mean(list(scores.values())))
+    return scores
+
+
+def _save_model(engine, plan: PhasePlan, tokenizer, out_dir: Path) -> None:
+    state_dict = consolidated_state_dict(engine)
+    if distributed.is_main():
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_phase_outputs(engine.module, tmp, tokenizer, state_dict)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+    distributed.barrier()
+
+
+def _finish(engine, plan, tokenizer, state, total_steps, sizes, rates) -> dict[str, Any]:
+    phase_dir = Path(plan.phase_dir)
+    best = phase_dir / BEST_DIRNAME
+    final = phase_dir / MODEL_DIRNAME
+    if distributed.is_main():
+        shutil.rmtree(final, ignore_errors=True)
+    distributed.barrier()
+    if best.is_dir():
+        if distributed.is_main():
+            best.rename(final)
+    else:
+        _save_model(engine, plan, tokenizer, final)
+    summary = {
+        "phase": plan.name,
+        "tasks": [spec.name for spec in plan.tasks],
+        "train_sizes": sizes,
+        "mixing_rates": [float(r) for r in rates],
+        "optimizer_steps": state["micro_step"] // plan.optimization.grad_accum,
+        "planned_steps": total_steps,
+        "best_dev_score": state.get("best_score"),
+        "best_step": state.get("best_step"),
+        "history": state["history"],
+        "init_encoder": plan.init_encoder,
+        "seed": plan.seed,
+        "world_size": distributed.world_size(),
+        "optimization": asdict(plan.optimization),
+        "deepspeed": asdict(plan.deepspeed),
+    }
+    if distributed.is_main():
+        write_json_atomic(phase_dir / PHASE_DONE, summary)
+    distributed.barrier()
+    return summary
+
+
+def phase_model_dir(phase_dir: Path) -> Path:
+    return Path(phase_dir) / MODEL_DIRNAME
+
+
+def load_phase_summary(phase_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(phase_dir) / PHASE_DONE).read_text())
