@@ -103,6 +103,7 @@ class PhaseConfig:
     sampling_cap: int | None = 131072  # examples-proportional mixing caps each task's size at this many examples
     temperature: float = 2.0
     train_examples: int | None = None  # use only the first N training examples of each task (target-data size studies)
+    train_languages: list[str] | None = None  # default: English (the task's train_language); masked LM: every language
     train_split: str = "train"  # e.g. "validation" to train on a dev set when no training data is at hand
     dev_holdout: int | None = None  # hold out N random (fixed) training examples as the English dev set (instead of dev_split)
     optimization: dict[str, Any] = field(default_factory=dict)

@@ -140,17 +140,32 @@ def _wait_for(path: Path, timeout: float = 600.0) -> None:
         time.sleep(0.2)
 
 
+# Fields that change how a run is carried out or reported, not what it trains: free to change on resume.
+OPERATIONAL_FIELDS = ("name", "run_dir", "kernels", "source")
+OPERATIONAL_OPTIMIZATION = ("checkpoint_every", "keep_checkpoints", "eval_batch_tokens")
+
+
+def _training_identity(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config that determines the trained weights."""
+    data = {k: v for k, v in data.items() if k not in OPERATIONAL_FIELDS}
+    data["phases"] = {k: v for k, v in (data.get("phases") or {}).items() if k != "evaluate"}
+    for section in [data.get("optimization") or {}] + [p.get("optimization") or {} for p in data["phases"].values() if p]:
+        for name in OPERATIONAL_OPTIMIZATION:
+            section.pop(name, None)
+    return data
+
+
 def _write_or_check_config(config: ExperimentConfig, run_dir: Path) -> None:
-    """Write config.yaml, or refuse to mix a different config into an existing run directory."""
+    """Write config.yaml; refuse to continue a run directory that was trained with different settings."""
     path = run_dir / "config.yaml"
     text = dump_config(config)
     if path.is_file():
-        existing = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if existing != yaml.safe_load(text):
-            changed = sorted(k for k in set(existing) | set(config.to_dict()) if existing.get(k) != config.to_dict().get(k))
+        existing = _training_identity(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        current = _training_identity(yaml.safe_load(text))
+        if existing != current:
+            changed = sorted(k for k in set(existing) | set(current) if existing.get(k) != current.get(k))
             raise ConfigError(
-                f"run directory '{run_dir}' was started with a different config (differs in: {', '.join(changed)}); "
+                f"run directory '{run_dir}' was trained with a different config (differs in: {', '.join(changed)}); "
                 "set a new run_dir or delete the old one"
             )
-        return
     write_text_atomic(path, text)

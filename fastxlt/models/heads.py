@@ -46,7 +46,7 @@ class MaskedLMHead(nn.Module):
         self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.word_embeddings = [word_embeddings]  # a list: tied, not registered twice as a submodule
         self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
-        self.kernel_backend = "auto"
+        self.kernel_backend = "none"  # "none": plain logits + cross-entropy; else a fastxlt.kernels backend
 
     @property
     def decoder_weight(self) -> torch.Tensor:
@@ -58,6 +58,9 @@ class MaskedLMHead(nn.Module):
         hidden = self.layer_norm(F.gelu(self.dense(sequence_output)))
         if labels is None:
             return None, F.linear(hidden, self.decoder_weight, self.bias)
+        if self.kernel_backend == "none":
+            logits = F.linear(hidden, self.decoder_weight, self.bias)
+            return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1)), None
         from fastxlt.kernels import linear_cross_entropy
 
         loss = linear_cross_entropy(

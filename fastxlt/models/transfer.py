@@ -104,8 +104,11 @@ def load_transfer_model(phase_dir: Path, tasks: list[TaskSpec]) -> TransferModel
         raise CheckpointError(
             f"'{heads_path}' was trained on encoder {saved.get('encoder')}, not {encoder_signature(encoder)}; use the matching model"
         )
-    missing, unexpected = model.heads.load_state_dict(saved["heads"], strict=False)
-    wanted_missing = [name for name in missing if name.split(".")[0] in model.heads]
-    if wanted_missing:
-        raise CheckpointError(f"'{heads_path}' lacks weights for {wanted_missing[0]}; it was trained for other tasks")
+    missing, _ = model.heads.load_state_dict(saved["heads"], strict=False)
+    if missing:
+        head = missing[0].split(".")[0]
+        trained = ", ".join(sorted(saved.get("task_to_head", {}))) or "unknown tasks"
+        raise CheckpointError(
+            f"'{phase_dir}' has no trained head '{head}' for task '{model.head_tasks[head].name}'; it was trained for {trained}"
+        )
     return model

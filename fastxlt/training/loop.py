@@ -124,7 +124,11 @@ def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
     data_dir = plan.data_dirs.get(spec.name)
     ops = ops_for(spec)
     max_length = plan.optimization.max_length
-    examples = spec.load(plan.phase.train_split, spec.train_language, data_dir)
+    examples = [
+        example
+        for language in _train_languages(spec, plan.phase)
+        for example in spec.load(plan.phase.train_split, language, data_dir)
+    ]
     dev_examples: list = []
     if plan.phase.dev_holdout:
         if plan.phase.dev_holdout >= len(examples):
@@ -143,6 +147,13 @@ def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
     if not train:
         raise DataNotFoundError(f"task '{spec.name}' has no training examples in split '{plan.phase.train_split}'; check the data directory")
     return TaskData(spec, train, ops.featurize(spec, dev_examples, tokenizer, max_length) if dev_examples else [])
+
+
+def _train_languages(spec: TaskSpec, phase: PhaseConfig) -> list[str]:
+    """English for the recipe's tasks; every language for masked LM (multilingual MLM), unless configured."""
+    if phase.train_languages:
+        return spec.resolve_languages(phase.train_languages)
+    return list(spec.languages) if spec.family is Family.MASKED_LM else [spec.train_language]
 
 
 def _build_model(plan: PhasePlan, task_data: list[TaskData]) -> TransferModel:

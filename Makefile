@@ -1,0 +1,103 @@
+# fastxlt developer entry points.
+#
+#   make venv        .venv with torch + `pip install -e '.[dev]'` (compiles fastxlt._C); idempotent
+#   make install     the same install into the current Python environment (no venv)
+#   make test        the default test suite (creates .venv first when missing); PYTEST_ARGS=... narrows it
+#   make test-slow   the slow real-model / real-data tests (pytest -m slow)
+#   make demo        the embedded default experiment (`fastxlt run`)
+#   make bench       every benchmarks/*.py with --quick (BENCH_ARGS=... adds options)
+#   make clean       build outputs and caches; `make distclean` also removes .venv
+#
+# Torch: without a GPU (no working nvidia-smi) the CPU wheel torch==$(TORCH_VERSION) is installed
+# first, so that the [dev] install does not pull the multi-GB CUDA build. Where that CPU wheel is not
+# on the configured indexes, point TORCH_INDEX_URL at PyTorch's (https://download.pytorch.org/whl/cpu).
+# With a GPU, pip resolves the default torch wheel from pyproject.toml's dependency.
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+# Tests never touch a model or dataset hub; Triton kernels run in its interpreter on CPU.
+OFFLINE_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+TEST_ENV := $(OFFLINE_ENV) TRITON_INTERPRET=1
+
+# The venv is complete when this stamp is newer than everything that shapes the install.
+STAMP := $(VENV)/.fastxlt-installed
+DEPS_STAMP := $(VENV)/.fastxlt-deps
+EXT_SOURCES := CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*.hpp)
+
+.PHONY: venv install test test-slow demo bench clean distclean
+
+venv: $(STAMP)
+
+# Dependencies change with pyproject.toml: full install. Only C++ changed: rebuild the extension alone
+# (incremental, in build/), without touching dependencies.
+$(STAMP): pyproject.toml $(EXT_SOURCES) | $(VENV_PY)
+	@if [ ! -f $(DEPS_STAMP) ] || [ pyproject.toml -nt $(DEPS_STAMP) ]; then \
+	  $(MAKE) --no-print-directory _full-install INSTALL_PY=$(VENV_PY) && touch $(DEPS_STAMP); \
+	else \
+	  echo "==> C++ sources changed: rebuilding fastxlt._C"; \
+	  $(VENV_PY) -m pip install --no-build-isolation --no-deps -e . ; \
+	fi
+	@$(VENV_PY) -c "import fastxlt._C as c; print('fastxlt._C ready:', c.build_info())"
+	@touch $@
+
+$(VENV_PY):
+	@$(PYTHON) -c "import sys; assert sys.version_info >= (3, 10), 'fastxlt needs Python >= 3.10, found ' + sys.version.split()[0]"
+	$(PYTHON) -m venv $(VENV) || { echo "make venv: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv" >&2; exit 1; }
+	$(VENV_PY) -m pip install --upgrade pip
+
+install:
+	@$(MAKE) --no-print-directory _full-install INSTALL_PY=$(PYTHON)
+
+# The install steps, shared by `venv` and `install`; INSTALL_PY is the interpreter to install into.
+# 1. torch first (CPU wheel when there is no GPU), unless the environment already has one.
+# 2. The build requirements into the environment itself, so that CMake's cache points at a stable
+#    pybind11 and later C++ rebuilds can run with --no-build-isolation.
+# 3. The package, editable, with the [dev] extra; scikit-build-core compiles fastxlt._C.
+_full-install:
+	@if $(INSTALL_PY) -c "import torch" >/dev/null 2>&1; then \
+	  echo "==> torch already installed: $$($(INSTALL_PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "==> GPU found: the default torch wheel comes with the package dependencies"; \
+	else \
+	  echo "==> no GPU: installing the CPU torch wheel torch==$(TORCH_VERSION)"; \
+	  $(INSTALL_PY) -m pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)); \
+	fi
+	$(INSTALL_PY) -m pip install "scikit-build-core>=0.10" "pybind11>=2.12"
+	@if ! cmake --version >/dev/null 2>&1 || ! $(INSTALL_PY) -c "import re, subprocess, sys; v = re.search(r'(\d+)\.(\d+)', subprocess.run(['cmake', '--version'], capture_output=True, text=True).stdout); sys.exit(0 if v and (int(v[1]), int(v[2])) >= (3, 18) else 1)"; then \
+	  echo "==> no CMake >= 3.18 on PATH: installing it from PyPI"; \
+	  $(INSTALL_PY) -m pip install "cmake>=3.18" ninja; \
+	fi
+	$(INSTALL_PY) -m pip install -e '.[dev]'
+
+test: venv
+	@rc=0; $(TEST_ENV) $(VENV_PY) -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); check tests/ and PYTEST_ARGS='$(PYTEST_ARGS)'" >&2; fi; \
+	exit $$rc
+
+test-slow: venv
+	@rc=0; $(TEST_ENV) $(VENV_PY) -m pytest -q -m slow $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no slow tests (exit 5)" >&2; fi; \
+	exit $$rc
+
+demo: venv
+	$(OFFLINE_ENV) $(VENV)/bin/fastxlt run
+
+bench: venv
+	@for script in benchmarks/*.py; do \
+	  [ -e "$$script" ] || { echo "make bench: no benchmarks/*.py yet"; break; }; \
+	  echo "==> $$script --quick $(BENCH_ARGS)"; \
+	  $(OFFLINE_ENV) $(VENV_PY) "$$script" --quick $(BENCH_ARGS) || exit $$?; \
+	done
+
+clean:
+	rm -rf build dist _skbuild .pytest_cache *.egg-info $(STAMP)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
