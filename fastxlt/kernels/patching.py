@@ -1,0 +1,272 @@
+"""Plug the fused kernels into Hugging Face XLM-R (and BERT/RoBERTa) models: :func:`patch`.
+
+What is swapped, and how (transformers 5.x):
+
+- **attention**: transformers dispatches self-attention through ``AttentionInterface`` keyed by
+  ``config._attn_implementation``. We register :func:`hf_attention` under ``"fastxlt"`` with a
+  mask builder that hands over the plain 2-D padding mask (or None when nothing is padded), and
+  switch the model to it with ``set_attn_implementation``. Each self-attention module carries
+  its backend in ``_fastxlt_backend``.
+- **residual + dropout + LayerNorm**: every ``*SelfOutput``/``*Output`` block (dense, dropout,
+  add, LayerNorm) gets its class swapped for a subclass whose forward calls
+  :func:`.residual_dropout_layernorm`. Parameters and state-dict keys do not change, so
+  checkpoints stay loadable by plain transformers.
+- **loss**: ``XLMRobertaForMaskedLM`` / ``RobertaForMaskedLM`` get a forward that, when labels are
+  given, runs the LM-head transform and hands the decoder weight and bias to
+  :func:`.linear_cross_entropy`: the ``[tokens, 250002]`` logits are never built, and
+  ``outputs.logits`` is None. Without labels the original forward runs (logits for inference).
+  Other heads have small logits and keep their loss.
+
+Backends are stored as given (``auto`` is resolved per call from the tensors' device), so a
+model patched on the CPU and moved to a GPU afterwards uses Triton there.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import AttentionMaskInterface
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.models.bert import modeling_bert as _bert
+from transformers.models.roberta import modeling_roberta as _roberta
+from transformers.models.xlm_roberta import modeling_xlm_roberta as _xlmr
+
+from fastxlt.kernels.attention import attention
+from fastxlt.kernels.dispatch import KernelError, check_backend
+from fastxlt.kernels.layernorm import residual_dropout_layernorm
+from fastxlt.kernels.linear_ce import linear_cross_entropy
+
+ATTENTION_NAME = "fastxlt"
+_SELF_ATTENTION = (_xlmr.XLMRobertaSelfAttention, _roberta.RobertaSelfAttention, _bert.BertSelfAttention)
+_MASKED_LM = (_xlmr.XLMRobertaForMaskedLM, _roberta.RobertaForMaskedLM)
+
+
+# ----------------------------------------------------------------------------------------- attention
+
+
+def _padding_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> torch.Tensor | None:
+    """Mask builder for ``"fastxlt"``: the 2-D bool padding mask, or None when nothing is padded.
+
+    transformers asks for vmap-built masks only when a model overlays its own mask pattern
+    (``or_mask_function``/``and_mask_function``); a key-padding mask cannot express those.
+    """
+    if kwargs.get("use_vmap"):
+        raise KernelError("this model combines custom attention-mask patterns; patch it with attention=False")
+    if attention_mask is None:
+        return None
+    attention_mask = attention_mask[:, -kv_length:]
+    return None if bool(attention_mask.all()) else attention_mask
+
+
+def hf_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """The ``AttentionInterface`` entry: q, k, v ``[B, H, T, D]`` in, ``[B, T, H, D]`` out, no weights."""
+    if getattr(module, "is_causal", False):
+        raise KernelError("the fused attention is bidirectional only; do not patch decoder models (is_decoder=True)")
+    if attention_mask is not None and attention_mask.dim() != 2:
+        # A caller-prepared 4-D mask: not a padding mask, so leave it to SDPA.
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling
+        )
+        return out.transpose(1, 2), None
+    backend = getattr(module, "_fastxlt_backend", "auto")
+    out = attention(query, key, value, attention_mask, dropout_p=dropout, scale=scaling, backend=backend)
+    return out.transpose(1, 2), None
+
+
+def _register_attention() -> None:
+    AttentionInterface.register(ATTENTION_NAME, hf_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, _padding_mask)
+
+
+def _patch_attention(model: nn.Module, backend: str) -> int:
+    modules = [m for m in model.modules() if isinstance(m, _SELF_ATTENTION)]
+    if not modules:
+        return 0
+    if any(getattr(m, "is_causal", False) for m in modules):
+        raise KernelError("the fused attention is bidirectional only; patch with attention=False for decoder models")
+    _register_attention()
+    for module in modules:
+        module._fastxlt_backend = backend
+    for pretrained in _top_pretrained(model):
+        pretrained.set_attn_implementation(ATTENTION_NAME)
+    return len(modules)
+
+
+def _top_pretrained(model: nn.Module) -> list[PreTrainedModel]:
+    """The outermost PreTrainedModels (set_attn_implementation recurses into the nested ones)."""
+    if isinstance(model, PreTrainedModel):
+        return [model]
+    found: list[PreTrainedModel] = []
+    for child in model.children():
+        found.extend(_top_pretrained(child))
+    return found
+
+
+# ----------------------------------------------------------------------------- residual + LayerNorm
+
+
+class _FusedResidualLayerNorm:
+    """Forward of the ``dense -> dropout -> + input -> LayerNorm`` blocks, through the fused op."""
+
+    _fastxlt_backend = "auto"
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        norm = self.LayerNorm
+        return residual_dropout_layernorm(
+            self.dense(hidden_states), input_tensor, norm.weight, norm.bias,
+            p=self.dropout.p, eps=norm.eps, training=self.training, backend=self._fastxlt_backend,
+        )
+
+
+class FusedXLMRobertaSelfOutput(_FusedResidualLayerNorm, _xlmr.XLMRobertaSelfOutput):
+    """XLMRobertaSelfOutput with the fused residual + dropout + LayerNorm."""
+
+
+class FusedXLMRobertaOutput(_FusedResidualLayerNorm, _xlmr.XLMRobertaOutput):
+    """XLMRobertaOutput with the fused residual + dropout + LayerNorm."""
+
+
+class FusedRobertaSelfOutput(_FusedResidualLayerNorm, _roberta.RobertaSelfOutput):
+    """RobertaSelfOutput with the fused residual + dropout + LayerNorm."""
+
+
+class FusedRobertaOutput(_FusedResidualLayerNorm, _roberta.RobertaOutput):
+    """RobertaOutput with the fused residual + dropout + LayerNorm."""
+
+
+class FusedBertSelfOutput(_FusedResidualLayerNorm, _bert.BertSelfOutput):
+    """BertSelfOutput with the fused residual + dropout + LayerNorm."""
+
+
+class FusedBertOutput(_FusedResidualLayerNorm, _bert.BertOutput):
+    """BertOutput with the fused residual + dropout + LayerNorm."""
+
+
+_FUSED_OUTPUT: dict[type, type] = {
+    _xlmr.XLMRobertaSelfOutput: FusedXLMRobertaSelfOutput,
+    _xlmr.XLMRobertaOutput: FusedXLMRobertaOutput,
+    _roberta.RobertaSelfOutput: FusedRobertaSelfOutput,
+    _roberta.RobertaOutput: FusedRobertaOutput,
+    _bert.BertSelfOutput: FusedBertSelfOutput,
+    _bert.BertOutput: FusedBertOutput,
+}
+
+
+def _patch_layernorm(model: nn.Module, backend: str) -> int:
+    already_fused = set(_FUSED_OUTPUT.values())
+    count = 0
+    for module in model.modules():
+        if type(module) in _FUSED_OUTPUT:
+            module.__class__ = _FUSED_OUTPUT[type(module)]
+        elif type(module) not in already_fused:
+            continue
+        module._fastxlt_backend = backend
+        count += 1
+    return count
+
+
+# ------------------------------------------------------------------------------------------ MLM loss
+
+
+def _masked_lm_forward(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    encoder_hidden_states: torch.Tensor | None = None,
+    encoder_attention_mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    return_dict: bool | None = None,
+    **kwargs: Any,
+):
+    """MaskedLM forward whose loss goes through linear_cross_entropy (no logits when labels are given)."""
+    inputs = dict(
+        attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+        inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
+        encoder_attention_mask=encoder_attention_mask, **kwargs,
+    )
+    if labels is None:
+        if return_dict is not None:
+            inputs["return_dict"] = return_dict
+        return type(model).forward(model, input_ids, **inputs)
+    outputs = model.roberta(input_ids, return_dict=True, **inputs)
+    head = model.lm_head
+    gelu = getattr(sys.modules[type(head).__module__], "gelu")
+    features = head.layer_norm(gelu(head.dense(outputs.last_hidden_state)))
+    loss = linear_cross_entropy(
+        features, head.decoder.weight, head.decoder.bias, labels.to(features.device),
+        backend=model._fastxlt_loss_backend,
+    )
+    result = MaskedLMOutput(loss=loss, logits=None, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+    return result.to_tuple() if return_dict is False else result
+
+
+def _patch_mlm_loss(model: nn.Module, backend: str) -> int:
+    if not isinstance(model, _MASKED_LM):
+        return 0
+    model._fastxlt_loss_backend = backend
+    model.forward = functools.partial(_masked_lm_forward, model)  # partial: survives copy.deepcopy
+    return 1
+
+
+# ---------------------------------------------------------------------------------------- public
+
+
+def _kernel_backend(choice: bool | str | None, default: str) -> str | None:
+    """Per-kernel switch: False/None/'none' skip it, True uses ``default``, a string names a backend."""
+    if choice is None or choice is False or (isinstance(choice, str) and choice.strip().lower() == "none"):
+        return None
+    return check_backend(default if choice is True else choice)
+
+
+def patch(
+    model: nn.Module,
+    attention: bool | str = True,
+    loss: bool | str = True,
+    layernorm: bool | str = True,
+    backend: str = "auto",
+) -> nn.Module:
+    """Swap a Hugging Face XLM-R/RoBERTa/BERT model's attention, MLM loss and residual LayerNorms
+    for the fused kernels, in place; returns the model.
+
+    Each of ``attention``, ``loss``, ``layernorm`` is True (use ``backend``), False (leave as is)
+    or a backend name (``auto``, ``triton``, ``torch``). ``model._fastxlt_kernels`` records what
+    was patched, e.g. ``{"attention": "auto", "attention_modules": 12, ...}``.
+    """
+    default = check_backend(backend)
+    choices = {
+        "attention": _kernel_backend(attention, default),
+        "loss": _kernel_backend(loss, default),
+        "layernorm": _kernel_backend(layernorm, default),
+    }
+    report: dict[str, Any] = dict(choices)
+    if choices["attention"]:
+        report["attention_modules"] = _patch_attention(model, choices["attention"])
+    if choices["layernorm"]:
+        report["layernorm_modules"] = _patch_layernorm(model, choices["layernorm"])
+    if choices["loss"]:
+        report["loss_modules"] = _patch_mlm_loss(model, choices["loss"])
+    model._fastxlt_kernels = report
+    return model
