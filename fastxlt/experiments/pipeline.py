@@ -113,6 +113,7 @@ def _plan(config: ExperimentConfig, phase_name: str, phase_dir: Path, encoder: s
         deepspeed=config.deepspeed,
         data_dirs=dict(config.data),
         kernels=config.kernels,
+        pooling=config.model.pooling,
     )
 
 

@@ -13,12 +13,22 @@ from torch.nn import functional as F
 
 from fastxlt.tasks.base import Family, TaskSpec
 
+POOLINGS = ("cls", "mean")
+
 
 class ClassificationHead(nn.Module):
-    """Sentence(-pair) classification on the first token (``<s>``), as XLM-R's own classification head."""
+    """Sentence(-pair) classification, as XLM-R's own classification head.
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+    ``pooling="cls"`` reads the first token (``<s>``), the reference implementation's choice;
+    ``"mean"`` averages the non-padding tokens, which helps encoders whose first token was never
+    trained as a summary (the embedded default's tiny MLM-only model, multilingual-e5).
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float, pooling: str = "cls") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling '{pooling}'; choose {' or '.join(POOLINGS)}")
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, num_labels)
@@ -26,11 +36,18 @@ class ClassificationHead(nn.Module):
     def forward(
         self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        pooled = self.dropout(sequence_output[:, 0])
+        pooled = self.dropout(pool(sequence_output, attention_mask, self.pooling))
         pooled = self.dropout(torch.tanh(self.dense(pooled)))
         logits = self.out_proj(pooled)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return loss, logits
+
+
+def pool(sequence_output: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "cls":
+        return sequence_output[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(sequence_output.dtype)
+    return (sequence_output * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 class MaskedLMHead(nn.Module):
@@ -70,14 +87,14 @@ class MaskedLMHead(nn.Module):
         return loss, None
 
 
-def make_head(spec: TaskSpec, encoder: nn.Module) -> nn.Module:
+def make_head(spec: TaskSpec, encoder: nn.Module, pooling: str = "cls") -> nn.Module:
     """The head for a task's family, sized from the encoder's config."""
     config = encoder.config
     dropout = getattr(config, "classifier_dropout", None)
     if dropout is None:
         dropout = getattr(config, "hidden_dropout_prob", 0.1)
     if spec.family is Family.PAIR_CLASSIFICATION:
-        return ClassificationHead(config.hidden_size, spec.num_labels, dropout)
+        return ClassificationHead(config.hidden_size, spec.num_labels, dropout, pooling)
     if spec.family is Family.MASKED_LM:
         return MaskedLMHead(config.hidden_size, encoder.get_input_embeddings(), getattr(config, "layer_norm_eps", 1e-5))
     raise NotImplementedError(f"task '{spec.name}': family '{spec.family.value}' has no head yet")

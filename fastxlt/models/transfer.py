@@ -25,9 +25,10 @@ HEADS_FILENAME = "heads.pt"
 class TransferModel(nn.Module):
     """An encoder plus task heads; ``forward(head=..., ...)`` runs the encoder and the named head."""
 
-    def __init__(self, encoder: nn.Module, tasks: list[TaskSpec]) -> None:
+    def __init__(self, encoder: nn.Module, tasks: list[TaskSpec], pooling: str = "cls") -> None:
         super().__init__()
         self.encoder = encoder
+        self.pooling = pooling
         self.heads = nn.ModuleDict()
         self.task_to_head: dict[str, str] = {}
         self.head_tasks: dict[str, TaskSpec] = {}
@@ -35,7 +36,7 @@ class TransferModel(nn.Module):
             key = spec.head_key
             self.task_to_head[spec.name] = key
             if key not in self.heads:
-                self.heads[key] = make_head(spec, encoder)
+                self.heads[key] = make_head(spec, encoder, pooling)
                 self.head_tasks[key] = spec
 
     def forward(
@@ -82,6 +83,7 @@ def save_phase_outputs(
             "task_to_head": model.task_to_head,
             "head_tasks": {key: spec.name for key, spec in model.head_tasks.items()},
             "encoder": encoder_signature(model.encoder),
+            "pooling": model.pooling,
         },
         out_dir / HEADS_FILENAME,
     )
@@ -94,12 +96,12 @@ def load_transfer_model(phase_dir: Path, tasks: list[TaskSpec]) -> TransferModel
     heads_path = phase_dir / HEADS_FILENAME
     if not heads_path.is_file():
         raise CheckpointError(f"'{phase_dir}' has no {HEADS_FILENAME}; point at a phase directory written by fastxlt")
-    encoder = load_encoder(phase_dir / ENCODER_DIRNAME)
-    model = TransferModel(encoder, tasks)
     try:
         saved = torch.load(heads_path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise CheckpointError(f"'{heads_path}' is corrupt ({type(error).__name__}); re-run the phase that wrote it") from error
+    encoder = load_encoder(phase_dir / ENCODER_DIRNAME)
+    model = TransferModel(encoder, tasks, pooling=saved.get("pooling", "cls"))
     if saved.get("encoder") != encoder_signature(encoder):
         raise CheckpointError(
             f"'{heads_path}' was trained on encoder {saved.get('encoder')}, not {encoder_signature(encoder)}; use the matching model"

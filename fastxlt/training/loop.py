@@ -62,6 +62,7 @@ class PhasePlan:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     data_dirs: dict[str, str] = field(default_factory=dict)
     kernels: str = "none"
+    pooling: str = "cls"
 
 
 @dataclass
@@ -161,7 +162,9 @@ def _build_model(plan: PhasePlan, task_data: list[TaskData]) -> TransferModel:
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     torch.manual_seed(plan.seed)  # identical head initialisation on every rank and every restart
     encoder = load_encoder(plan.init_encoder, **overrides)
-    model = TransferModel(encoder, [data.spec for data in task_data])
+    if plan.optimization.freeze_embeddings:
+        encoder.get_input_embeddings().weight.requires_grad_(False)
+    model = TransferModel(encoder, [data.spec for data in task_data], pooling=plan.pooling)
     if plan.kernels != "none":
         from fastxlt.kernels import patch
 

@@ -1,0 +1,1 @@
+"""fastxlt.export."""
