@@ -27,7 +27,6 @@ from fastxlt.synthetic.semantics import (
     Count,
     Meaning,
     Prop,
-    Rel,
 )
 
 CONTENT_CONCEPTS: tuple[str, ...] = RELATION_VERBS + COUNT_VERBS + NOUNS + PROPERTY_VALUES
@@ -174,7 +173,7 @@ class Language:
         return [], (self.negate(predicate) if negated else [predicate])
 
     def passive_group(self, participle: str, negated: bool) -> list[str]:
-        """"is (not) helped": the auxiliary is the copula (after the participle in verb-final languages)."""
+        """The verb group of a passive ("is (not) helped"); verb-final languages put the auxiliary last."""
         if not self.profile.copula:
             return self.negate(participle) if negated else [participle]
         auxiliary = self.negate(self.words["IS"]) if negated else [self.words["IS"]]

@@ -25,7 +25,7 @@ LANGUAGES: tuple[str, ...] = tuple(PROFILES)  # "en" first: the source language
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 TASK_MAX_CLAUSES = 2  # per premise / first sentence: short pairs a tiny model learns in a minute
 TEXT_MAX_CLAUSES = 3  # per sentence of raw and parallel text
-MLM_CODE_SWITCH, MLM_PARALLEL, MLM_MAX_SENTENCES = 0.3, 0.5, 3  # shares of sentences; sentences per document
+MLM_CODE_SWITCH, MLM_PARALLEL, MLM_MAX_SENTENCES = 0.3, 0.3, 3  # shares of sentences; sentences per document
 # share of the hash space each split owns (out of 20): 80% / 10% / 10%
 _SPLIT_BUCKETS: dict[str, range] = {"train": range(0, 16), "validation": range(16, 18), "test": range(18, 20)}
 
