@@ -22,6 +22,7 @@ from transformers import AutoModel
 from fastxlt.errors import CheckpointError
 from fastxlt.models.transfer import load_transfer_model
 from fastxlt.tasks.base import get_task
+from fastxlt.training.distributed import _free_port
 from fastxlt.training.loop import KILL_ENV
 from fastxlt.utils.io import read_json
 
@@ -107,7 +108,7 @@ def test_zero2_on_two_ranks_matches_one_rank(tmp_path, synthetic_model):
                           deepspeed={"zero_stage": 2})
     launcher = str(Path(sys.executable).parent / "deepspeed")
     result = subprocess.run(
-        [launcher, "--num_gpus", "2", "--master_port", "29561", "fastxlt/train.py", "--config", str(config), "--no-eval"],
+        [launcher, "--num_gpus", "2", "--master_port", str(_free_port()), "fastxlt/train.py", "--config", str(config), "--no-eval"],
         cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=600,
     )
