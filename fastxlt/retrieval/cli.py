@@ -1,0 +1,231 @@
+"""``fastxlt-eval --retrieval tatoeba|bucc``: evaluate any encoder on sentence retrieval.
+
+    fastxlt-eval --retrieval tatoeba --model M [--data DIR] [--languages de,fr,...|all] [--layer L]
+                 [--pooling mean|cls] [--protocol NAME] [--output DIR] [--batch-tokens N]
+
+The model is loaded once and every language runs through it; a per-language table is printed and
+the scores are written as JSON (atomically) into the output directory. ``python -m
+fastxlt.retrieval.cli`` is the same command. ``fastxlt.cli`` adds these options to its own
+``fastxlt-eval`` parser with ``add_retrieval_arguments`` and calls ``run_retrieval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fastxlt.errors import ConfigError, FastXLTError
+from fastxlt.retrieval.bucc import evaluate_bucc, locate_bucc
+from fastxlt.retrieval.embed import POOLINGS, TorchSentenceEncoder
+from fastxlt.retrieval.languages import BUCC_DEFAULT, TATOEBA_DEFAULT, split_languages
+from fastxlt.retrieval.protocols import ALIASES, PROTOCOLS, RetrievalProtocol, get_protocol
+from fastxlt.retrieval.search import BACKENDS, PRECISIONS
+from fastxlt.retrieval.tatoeba import DIRECTIONS, locate_tatoeba, read_tatoeba, tatoeba_accuracy
+from fastxlt.utils.io import write_json_atomic
+
+TASKS = ("tatoeba", "bucc")
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments
+
+
+def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the retrieval options; options the parser already has (--model, --data...) are kept as they are."""
+    add = _adder(parser)
+    add("--retrieval", choices=TASKS, help="run a retrieval task on the encoder (no fine-tuning)")
+    add("--model", "-m", help="encoder: hub name, Hugging Face directory or fastxlt run")
+    add("--data", help="directory of local files (LASER / XTREME / BUCC / hub parquet layout; default: the hub)")
+    add("--languages", "-l", default="all", help="'all' or comma-separated ISO 639-1 or LASER codes (de,fr or deu,fra)")
+    add(
+        "--output",
+        "-o",
+        help="directory for the JSON scores (default: <model>/eval, or runs/eval/<name> for a hub name)",
+    )
+    add("--batch-tokens", type=int, default=16384, help="token budget of a padded batch")
+    add("--layer", type=int, help="hidden state to pool (0 = embeddings, -1 = last; default: the protocol's)")
+    add("--pooling", choices=POOLINGS, help="token pooling (default: the protocol's)")
+    names = sorted(PROTOCOLS) + sorted(ALIASES)
+    add(
+        "--protocol",
+        default="xtreme",
+        choices=names,
+        help="named preset: " + "; ".join(f"{p.name}: {p.description}" for p in PROTOCOLS.values()),
+    )
+    add("--direction", default="xx-en", choices=DIRECTIONS, help="Tatoeba: query with xx (XTREME) or with English")
+    add("--precision", default="fp32", choices=("fp32", "bf16"), help="encoder precision (bf16 autocast)")
+    add(
+        "--search", default="torch", choices=BACKENDS, help="kNN backend: torch (one pass for both directions) or faiss"
+    )
+    add(
+        "--search-precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="kNN products: fp32 (exact) or bf16/int8/auto candidates re-scored in fp32",
+    )
+    add("--device", help="torch device (default: cuda when available, else cpu)")
+
+
+def _adder(parser: argparse.ArgumentParser):
+    def add(*flags: str, **kwargs) -> None:
+        if not any(flag in parser._option_string_actions for flag in flags):
+            parser.add_argument(*flags, **kwargs)
+
+    return add
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+
+
+def run_retrieval(args: argparse.Namespace) -> dict:
+    """Evaluate ``args.model`` on ``args.retrieval``; print the table, write the JSON, return the scores."""
+    task = getattr(args, "retrieval", None)
+    if task not in TASKS:
+        raise ConfigError(f"unknown retrieval task '{task}'; choose {' or '.join(TASKS)}")
+    if not getattr(args, "model", None):
+        raise ConfigError("--retrieval needs --model (a hub name, a Hugging Face directory or a fastxlt run)")
+    protocol = get_protocol(getattr(args, "protocol", None) or "xtreme").with_overrides(
+        layer=getattr(args, "layer", None), pooling=getattr(args, "pooling", None)
+    )
+    data_dir = Path(args.data) if getattr(args, "data", None) else None
+    default = TATOEBA_DEFAULT if task == "tatoeba" else BUCC_DEFAULT
+    locate = locate_tatoeba if task == "tatoeba" else locate_bucc
+    sources = [locate(code, data_dir) for code in split_languages(getattr(args, "languages", None), default)]
+    encoder = _load_encoder(args, protocol)
+    per_language = {}
+    for source in tqdm(sources, desc=f"{task} languages", unit="lang"):
+        per_language[source.language] = _evaluate_one(task, source, encoder, protocol, args)
+    result = _summary(task, args, protocol, encoder, per_language)
+    result["output_file"] = str(_write(result, args, protocol, encoder.layer))
+    print(format_table(result))
+    return result
+
+
+def _load_encoder(args: argparse.Namespace, protocol: RetrievalProtocol) -> TorchSentenceEncoder:
+    return TorchSentenceEncoder.from_pretrained(
+        args.model,
+        layer=protocol.layer,
+        pooling=protocol.pooling,
+        batch_tokens=getattr(args, "batch_tokens", None) or 16384,
+        max_length=getattr(args, "max_length", None),
+        precision=getattr(args, "precision", None) or "fp32",
+        device=getattr(args, "device", None),
+    )
+
+
+def _evaluate_one(task: str, source, encoder: TorchSentenceEncoder, protocol: RetrievalProtocol, args) -> dict:
+    precision = getattr(args, "search_precision", None) or "fp32"
+    backend = getattr(args, "search", None) or "torch"
+    if task == "bucc":
+        return evaluate_bucc(
+            source, encoder, k=protocol.k, margin=protocol.margin, precision=precision, backend=backend
+        )
+    pair = read_tatoeba(source)
+    accuracy = tatoeba_accuracy(
+        encoder.encode(pair.source),
+        encoder.encode(pair.english),
+        pair.gold,
+        scoring=protocol.tatoeba_scoring,
+        direction=getattr(args, "direction", None) or "xx-en",
+        k=protocol.k,
+        margin=protocol.margin,
+        backend=backend,
+    )
+    return {"accuracy": accuracy, "sentences": len(pair.source), "layout": pair.layout}
+
+
+def _summary(task: str, args, protocol: RetrievalProtocol, encoder: TorchSentenceEncoder, per_language: dict) -> dict:
+    metric = "accuracy" if task == "tatoeba" else "f1"
+    values = [scores[metric] for scores in per_language.values() if scores.get(metric) is not None]
+    return {
+        "task": task,
+        "model": str(args.model),
+        "protocol": protocol.name,
+        "layer": encoder.layer,
+        "num_layers": encoder.num_layers,
+        "pooling": encoder.pooling,
+        "scoring": protocol.tatoeba_scoring if task == "tatoeba" else f"{protocol.margin} margin, k={protocol.k}, max",
+        "direction": (getattr(args, "direction", None) or "xx-en") if task == "tatoeba" else "xx-en",
+        "metric": metric,
+        "languages": per_language,
+        "mean": float(np.mean(values)) if values else None,
+    }
+
+
+def _write(result: dict, args, protocol: RetrievalProtocol, layer: int) -> Path:
+    output = Path(args.output) if getattr(args, "output", None) else default_output_dir(str(args.model))
+    name = f"{result['task']}-{protocol.name}-layer{layer}-{result['pooling']}"
+    if result["task"] == "tatoeba" and result["direction"] != "xx-en":
+        name += f"-{result['direction']}"
+    return write_json_atomic(output / f"{name}.json", result)
+
+
+def default_output_dir(model: str) -> Path:
+    """<model>/eval for a local model, runs/eval/<name> for a hub name."""
+    if Path(model).exists():
+        return Path(model) / "eval"
+    return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+
+
+def format_table(result: dict) -> str:
+    """Plain per-language table (readable in logs and CI output alike)."""
+    header = (
+        f"{result['task']}  model={result['model']}  protocol={result['protocol']}  "
+        f"layer={result['layer']}/{result['num_layers']}  pooling={result['pooling']}  scoring={result['scoring']}"
+    )
+    if result["task"] == "tatoeba":
+        lines = [f"{'language':<10}{'accuracy':>10}{'sentences':>11}"]
+        lines += [f"{lang:<10}{s['accuracy']:>10.2f}{s['sentences']:>11}" for lang, s in result["languages"].items()]
+    else:
+        lines = [f"{'language':<10}{'F1':>8}{'P':>8}{'R':>8}{'dev F1':>8}{'threshold':>11}{'mined':>8}"]
+        lines += [
+            f"{lang:<10}{_num(s['f1']):>8}{_num(s['precision']):>8}{_num(s['recall']):>8}{_num(s['dev_f1']):>8}"
+            f"{s['threshold']:>11.4f}{s['predicted']:>8}"
+            for lang, s in result["languages"].items()
+        ]
+    mean = _num(result["mean"])
+    lines.append(f"{'mean':<10}{mean:>10}")
+    return "\n".join([header, *lines, f"scores written to {result.get('output_file', '-')}"])
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+# ----------------------------------------------------------------------------------------------
+# python -m fastxlt.retrieval.cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastxlt-eval --retrieval", description="sentence retrieval: Tatoeba and BUCC 2018"
+    )
+    add_retrieval_arguments(parser)
+    parser.add_argument("--max-length", type=int, default=None, help="truncate sentences to this many tokens")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    if not args.retrieval:
+        print("fastxlt-eval: error: pass --retrieval tatoeba or --retrieval bucc", file=sys.stderr)
+        return 2
+    try:
+        run_retrieval(args)
+    except FastXLTError as error:
+        print(f"fastxlt-eval: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
