@@ -4,7 +4,6 @@ phase and ``fastxlt-eval``. One loaded model serves every language of every task
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -85,5 +84,4 @@ def find_models(path: Path) -> dict[str, Path]:
 
 def _model_id(model_dir: Path) -> str:
     """Identifies a trained model: its path and when its heads were written."""
-    heads = model_dir / HEADS_FILENAME
-    return f"{model_dir.resolve()}@{time.strftime('%Y%m%dT%H%M%S', time.gmtime(heads.stat().st_mtime))}:{heads.stat().st_mtime_ns}"
+    return f"{model_dir.resolve()}@{(model_dir / HEADS_FILENAME).stat().st_mtime_ns}"

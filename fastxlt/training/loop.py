@@ -12,7 +12,6 @@ pass are pure functions of (seed, g), so neither a restart nor the number of ran
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -332,7 +331,3 @@ def _finish(engine, plan, tokenizer, state, total_steps, sizes, rates) -> dict[s
 
 def phase_model_dir(phase_dir: Path) -> Path:
     return Path(phase_dir) / MODEL_DIRNAME
-
-
-def load_phase_summary(phase_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(phase_dir) / PHASE_DONE).read_text())
