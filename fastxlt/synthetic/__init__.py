@@ -10,6 +10,8 @@ on a laptop, with no download.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 DEFAULT_VOCAB_SIZE = 768
@@ -32,6 +34,11 @@ def build_default_assets(out_dir: str | Path, seed: int = 0, vocab_size: int = D
         return out_dir
     world = get_world()
     texts = [text for code in LANGUAGES for text in world.mlm_texts(code, "train", TOKENIZER_CORPUS_PER_LANGUAGE)]
-    tokenizer = train_tokenizer(texts, vocab_size, out_dir)
-    build_tiny_encoder(tokenizer, seed, out_dir)
+    # Build beside the target and rename: other ranks wait for config.json and must find every file.
+    staging = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = train_tokenizer(texts, vocab_size, staging)
+    build_tiny_encoder(tokenizer, seed, staging)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
     return out_dir

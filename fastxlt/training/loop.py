@@ -299,10 +299,13 @@ def _finish(engine, plan, tokenizer, state, total_steps, sizes, rates) -> dict[s
     phase_dir = Path(plan.phase_dir)
     best = phase_dir / BEST_DIRNAME
     final = phase_dir / MODEL_DIRNAME
+    # Decide once, on rank 0, before anything moves: a rank that looked after rank 0's rename
+    # would take the other branch and fall one barrier out of step with the rest.
+    has_best = bool(distributed.broadcast_object(best.is_dir()))
     if distributed.is_main():
         shutil.rmtree(final, ignore_errors=True)
     distributed.barrier()
-    if best.is_dir():
+    if has_best:
         if distributed.is_main():
             best.rename(final)
     else:
