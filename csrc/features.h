@@ -17,4 +17,7 @@ void register_build_info(pybind11::module_& m);
 // csrc/batching.cpp: pack_batches(lengths, token_budget, max_batch_size).
 void register_batching(pybind11::module_& m);
 
+// csrc/span_decode.cpp: decode_spans(...) -> n-best QA answer spans of many questions.
+void register_span_decode(pybind11::module_& m);
+
 }  // namespace fastxlt

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fastxlt C++ hot paths (numpy in, numpy out). Python wrappers live in fastxlt/*.";
   fastxlt::register_build_info(m);
   fastxlt::register_batching(m);
+  fastxlt::register_span_decode(m);
 }

@@ -34,7 +34,7 @@ def predict(
         return []
     lengths = np.fromiter((ops.length(f) for f in features), dtype=np.int64, count=len(features))
     order, offsets = pack_batches(lengths, batch_tokens, max_batch_size)
-    device = next(model.parameters()).device
+    device = _device_of(model)
     was_training = model.training
     model.eval()
     outputs: list[Any] = [None] * len(features)
@@ -55,3 +55,35 @@ def predict(
     finally:
         model.train(was_training)
     return outputs
+
+
+def score_examples(
+    model: torch.nn.Module,
+    spec,
+    examples: Sequence[Any],
+    features: Sequence[Feature],
+    tokenizer,
+    *,
+    batch_tokens: int = 16384,
+    progress: str | None = None,
+) -> tuple[dict[str, float], list[Any]]:
+    """The task's metric on ``examples`` (already featurised) and the per-example predictions.
+
+    ``model`` is anything called as ``model(head=..., input_ids=..., attention_mask=...) -> (loss, logits)``
+    with a ``head_for(task)`` method: a ``TransferModel`` or an exported-graph runner.
+    """
+    from fastxlt.tasks import metrics
+    from fastxlt.tasks.features import ops_for
+
+    ops = ops_for(spec)
+    outputs = predict(model, model.head_for(spec.name), ops, features, tokenizer, batch_tokens=batch_tokens, progress=progress)
+    predictions, gold = ops.decode(examples, features, outputs)
+    return metrics.compute(spec.metric, predictions, gold), predictions
+
+
+def _device_of(model) -> torch.device:
+    """Where batches go: the model's first parameter's device; the CPU for runners without parameters
+    (``fastxlt.export.OnnxModel`` feeds ONNX Runtime from host memory whatever its provider)."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")

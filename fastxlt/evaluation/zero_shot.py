@@ -13,9 +13,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fastxlt.evaluation.aggregate import language_average, task_score
-from fastxlt.evaluation.predict import predict
+from fastxlt.evaluation.predict import score_examples
 from fastxlt.models.transfer import TransferModel
-from fastxlt.tasks import metrics
 from fastxlt.tasks.base import TaskSpec
 from fastxlt.tasks.features import ops_for
 from fastxlt.utils.io import read_json, write_json_atomic
@@ -36,7 +35,6 @@ def evaluate_task(
 ) -> dict[str, Any]:
     """Scores per language, their average and the task score; results cached in ``out_dir``."""
     ops = ops_for(spec)
-    head = model.head_for(spec.name)
     per_language: dict[str, dict[str, float]] = {}
     for language in tqdm(languages, desc=f"{spec.name} ({split})", unit="lang", leave=False):
         path = Path(out_dir) / spec.name / f"{language}.json"
@@ -46,12 +44,11 @@ def evaluate_task(
             continue
         examples = spec.load(split, language, data_dir)
         features = ops.featurize(spec, examples, tokenizer, max_length)
-        predictions = predict(model, head, ops, features, tokenizer, batch_tokens=batch_tokens)
-        scores = metrics.compute(spec.metric, predictions, ops.gold(features))
+        scores, predictions = score_examples(model, spec, examples, features, tokenizer, batch_tokens=batch_tokens)
         write_json_atomic(
             path,
             {"task": spec.name, "language": language, "split": split, "model": model_id,
-             "examples": len(features), "scores": scores, "predictions": predictions},
+             "examples": len(examples), "scores": scores, "predictions": predictions},
         )
         per_language[language] = scores
     average = language_average(per_language)

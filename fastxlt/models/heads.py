@@ -87,6 +87,86 @@ class MaskedLMHead(nn.Module):
         return loss, None
 
 
+class SpanHead(nn.Module):
+    """Extractive QA: a start and an end logit per token (the reference ``...ForQuestionAnswering``).
+
+    ``labels`` is (batch, 2): the start and end token of the answer, 0 (``<s>``) when the window
+    holds no answer. The loss is the mean of the start and end cross-entropies over all positions,
+    padding included, as in the reference implementation; positions beyond the sequence are ignored.
+    Returns logits of shape (batch, tokens, 2).
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.qa_outputs = nn.Linear(hidden_size, 2)
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        logits = self.qa_outputs(sequence_output)
+        if labels is None:
+            return None, logits
+        length = logits.shape[1]
+        positions = labels.clamp(0, length)  # out-of-range positions -> ignore_index, as the reference
+        start_loss = F.cross_entropy(logits[..., 0].float(), positions[:, 0], ignore_index=length)
+        end_loss = F.cross_entropy(logits[..., 1].float(), positions[:, 1], ignore_index=length)
+        return (start_loss + end_loss) / 2, logits
+
+
+class TokenTaggingHead(nn.Module):
+    """One tag distribution per token (the reference ``...ForTokenClassification``: dropout + linear).
+
+    ``labels`` is (batch, tokens) with -100 on every token that is not the first subword of a word;
+    cross-entropy ignores them. Returns logits of shape (batch, tokens, tags).
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        logits = self.classifier(self.dropout(sequence_output))
+        if labels is None:
+            return None, logits
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return loss, logits
+
+
+class MultipleChoiceHead(nn.Module):
+    """One score per (context, choice) pair, cross-entropy over the choices of an example.
+
+    The encoder sees the pairs flattened to (batch * choices, tokens) (``TransferModel.forward``);
+    ``attention_mask`` keeps its (batch, choices, tokens) shape so that the scores can be put back
+    as (batch, choices). As ``XLMRobertaForMultipleChoice``: the first token through a dense + tanh
+    pooler, dropout, and a linear layer to one score. The pooler is part of the head because the
+    hand-off between phases carries the encoder alone and an encoder's own pooler may be untrained.
+    """
+
+    def __init__(self, hidden_size: int, dropout: float, pooling: str = "cls") -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling '{pooling}'; choose {' or '.join(POOLINGS)}")
+        self.pooling = pooling
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.scorer = nn.Linear(hidden_size, 1)
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if attention_mask.dim() != 3:
+            raise ValueError("multiple-choice inputs must be (batch, choices, tokens); collate them with MultipleChoiceOps")
+        batch, choices, length = attention_mask.shape
+        pooled = pool(sequence_output, attention_mask.reshape(batch * choices, length), self.pooling)
+        pooled = self.dropout(torch.tanh(self.dense(pooled)))
+        logits = self.scorer(pooled).view(batch, choices)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return loss, logits
+
+
 def make_head(spec: TaskSpec, encoder: nn.Module, pooling: str = "cls") -> nn.Module:
     """The head for a task's family, sized from the encoder's config."""
     config = encoder.config
@@ -97,4 +177,12 @@ def make_head(spec: TaskSpec, encoder: nn.Module, pooling: str = "cls") -> nn.Mo
         return ClassificationHead(config.hidden_size, spec.num_labels, dropout, pooling)
     if spec.family is Family.MASKED_LM:
         return MaskedLMHead(config.hidden_size, encoder.get_input_embeddings(), getattr(config, "layer_norm_eps", 1e-5))
+    if spec.family is Family.SPAN_QA:
+        return SpanHead(config.hidden_size)
+    if spec.family is Family.TOKEN_TAGGING:
+        from fastxlt.tasks.tagging import tag_names
+
+        return TokenTaggingHead(config.hidden_size, len(tag_names(spec)), dropout)
+    if spec.family is Family.MULTIPLE_CHOICE:
+        return MultipleChoiceHead(config.hidden_size, dropout, pooling)
     raise NotImplementedError(f"task '{spec.name}': family '{spec.family.value}' has no head yet")

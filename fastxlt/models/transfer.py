@@ -50,6 +50,10 @@ class TransferModel(nn.Module):
         encoder_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             encoder_inputs["token_type_ids"] = token_type_ids
+        if input_ids.dim() == 3:
+            # Multiple choice: (batch, choices, tokens) -> (batch * choices, tokens) for the encoder; the
+            # head gets the 3-D attention mask and puts the scores back as (batch, choices).
+            encoder_inputs = {key: value.flatten(0, 1) for key, value in encoder_inputs.items()}
         sequence_output = self.encoder(**encoder_inputs).last_hidden_state
         loss, logits = self.heads[head](sequence_output, attention_mask, labels)
         if loss is not None and self.training and len(self.heads) > 1:

@@ -137,4 +137,7 @@ def all_tasks() -> dict[str, TaskSpec]:
 def _ensure_builtin_tasks() -> None:
     """Import the modules that register the built-in tasks (lazily, to keep import time low)."""
     import fastxlt.tasks.pair_classification  # noqa: F401
+    import fastxlt.tasks.span_qa  # noqa: F401
+    import fastxlt.tasks.tagging  # noqa: F401
+    import fastxlt.tasks.multiple_choice  # noqa: F401
     import fastxlt.synthetic.tasks  # noqa: F401

@@ -40,6 +40,16 @@ class FamilyOps:
     def gold(self, features: Sequence[Feature]) -> list[Any]:
         raise NotImplementedError
 
+    def decode(
+        self, examples: Sequence[Any], features: Sequence[Feature], outputs: Sequence[Any]
+    ) -> tuple[list[Any], list[Any]]:
+        """Per-feature outputs -> (per-example predictions, per-example gold) for the metric.
+
+        One feature per example for most families; span QA overrides this to merge the windows of
+        a long context into one answer per question.
+        """
+        return list(outputs), self.gold(features)
+
     @staticmethod
     def length(feature: Feature) -> int:
         return len(feature["input_ids"])
@@ -134,6 +144,10 @@ FAMILY_OPS: dict[Family, FamilyOps] = {
 
 
 def ops_for(spec: TaskSpec) -> FamilyOps:
+    if spec.family not in FAMILY_OPS:  # span QA adds its ops when fastxlt.tasks.span_qa is imported
+        from fastxlt.tasks.base import _ensure_builtin_tasks
+
+        _ensure_builtin_tasks()
     try:
         return FAMILY_OPS[spec.family]
     except KeyError:

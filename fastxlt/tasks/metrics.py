@@ -68,6 +68,9 @@ class Metric:
     name: str
     score: Callable[[ArrayLike, ArrayLike], dict[str, float]]
     primary: str
+    # True when ``score`` already returns percent (span QA: the official scripts scale 100 * sum / n,
+    # and multiplying a fraction by 100 afterwards can differ from them in the last digit).
+    in_percent: bool = False
 
 
 _METRICS: dict[str, Metric] = {}
@@ -88,7 +91,10 @@ def get_metric(name: str) -> Metric:
 
 def compute(metric_name: str, predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:
     """Score predictions with the named metric; every value is in percent (0-100)."""
-    scores = get_metric(metric_name).score(predictions, labels)
+    metric = get_metric(metric_name)
+    scores = metric.score(predictions, labels)
+    if metric.in_percent:
+        return dict(scores)
     return {key: 100.0 * value for key, value in scores.items()}
 
 
@@ -108,3 +114,6 @@ register_metric(
         primary="accuracy",
     )
 )
+
+import fastxlt.tasks.qa_metrics  # noqa: E402,F401  - registers squad, squad_v2, mlqa
+import fastxlt.tasks.seqeval_metric  # noqa: E402,F401  - registers seqeval_f1 (token tagging)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from fastxlt.config import DeepSpeedConfig, OptimizationConfig, PhaseConfig
 from fastxlt.errors import ConfigError, DataNotFoundError
-from fastxlt.evaluation.predict import predict
+from fastxlt.evaluation.predict import score_examples
 from fastxlt.models.encoder import load_encoder, load_tokenizer
 from fastxlt.models.transfer import TransferModel, save_phase_outputs
 from fastxlt.tasks import metrics
@@ -69,6 +69,7 @@ class TaskData:
     spec: TaskSpec
     train: list[Feature]
     dev: list[Feature]
+    dev_examples: list[Any] = field(default_factory=list)
 
 
 def phase_is_done(phase_dir: Path) -> bool:
@@ -146,7 +147,8 @@ def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
     train = ops.featurize(spec, examples, tokenizer, max_length)
     if not train:
         raise DataNotFoundError(f"task '{spec.name}' has no training examples in split '{plan.phase.train_split}'; check the data directory")
-    return TaskData(spec, train, ops.featurize(spec, dev_examples, tokenizer, max_length) if dev_examples else [])
+    dev = ops.featurize(spec, dev_examples, tokenizer, max_length) if dev_examples else []
+    return TaskData(spec, train, dev, list(dev_examples))
 
 
 def _train_languages(spec: TaskSpec, phase: PhaseConfig) -> list[str]:
@@ -275,9 +277,7 @@ def dev_scores(model, task_data: list[TaskData], tokenizer, batch_tokens: int) -
     for data in task_data:
         if not data.dev:
             continue
-        ops = ops_for(data.spec)
-        predictions = predict(model, model.head_for(data.spec.name), ops, data.dev, tokenizer, batch_tokens=batch_tokens)
-        result = metrics.compute(data.spec.metric, predictions, ops.gold(data.dev))
+        result, _ = score_examples(model, data.spec, data.dev_examples, data.dev, tokenizer, batch_tokens=batch_tokens)
         scores[data.spec.name] = metrics.primary_score(data.spec.metric, result)
     if scores:
         scores["mean"] = float(np.mean(list(scores.values())))
