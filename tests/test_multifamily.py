@@ -1,4 +1,4 @@
-"""One intermediate phase across task families (pair classification + token tagging + multiple choice) with
+"""One intermediate phase across task families (pair classification + token tagging + multiple choice + span QA) with
 the capped examples-proportional sampler, each task on its own head, then the encoder handed to a tagging
 target task and zero-shot evaluation in two languages. Toy size: the tiny synthetic model, data files
 written by the test in the tasks' original layouts, a few optimizer steps, run as users run it
@@ -6,6 +6,7 @@ written by the test in the tasks' original layouts, a few optimizer steps, run a
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -25,12 +26,12 @@ from fastxlt.training.samplers import MultiTaskSchedule, mixing_rates
 from fastxlt.utils.io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # one fastxlt run of three phases: about 40 s on the 2-core development machine
+# One fastxlt run of three phases, about 25 s on the 2-core development machine: in the default suite.
 WORDS = ["Marco", "Anna", "Paris", "Berlin", "bought", "bread", "visited", "the", "market", "in", "and", "saw", "a", "dog"]
 UPOS = ["PROPN", "PROPN", "PROPN", "PROPN", "VERB", "NOUN", "VERB", "DET", "NOUN", "ADP", "CCONJ", "VERB", "DET", "NOUN"]
 NER = {"Marco": "B-PER", "Anna": "B-PER", "Paris": "B-LOC", "Berlin": "B-LOC"}
-INTERMEDIATE = ["synth-nli", "panx", "cosmos_qa"]
-SIZES = {"synth-nli": 48, "panx": 40, "cosmos_qa": 24}  # training examples (one feature each at this length)
+INTERMEDIATE = ["synth-nli", "panx", "cosmos_qa", "squad"]
+SIZES = {"synth-nli": 48, "panx": 40, "cosmos_qa": 24, "squad": 20}  # training examples (one feature each at this length)
 CAP = 32
 
 
@@ -60,6 +61,18 @@ def write_cosmos(path: Path, rng: random.Random, count: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def write_squad(path: Path, rng: random.Random, count: int, prefix: str) -> None:
+    """SQuAD v1.1 layout: the answer is the first word of a short context (one window at max_length 32)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paragraphs = []
+    for i in range(count):
+        context = " ".join(WORDS[w] for w in sentences(rng, 1)[0])
+        first = context.split(" ")[0]
+        qas = [{"id": f"{prefix}{i}", "question": "Who ?", "answers": [{"text": first, "answer_start": 0}]}]
+        paragraphs.append({"context": context, "qas": qas})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "toy", "paragraphs": paragraphs}]}), encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, synthetic_model) -> Path:
     root = tmp_path_factory.mktemp("multifamily")
@@ -68,14 +81,16 @@ def run(tmp_path_factory, synthetic_model) -> Path:
     write_panx(root / "panx", "dev", sentences(rng, 12))
     write_cosmos(root / "cosmos" / "train.csv", rng, SIZES["cosmos_qa"])
     write_cosmos(root / "cosmos" / "valid.csv", rng, 8)
+    write_squad(root / "squad" / "train-v1.1.json", rng, SIZES["squad"], "t")
+    write_squad(root / "squad" / "dev-v1.1.json", rng, 8, "d")
     for language, split, count in (("en", "train", 40), ("en", "dev", 10), ("en", "test", 10), ("de", "test", 10)):
         write_conllu(root / "ud" / f"UD_{language}-Toy" / f"{language}_toy-ud-{split}.conllu", sentences(rng, count))
     config = {
         "name": "multifamily", "seed": 5, "run_dir": str(root / "run"), "kernels": "none",
         "model": {"name_or_path": str(synthetic_model)},
-        "data": {"panx": str(root / "panx"), "cosmos_qa": str(root / "cosmos"), "udpos": str(root / "ud")},
-        "optimization": {"lr": 5.0e-4, "batch_size": 8, "grad_accum": 1, "max_length": 32, "max_steps": 6,
-                         "eval_every": 6, "eval_batch_tokens": 2048},
+        "data": {"panx": str(root / "panx"), "cosmos_qa": str(root / "cosmos"), "squad": str(root / "squad"), "udpos": str(root / "ud")},
+        "optimization": {"lr": 5.0e-4, "batch_size": 8, "grad_accum": 1, "max_length": 32, "max_steps": 8,
+                         "eval_every": 8, "eval_batch_tokens": 2048},
         "phases": {
             "intermediate": {"tasks": INTERMEDIATE, "train_examples": 48, "sampling_cap": CAP},
             "target": {"tasks": ["udpos"], "optimization": {"max_steps": 3, "eval_every": 3}},
@@ -91,15 +106,15 @@ def run(tmp_path_factory, synthetic_model) -> Path:
     return root
 
 
-def test_intermediate_phase_mixes_three_families_with_capped_proportional_sampling(run):
+def test_intermediate_phase_mixes_four_families_with_capped_proportional_sampling(run):
     summary = read_json(run / "run" / "intermediate" / "phase.json")
     assert summary["tasks"] == INTERMEDIATE
     assert summary["train_sizes"] == [SIZES[t] for t in INTERMEDIATE]
-    capped = np.array([min(SIZES[t], CAP) for t in INTERMEDIATE], dtype=float)  # 32, 32, 24
+    capped = np.array([min(SIZES[t], CAP) for t in INTERMEDIATE], dtype=float)  # 32, 32, 24, 20
     np.testing.assert_allclose(summary["mixing_rates"], capped / capped.sum())
     # every task gets batches in this run's schedule, so every head is trained
-    schedule = MultiTaskSchedule(summary["train_sizes"], mixing_rates(summary["train_sizes"], "proportional", CAP), 8, 6, 5)
-    assert {schedule.batch(i)[0] for i in range(6)} == {0, 1, 2}
+    schedule = MultiTaskSchedule(summary["train_sizes"], mixing_rates(summary["train_sizes"], "proportional", CAP), 8, 8, 5)
+    assert {schedule.batch(i)[0] for i in range(8)} == {0, 1, 2, 3}
     last = summary["history"][-1]
     for task in INTERMEDIATE:
         assert 0.0 <= last[f"dev_{task}"] <= 100.0  # the English dev set of every family was scored
@@ -107,6 +122,7 @@ def test_intermediate_phase_mixes_three_families_with_capped_proportional_sampli
     assert saved["task_to_head"] == {task: get_task(task).head_key for task in INTERMEDIATE}
     assert saved["heads"]["panx.classifier.weight"].shape[0] == 7  # O + B/I x PER, ORG, LOC
     assert saved["heads"]["cosmos_qa.scorer.weight"].shape[0] == 1  # one score per choice
+    assert saved["heads"]["squad.qa_outputs.weight"].shape[0] == 2  # start and end logits
 
 
 def test_encoder_is_handed_to_the_tagging_target_and_evaluated_zero_shot(run):
