@@ -82,9 +82,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_model(
         args.model, args.task.split(","), languages=args.languages, split=args.split, data_dir=args.data,
         output=args.output, batch_tokens=args.batch_tokens, max_length=args.max_length,
+        backend=args.backend, quantize=args.quantize,
     )
     print_results(results, Console())
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a trained model's task head (or any encoder's embeddings) to ONNX, parity-checked against PyTorch."""
+    from rich.console import Console
+
+    from fastxlt.export import export_onnx
+
+    console = Console()
+    if args.task:
+        from fastxlt.errors import CheckpointError
+        from fastxlt.evaluation.model_eval import find_models
+
+        if not Path(args.model).exists():
+            raise CheckpointError(f"model path '{args.model}' does not exist; pass a fastxlt run or a phase's model directory")
+        models = find_models(Path(args.model))
+        targets = [(arm, path, args.out if len(models) == 1 else (Path(args.out) / arm if args.out else None))
+                   for arm, path in models.items()]
+        for arm, path, out in targets:
+            result = export_onnx(path, out, task=args.task, quantize=args.quantize, fp16=args.fp16, data_dir=args.data,
+                                 max_length=args.max_length, optimize=args.optimize)
+            _print_export(console, arm, result)
+        return 0
+    layers = [int(part) for part in args.layers.split(",")] if args.layers else None
+    result = export_onnx(args.model, args.out, quantize=args.quantize, fp16=args.fp16, layers=layers, pooling=args.pooling,
+                         optimize=args.optimize)
+    _print_export(console, "embeddings", result)
+    return 0
+
+
+def _print_export(console, name: str, result) -> None:
+    parity = result.manifest["parity"]
+    state = "reused" if result.reused else "exported"
+    console.print(
+        f"{name}: {state} {result.graph} ({result.manifest['precision']}; parity on {parity['examples']} examples: "
+        f"max abs diff {parity['max_abs']:.2e}, agreement {parity['agreement']:.4f})"
+    )
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +140,9 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", help="directory for the JSON results (default: <model>/eval)")
     parser.add_argument("--batch-tokens", type=int, default=16384, help="token budget of a padded batch")
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: export each model once (parity-checked) and evaluate with ONNX Runtime")
+    parser.add_argument("--quantize", choices=("int8",), help="int8 dynamic quantisation (CPU; with --backend onnx)")
     try:
         from fastxlt.retrieval.cli import add_retrieval_arguments
     except ImportError:
@@ -122,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="zero-shot evaluation of a trained model (same as fastxlt-eval)")
     _add_eval_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
+    export = commands.add_parser("export", help="export a trained model's head (or an encoder's embeddings) to ONNX")
+    export.add_argument("--model", "-m", required=True, help="a fastxlt run / phase model directory, or (without --task) any encoder")
+    export.add_argument("--task", "-t", help="the task whose head to export; leave out to export sentence embeddings")
+    export.add_argument("--out", "-o", help="output directory (default: <model>/onnx/<head>-<precision>)")
+    export.add_argument("--quantize", choices=("int8",), help="int8 dynamic quantisation for the CPU")
+    export.add_argument("--fp16", action="store_true", help="float16 graph for the CUDA provider")
+    export.add_argument("--optimize", action="store_true", help="run ONNX Runtime's BERT-family fusions on the graph")
+    export.add_argument("--data", help="the task's local files, for the parity check's examples (default: the hub)")
+    export.add_argument("--max-length", type=int, default=256)
+    export.add_argument("--layers", help="embeddings: hidden layers, comma-separated (default: the retrieval layer)")
+    export.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="embeddings: token pooling")
+    export.set_defaults(handler=cmd_export)
     report = commands.add_parser("report", help="print the tables of a finished run directory")
     report.add_argument("run_dir")
     report.set_defaults(handler=cmd_report)

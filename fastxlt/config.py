@@ -130,6 +130,8 @@ class EvaluateConfig:
     languages: str | list[str] = "all"
     split: str = "test"
     batch_tokens: int = 16384
+    backend: Literal["torch", "onnx"] = "torch"  # onnx: graphs exported once per model, run by ONNX Runtime
+    quantize: Literal["int8"] | None = None  # int8 dynamic quantisation (CPU; needs backend onnx)
 
 
 @dataclass
@@ -172,6 +174,11 @@ class ExperimentConfig:
                 self.phase_optimization(name).validate(f"phases.{name}.optimization")
         if phases.evaluate is not None:
             _require(phases.evaluate.batch_tokens >= 1, "phases.evaluate.batch_tokens", "must be >= 1")
+            _require(
+                phases.evaluate.quantize is None or phases.evaluate.backend == "onnx",
+                "phases.evaluate.quantize",
+                "int8 runs in ONNX Runtime; set phases.evaluate.backend: onnx",
+            )
             _require(
                 phases.evaluate.tasks is not None or phases.target is not None,
                 "phases.evaluate.tasks",

@@ -7,13 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from fastxlt.errors import CheckpointError
+from fastxlt.errors import CheckpointError, ConfigError
 from fastxlt.evaluation.aggregate import xtreme_score
 from fastxlt.evaluation.zero_shot import evaluate_task
 from fastxlt.models.encoder import load_tokenizer
 from fastxlt.models.transfer import HEADS_FILENAME, load_transfer_model
 from fastxlt.tasks.base import get_task
 from fastxlt.utils.io import write_json_atomic
+
+BACKENDS = ("torch", "onnx")
 
 
 def evaluate_models(
@@ -27,17 +29,25 @@ def evaluate_models(
     max_length: int,
     batch_tokens: int,
     name: str = "evaluation",
+    backend: str = "torch",
+    quantize: str | None = None,
 ) -> dict[str, Any]:
-    """Results for every (arm, task, language); written to ``out_root/results.json`` as well."""
+    """Results for every (arm, task, language); written to ``out_root/results.json`` as well.
+
+    ``backend="onnx"`` evaluates through ONNX Runtime: each arm's heads are exported once (beside the
+    checkpoint, ``<model>/onnx/``, parity-checked, reused on re-runs) and ``quantize="int8"`` runs them
+    with int8 dynamic quantisation.
+    """
+    _check_backend(backend, quantize)
     specs = [get_task(task) for task in task_names]
     for spec in specs:
         spec.resolve_languages(languages)  # fail on an unknown language before any model is loaded
         spec.check_split(split)
     results: dict[str, Any] = {"name": name, "arms": {}}
     for arm, model_dir in models.items():
-        model = load_transfer_model(model_dir, specs)
+        model = _load_model(Path(model_dir), specs, backend, quantize, data_dirs, max_length)
         tokenizer = load_tokenizer(Path(model_dir) / "encoder")
-        model_id = _model_id(Path(model_dir))
+        model_id = _model_id(Path(model_dir)) + _backend_tag(backend, quantize)
         arm_results: dict[str, Any] = {"model": str(model_dir), "tasks": {}}
         for spec in specs:
             arm_results["tasks"][spec.name] = evaluate_task(
@@ -54,7 +64,7 @@ def evaluate_models(
 
 def evaluate_model(
     model: str, task_names: list[str], *, languages: str, split: str, data_dir: str | None, output: str | None,
-    batch_tokens: int, max_length: int,
+    batch_tokens: int, max_length: int, backend: str = "torch", quantize: str | None = None,
 ) -> dict[str, Any]:
     """``fastxlt-eval``: evaluate every final model found under ``model`` (a run or a phase model dir)."""
     models = find_models(Path(model))
@@ -62,7 +72,7 @@ def evaluate_model(
     return evaluate_models(
         models, task_names, languages=languages, split=split, out_root=out_root,
         data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
-        name=str(model),
+        name=str(model), backend=backend, quantize=quantize,
     )
 
 
@@ -80,6 +90,29 @@ def find_models(path: Path) -> dict[str, Path]:
     raise CheckpointError(
         f"'{path}' holds no trained fastxlt model (no {HEADS_FILENAME}); pass a run directory or a phase's model directory"
     )
+
+
+def _check_backend(backend: str, quantize: str | None) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{backend}'; choose {' or '.join(BACKENDS)}")
+    if quantize is not None and backend != "onnx":
+        raise ConfigError(f"quantize={quantize} needs the onnx backend (--backend onnx)")
+
+
+def _load_model(model_dir: Path, specs, backend: str, quantize: str | None, data_dirs: Mapping[str, str | None], max_length: int):
+    """The PyTorch model, or its exported graphs (exported on first use, parity-checked on the task's own data)."""
+    if backend == "onnx":
+        from fastxlt.export import OnnxModel, precision_name
+
+        return OnnxModel.for_phase(
+            model_dir, specs, precision=precision_name(quantize, False), data_dirs=data_dirs, max_length=max_length
+        )
+    return load_transfer_model(model_dir, specs)
+
+
+def _backend_tag(backend: str, quantize: str | None) -> str:
+    """Cached per-language results are keyed by backend and precision too; torch fp32 keeps the plain id."""
+    return "" if backend == "torch" else f"#{backend}-{quantize or 'fp32'}"
 
 
 def _model_id(model_dir: Path) -> str:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from fastxlt.errors import ConfigError, FastXLTError
 from fastxlt.retrieval.bucc import evaluate_bucc, locate_bucc
-from fastxlt.retrieval.embed import POOLINGS, TorchSentenceEncoder
+from fastxlt.retrieval.embed import POOLINGS, TorchSentenceEncoder, load_sentence_encoder
 from fastxlt.retrieval.languages import BUCC_DEFAULT, TATOEBA_DEFAULT, split_languages
 from fastxlt.retrieval.protocols import ALIASES, PROTOCOLS, RetrievalProtocol, get_protocol
 from fastxlt.retrieval.search import BACKENDS, PRECISIONS
@@ -110,8 +110,9 @@ def run_retrieval(args: argparse.Namespace) -> dict:
 
 
 def _load_encoder(args: argparse.Namespace, protocol: RetrievalProtocol) -> TorchSentenceEncoder:
-    return TorchSentenceEncoder.from_pretrained(
+    return load_sentence_encoder(
         args.model,
+        backend=getattr(args, "backend", None) or "torch",
         layer=protocol.layer,
         pooling=protocol.pooling,
         batch_tokens=getattr(args, "batch_tokens", None) or 16384,

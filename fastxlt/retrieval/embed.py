@@ -33,6 +33,7 @@ from fastxlt.evaluation.batching import pack_batches, restore_order
 Pooling = Literal["mean", "cls"]
 POOLINGS = ("mean", "cls")
 PRECISIONS = ("fp32", "bf16")
+BACKENDS = ("torch", "onnx")
 
 
 @runtime_checkable
@@ -43,6 +44,20 @@ class SentenceEncoder(Protocol):
     def dim(self) -> int: ...
 
     def encode(self, sentences: Sequence[str]) -> np.ndarray: ...
+
+
+def load_sentence_encoder(name_or_path: str, *, backend: str = "torch", **kwargs) -> SentenceEncoder:
+    """A ``SentenceEncoder`` for any encoder: ``torch`` (``TorchSentenceEncoder``) or ``onnx``
+    (``fastxlt.export.OnnxSentenceEncoder``: exported once beside the model, parity-checked, run by
+    ONNX Runtime; precision fp32 or int8). Keyword arguments are the backend's own."""
+    if backend == "torch":
+        return TorchSentenceEncoder.from_pretrained(name_or_path, **kwargs)
+    if backend == "onnx":
+        from fastxlt.export.embeddings import OnnxSentenceEncoder
+
+        kwargs.pop("device", None)  # ONNX Runtime picks its provider (CUDA when present)
+        return OnnxSentenceEncoder.from_pretrained(name_or_path, **kwargs)
+    raise ConfigError(f"unknown embedding backend '{backend}'; choose {' or '.join(BACKENDS)}")
 
 
 def default_layer(num_layers: int) -> int:
