@@ -91,6 +91,7 @@ demo: venv
 bench: venv
 	@for script in benchmarks/*.py; do \
 	  [ -e "$$script" ] || { echo "make bench: no benchmarks/*.py yet"; break; }; \
+	  case "$$(basename $$script)" in _*) continue;; esac; \
 	  echo "==> $$script --quick $(BENCH_ARGS)"; \
 	  $(OFFLINE_ENV) $(VENV_PY) "$$script" --quick $(BENCH_ARGS) || exit $$?; \
 	done

@@ -27,10 +27,8 @@ path over (a) and its accuracy minus (a)'s in points, averaged over languages.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,6 +39,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
 
 from fastxlt.evaluation.predict import predict  # noqa: E402
 from fastxlt.models.encoder import load_tokenizer  # noqa: E402
@@ -159,40 +159,20 @@ def environment() -> dict:
     import transformers
 
     return {
-        "device": _cpu_name(),
+        **machine(),
         "threads": torch.get_num_threads(),
-        "load_1min": f"{os.getloadavg()[0]:.2f}",  # other processes on the machine skew every timing
         "amx": cpu_has_amx(),
         "vnni": cpu_has_vnni(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "transformers": transformers.__version__,
-        "python": platform.python_version(),
     }
 
 
-def _cpu_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def write_rows(rows: list[dict]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     fields = ["time", "benchmark", "case", "method", "pairs", "seconds", "pairs_per_s", "speedup", "accuracy",
               "agreement", "export_s"] + list(environment())
-    new_file = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(RESULTS, fields, rows)
 
 
 # ---------------------------------------------------------------------------------------- main

@@ -25,10 +25,8 @@ and a last line ``RESULT speedup=... identical=true|false ...``.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
 
 from fastxlt.tasks import span_decode as sd  # noqa: E402
 from fastxlt.tasks.base import get_task  # noqa: E402
@@ -114,36 +114,17 @@ def environment() -> dict:
     import transformers
 
     return {
-        "device": _cpu_name(),
+        **machine(),
         "threads": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count())),
-        "load_1min": f"{os.getloadavg()[0]:.2f}",  # other processes on the machine skew every timing
         "cpp_extension": sd._C is not None,
         "numpy": np.__version__,
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
-        "python": platform.python_version(),
     }
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def write_rows(rows: list[dict]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["time", "benchmark", "case", "method", "seconds", "speedup", "identical"] + list(environment())
-    new_file = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(RESULTS, ["time", "benchmark", "case", "method", "seconds", "speedup", "identical"] + list(environment()), rows)
 
 
 def main() -> int:

@@ -26,10 +26,8 @@ last line ``RESULT key=value ...``.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
 
 from fastxlt.retrieval.bucc import mine_embeddings  # noqa: E402
 from fastxlt.retrieval.margin import MinedPairs  # noqa: E402
@@ -120,39 +120,19 @@ def pair_set(mined: MinedPairs) -> set[tuple[int, int]]:
 
 def environment() -> dict:
     return {
-        "device": _cpu_name(),
+        **machine(),
         "threads": torch.get_num_threads(),
-        "load_1min": f"{os.getloadavg()[0]:.2f}",  # other processes on the machine skew every timing
         "amx": cpu_has_amx(),
         "vnni": cpu_has_vnni(),
         "torch": torch.__version__,
         "faiss": faiss.__version__,
         "numpy": np.__version__,
-        "python": platform.python_version(),
     }
 
 
-def _cpu_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def write_rows(rows: list[dict]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     fields = ["time", "benchmark", "case", "method", "seconds", "speedup", "identical", "value"] + list(environment())
-    new_file = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(RESULTS, fields, rows)
 
 
 PRECISIONS = ("fp32", "int8", "bf16")

@@ -16,10 +16,7 @@ and a last line ``RESULT speedup=... identical=true|false ...`` (speedup over th
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import os
-import platform
 import random
 import sys
 import time
@@ -31,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
+
 from fastxlt.tasks.base import get_task  # noqa: E402
 from fastxlt.tasks.seqeval_metric import seqeval_scores  # noqa: E402
 
@@ -41,23 +40,7 @@ QUICK = {"udpos": ("en", "ja", "yo"), "panx": ("en", "ja", "yo")}
 def environment() -> dict:
     import seqeval
 
-    return {
-        "device": _cpu_name(),
-        "load_1min": f"{os.getloadavg()[0]:.2f}",  # other processes on the machine skew every timing
-        "numpy": np.__version__,
-        "seqeval": getattr(seqeval, "__version__", "1.2.2"),
-        "python": platform.python_version(),
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return {**machine(), "numpy": np.__version__, "seqeval": getattr(seqeval, "__version__", "1.2.2")}
 
 
 def files(data: Path, quick: bool) -> list[tuple[str, str, str, Path]]:
@@ -135,13 +118,7 @@ def main() -> int:
                          "value": f"{mine[0]:.17g}", **env})  # fmt: skip
     speedup = totals["seqeval"] / totals["fastxlt"]
     print(f"total: seqeval {totals['seqeval']:.2f} s, fastxlt {totals['fastxlt']:.2f} s, {speedup:.1f}x")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(RESULTS, list(rows[0]), rows)
     print(f"RESULT speedup={speedup:.2f} identical={str(all_identical).lower()} files={len(cases)} "
           f"seqeval_s={totals['seqeval']:.3f} fastxlt_s={totals['fastxlt']:.3f}")  # fmt: skip
     return 0

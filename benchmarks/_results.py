@@ -1,0 +1,46 @@
+"""What every benchmark records beside its timings, and how it appends its CSV rows.
+
+Imported by the scripts in this folder (``python benchmarks/NAME.py`` puts the folder on ``sys.path``);
+the leading underscore keeps ``make bench`` from running it as a benchmark.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+from pathlib import Path
+
+
+def device_name() -> str:
+    """The GPU when CUDA is present, else the CPU's model name."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name()
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def machine() -> dict[str, str]:
+    """Device, load and Python: other processes on the machine skew every timing, so the load is recorded."""
+    return {"device": device_name(), "load_1min": f"{os.getloadavg()[0]:.2f}", "python": platform.python_version()}
+
+
+def append_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Append ``rows`` to the CSV at ``path``, writing the header when the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
