@@ -55,7 +55,7 @@ from fastxlt.errors import CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
-from fastxlt.tasks.readers import read_label_file, read_parquet
+from fastxlt.tasks.readers import first_existing, read_label_file, read_parquet
 
 UNLABELLED = -1
 
@@ -225,12 +225,7 @@ class ChoiceLayout:
 
     def find(self, data_dir: Path, split: str, language: str) -> tuple[list[Path], list[str]]:
         tried = [pattern.format(lang=language) for pattern in self.patterns.get(split, ())]
-        for relative in tried:
-            found = sorted(data_dir.glob(relative)) if "*" in relative else [data_dir / relative]
-            found = [path for path in found if path.is_file()]
-            if found:
-                return found, tried
-        return [], tried
+        return first_existing(data_dir, tried), tried
 
 
 def _export(prefix: str = "") -> ChoiceLayout:

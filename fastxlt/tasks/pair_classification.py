@@ -54,6 +54,7 @@ from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, PairExample, TaskSpec, register
 from fastxlt.tasks.readers import (
     attach_labels,
+    first_existing,
     read_jsonl,
     read_label_file,
     read_parquet,
@@ -175,12 +176,7 @@ class Layout:
     def find(self, data_dir: Path, split: str, language: str) -> tuple[list[Path], list[str]]:
         """The files of this split that exist (possibly none) and the relative paths tried."""
         tried = [pattern.format(lang=language) for pattern in self.patterns.get(split, ())]
-        for relative in tried:
-            found = sorted(data_dir.glob(relative)) if "*" in relative else [data_dir / relative]
-            found = [path for path in found if path.is_file()]
-            if found:
-                return found, tried
-        return [], tried
+        return first_existing(data_dir, tried), tried
 
 
 def _split_patterns(names: Mapping[str, str], templates: Sequence[str]) -> dict[str, tuple[str, ...]]:

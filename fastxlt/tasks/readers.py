@@ -216,3 +216,16 @@ def attach_labels(
             "use the label file that belongs to this split"
         )
     return [[*row, label] for row, label in zip(rows, labels)]
+
+
+def first_existing(data_dir: Path, relative_paths: Sequence[str]) -> list[Path]:
+    """The files of the first relative path (``*`` globs shards) that exists under ``data_dir``; [] if none.
+
+    Task layouts list the places a split's file may live, most specific first; readers take the first hit.
+    """
+    for relative in relative_paths:
+        found = sorted(data_dir.glob(relative)) if "*" in relative else [data_dir / relative]
+        found = [path for path in found if path.is_file()]
+        if found:
+            return found
+    return []

@@ -52,7 +52,7 @@ from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
-from fastxlt.tasks.readers import read_jsonl, read_parquet
+from fastxlt.tasks.readers import first_existing, read_jsonl, read_parquet
 
 IGNORE = -100  # label of subwords that are not the first of a word, and of special tokens
 
@@ -182,12 +182,7 @@ class TagLayout:
         if own is None:
             return [], []
         tried = [pattern.format(lang=language, split=own) for pattern in self.patterns]
-        for relative in tried:
-            found = sorted(data_dir.glob(relative)) if "*" in relative else [data_dir / relative]
-            found = [path for path in found if path.is_file()]
-            if found:
-                return found, tried
-        return [], tried
+        return first_existing(data_dir, tried), tried
 
 
 def _conllu_layout() -> TagLayout:
