@@ -82,7 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_model(
         args.model, args.task.split(","), languages=args.languages, split=args.split, data_dir=args.data,
         output=args.output, batch_tokens=args.batch_tokens, max_length=args.max_length,
-        backend=args.backend, quantize=args.quantize,
+        backend=args.backend, quantize=args.quantize, precision=args.precision,
     )
     print_results(results, Console())
     return 0
@@ -138,7 +138,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--data", help="directory of local files in the task's original layout (default: the hub)")
     parser.add_argument("--output", "-o", help="directory for the JSON results (default: <model>/eval)")
-    parser.add_argument("--batch-tokens", type=int, default=16384, help="token budget of a padded batch")
+    parser.add_argument("--batch-tokens", type=int,
+                        help="token budget of a padded batch (default: 2048 on a CPU, 16384 on a GPU)")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="onnx: export each model once (parity-checked) and evaluate with ONNX Runtime")

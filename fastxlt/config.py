@@ -42,7 +42,7 @@ class OptimizationConfig:
     patience: int | None = None  # evaluations without improvement before stopping early (None: never stop early)
     checkpoint_every: int | None = None  # optimizer steps between resumable checkpoints (None: at each evaluation)
     keep_checkpoints: int = 2
-    eval_batch_tokens: int = 16384
+    eval_batch_tokens: int | None = None  # token budget of an English dev batch (None: 2048 on a CPU, 16384 on a GPU)
     dropout: float | None = None  # override the encoder's hidden/attention dropout (None: keep the model's)
     freeze_embeddings: bool = False  # keep the word embeddings fixed (XLM-R's are 2/3 of base's weights): faster, less memory
 
@@ -50,10 +50,10 @@ class OptimizationConfig:
         _require(self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
         _require(self.weight_decay >= 0, f"{path}.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _require(0 <= self.warmup_ratio < 1, f"{path}.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("batch_size", "grad_accum", "max_length", "keep_checkpoints", "eval_batch_tokens"):
+        for name in ("batch_size", "grad_accum", "max_length", "keep_checkpoints"):
             value = getattr(self, name)
             _require(value >= 1, f"{path}.{name}", f"must be >= 1, got {value}")
-        for name in ("max_steps", "eval_every", "patience", "checkpoint_every"):
+        for name in ("max_steps", "eval_every", "patience", "checkpoint_every", "eval_batch_tokens"):
             value = getattr(self, name)
             _require(value is None or value >= 1, f"{path}.{name}", f"must be >= 1 or null, got {value}")
         _require(self.epochs > 0, f"{path}.epochs", f"must be > 0, got {self.epochs}")
@@ -129,9 +129,10 @@ class EvaluateConfig:
     tasks: list[str] | None = None
     languages: str | list[str] = "all"
     split: str = "test"
-    batch_tokens: int = 16384
+    batch_tokens: int | None = None  # token budget of a padded batch (None: 2048 on a CPU, 16384 on a GPU)
     backend: Literal["torch", "onnx"] = "torch"  # onnx: graphs exported once per model, run by ONNX Runtime
     quantize: Literal["int8"] | None = None  # int8 dynamic quantisation (CPU; needs backend onnx)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # torch backend; auto: bf16 on an AMX CPU or a bf16 GPU
 
 
 @dataclass
@@ -173,7 +174,16 @@ class ExperimentConfig:
                 phase.validate(f"phases.{name}")
                 self.phase_optimization(name).validate(f"phases.{name}.optimization")
         if phases.evaluate is not None:
-            _require(phases.evaluate.batch_tokens >= 1, "phases.evaluate.batch_tokens", "must be >= 1")
+            _require(
+                phases.evaluate.batch_tokens is None or phases.evaluate.batch_tokens >= 1,
+                "phases.evaluate.batch_tokens",
+                "must be >= 1 or null",
+            )
+            _require(
+                phases.evaluate.precision != "bf16" or phases.evaluate.backend == "torch",
+                "phases.evaluate.precision",
+                "bf16 runs on the torch backend; with backend onnx use quantize: int8",
+            )
             _require(
                 phases.evaluate.quantize is None or phases.evaluate.backend == "onnx",
                 "phases.evaluate.quantize",

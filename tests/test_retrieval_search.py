@@ -8,6 +8,7 @@ import torch
 
 from fastxlt.errors import ConfigError
 from fastxlt.retrieval import search
+from fastxlt.utils import hardware
 
 
 def brute_force_knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,11 +144,11 @@ def test_int8_products_are_the_products_of_the_quantised_vectors():
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr(search, "cpu_flags", lambda: frozenset())
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset())
     assert search.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    monkeypatch.setattr(search, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
     assert search.resolve_precision("auto", torch.device("cpu")) == "int8"
-    monkeypatch.setattr(search, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_bf16"}))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_bf16"}))
     assert search.resolve_precision("auto", torch.device("cpu")) == "bf16"
     assert search.resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(ConfigError, match="unknown precision"):

@@ -9,10 +9,12 @@ from typing import Any, Mapping
 
 from fastxlt.errors import CheckpointError, ConfigError
 from fastxlt.evaluation.aggregate import xtreme_score
+from fastxlt.evaluation.precision import cast_for_precision, resolve_eval_precision
 from fastxlt.evaluation.zero_shot import evaluate_task
 from fastxlt.models.encoder import load_tokenizer
 from fastxlt.models.transfer import HEADS_FILENAME, load_transfer_model
 from fastxlt.tasks.base import get_task
+from fastxlt.utils.hardware import default_device
 from fastxlt.utils.io import write_json_atomic
 
 BACKENDS = ("torch", "onnx")
@@ -27,27 +29,30 @@ def evaluate_models(
     out_root: Path,
     data_dirs: Mapping[str, str | None],
     max_length: int,
-    batch_tokens: int,
+    batch_tokens: int | None = None,
     name: str = "evaluation",
     backend: str = "torch",
     quantize: str | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Results for every (arm, task, language); written to ``out_root/results.json`` as well.
 
     ``backend="onnx"`` evaluates through ONNX Runtime: each arm's heads are exported once (beside the
     checkpoint, ``<model>/onnx/``, parity-checked, reused on re-runs) and ``quantize="int8"`` runs them
-    with int8 dynamic quantisation.
+    with int8 dynamic quantisation. ``precision`` ('fp32', 'bf16' or 'auto', see
+    ``fastxlt.evaluation.precision``) is the torch backend's; ``batch_tokens=None`` takes the device's
+    default token budget.
     """
-    _check_backend(backend, quantize)
+    precision = _check_backend(backend, quantize, precision)
     specs = [get_task(task) for task in task_names]
     for spec in specs:
         spec.resolve_languages(languages)  # fail on an unknown language before any model is loaded
         spec.check_split(split)
     results: dict[str, Any] = {"name": name, "arms": {}}
     for arm, model_dir in models.items():
-        model = _load_model(Path(model_dir), specs, backend, quantize, data_dirs, max_length)
+        model = _load_model(Path(model_dir), specs, backend, quantize, precision, data_dirs, max_length)
         tokenizer = load_tokenizer(Path(model_dir) / "encoder")
-        model_id = _model_id(Path(model_dir)) + _backend_tag(backend, quantize)
+        model_id = _model_id(Path(model_dir)) + _backend_tag(backend, quantize, precision)
         arm_results: dict[str, Any] = {"model": str(model_dir), "tasks": {}}
         for spec in specs:
             arm_results["tasks"][spec.name] = evaluate_task(
@@ -64,7 +69,8 @@ def evaluate_models(
 
 def evaluate_model(
     model: str, task_names: list[str], *, languages: str, split: str, data_dir: str | None, output: str | None,
-    batch_tokens: int, max_length: int, backend: str = "torch", quantize: str | None = None,
+    batch_tokens: int | None, max_length: int, backend: str = "torch", quantize: str | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """``fastxlt-eval``: evaluate every final model found under ``model`` (a run or a phase model dir)."""
     models = find_models(Path(model))
@@ -72,7 +78,7 @@ def evaluate_model(
     return evaluate_models(
         models, task_names, languages=languages, split=split, out_root=out_root,
         data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
-        name=str(model), backend=backend, quantize=quantize,
+        name=str(model), backend=backend, quantize=quantize, precision=precision,
     )
 
 
@@ -92,27 +98,40 @@ def find_models(path: Path) -> dict[str, Path]:
     )
 
 
-def _check_backend(backend: str, quantize: str | None) -> None:
+def _check_backend(backend: str, quantize: str | None, precision: str) -> str:
+    """Validate the engine settings; returns the precision the torch backend runs at ('fp32' for onnx)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}'; choose {' or '.join(BACKENDS)}")
     if quantize is not None and backend != "onnx":
         raise ConfigError(f"quantize={quantize} needs the onnx backend (--backend onnx)")
+    resolved = resolve_eval_precision(precision, default_device())
+    if backend == "onnx":
+        if precision == "bf16":
+            raise ConfigError("precision bf16 runs on the torch backend; with --backend onnx use --quantize int8 for speed")
+        return "fp32"
+    return resolved
 
 
-def _load_model(model_dir: Path, specs, backend: str, quantize: str | None, data_dirs: Mapping[str, str | None], max_length: int):
-    """The PyTorch model, or its exported graphs (exported on first use, parity-checked on the task's own data)."""
+def _load_model(
+    model_dir: Path, specs, backend: str, quantize: str | None, precision: str, data_dirs: Mapping[str, str | None],
+    max_length: int,
+):
+    """The PyTorch model in ``precision``, or its exported graphs (exported on first use, parity-checked on the
+    task's own data)."""
     if backend == "onnx":
         from fastxlt.export import OnnxModel, precision_name
 
         return OnnxModel.for_phase(
             model_dir, specs, precision=precision_name(quantize, False), data_dirs=data_dirs, max_length=max_length
         )
-    return load_transfer_model(model_dir, specs)
+    return cast_for_precision(load_transfer_model(model_dir, specs), precision)
 
 
-def _backend_tag(backend: str, quantize: str | None) -> str:
+def _backend_tag(backend: str, quantize: str | None, precision: str = "fp32") -> str:
     """Cached per-language results are keyed by backend and precision too; torch fp32 keeps the plain id."""
-    return "" if backend == "torch" else f"#{backend}-{quantize or 'fp32'}"
+    if backend == "torch":
+        return "" if precision == "fp32" else f"#torch-{precision}"
+    return f"#{backend}-{quantize or 'fp32'}"
 
 
 def _model_id(model_dir: Path) -> str:

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fastxlt.evaluation.batching import pack_batches
+from fastxlt.evaluation.precision import default_batch_tokens
 from fastxlt.tasks.features import Feature, FamilyOps
 
 
@@ -24,17 +25,21 @@ def predict(
     features: Sequence[Feature],
     tokenizer,
     *,
-    batch_tokens: int = 16384,
+    batch_tokens: int | None = None,
     max_batch_size: int = 512,
     autocast_dtype: torch.dtype | None = None,
     progress: str | None = None,
 ) -> list[Any]:
-    """Predictions of ``model``'s head ``head`` for every feature, in the order of ``features``."""
+    """Predictions of ``model``'s head ``head`` for every feature, in the order of ``features``.
+
+    ``batch_tokens`` bounds a padded batch (rows x longest row); None takes the device's default
+    (``fastxlt.evaluation.precision.default_batch_tokens``).
+    """
     if not features:
         return []
-    lengths = np.fromiter((ops.length(f) for f in features), dtype=np.int64, count=len(features))
-    order, offsets = pack_batches(lengths, batch_tokens, max_batch_size)
     device = _device_of(model)
+    lengths = np.fromiter((ops.length(f) for f in features), dtype=np.int64, count=len(features))
+    order, offsets = pack_batches(lengths, batch_tokens or default_batch_tokens(device), max_batch_size)
     was_training = model.training
     model.eval()
     outputs: list[Any] = [None] * len(features)
@@ -64,7 +69,7 @@ def score_examples(
     features: Sequence[Feature],
     tokenizer,
     *,
-    batch_tokens: int = 16384,
+    batch_tokens: int | None = None,
     progress: str | None = None,
 ) -> tuple[dict[str, float], list[Any]]:
     """The task's metric on ``examples`` (already featurised) and the per-example predictions.

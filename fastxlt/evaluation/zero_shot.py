@@ -31,7 +31,7 @@ def evaluate_task(
     model_id: str,
     data_dir: str | None = None,
     max_length: int = 256,
-    batch_tokens: int = 16384,
+    batch_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Scores per language, their average and the task score; results cached in ``out_dir``."""
     ops = ops_for(spec)

@@ -12,9 +12,11 @@ from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from fastxlt.errors import CheckpointError, ConfigError
 from fastxlt.evaluation.batching import pack_batches, restore_order
+from fastxlt.evaluation.precision import default_batch_tokens
 from fastxlt.export import manifest as manifest_io
 from fastxlt.export.session import create_session, run_session
 from fastxlt.tasks.features import pad_ids
@@ -29,7 +31,7 @@ class OnnxSentenceEncoder:
         tokenizer,
         *,
         layer: int | None = None,
-        batch_tokens: int = 16384,
+        batch_tokens: int | None = None,
         max_batch_size: int = 512,
         max_length: int = 512,
         threads: int | None = None,
@@ -38,7 +40,7 @@ class OnnxSentenceEncoder:
         manifest = manifest_io.read_manifest(Path(graph_dir))
         if manifest is None or manifest.get("kind") != "embeddings":
             raise CheckpointError(f"'{graph_dir}' holds no exported embedding graph; export the encoder without --task")
-        if batch_tokens < 1:
+        if batch_tokens is not None and batch_tokens < 1:
             raise ConfigError(f"batch_tokens must be positive, got {batch_tokens}")
         self.manifest = manifest
         self.num_layers = int(manifest["num_layers"])
@@ -46,10 +48,11 @@ class OnnxSentenceEncoder:
         self.layers: list[int] = list(manifest["layers"])
         self.layer = self._check(layer if layer is not None else self.layers[0])
         self.tokenizer = tokenizer
-        self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.max_length = max_length
         self.session = create_session(Path(graph_dir) / manifest["graph"], threads=threads, providers=providers)
+        on_gpu = "CUDAExecutionProvider" in self.session.get_providers()
+        self.batch_tokens = batch_tokens or default_batch_tokens(torch.device("cuda" if on_gpu else "cpu"))
 
     @classmethod
     def from_pretrained(
@@ -61,6 +64,8 @@ class OnnxSentenceEncoder:
         from fastxlt.models.encoder import load_encoder_config, load_tokenizer
         from fastxlt.retrieval.embed import _model_max_length, default_layer
 
+        if precision == "auto":  # the torch backend's bf16 has no ONNX Runtime counterpart here; int8 is asked for by name
+            precision = "fp32"
         if precision not in ("fp32", "int8", "fp16"):
             raise ConfigError(f"precision '{precision}' is not available in ONNX Runtime; choose fp32, int8 or fp16")
         config = load_encoder_config(name_or_path)

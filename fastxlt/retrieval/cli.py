@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from fastxlt.errors import ConfigError, FastXLTError
 from fastxlt.retrieval.bucc import evaluate_bucc, locate_bucc
+from fastxlt.evaluation.precision import EVAL_PRECISIONS
 from fastxlt.retrieval.embed import POOLINGS, TorchSentenceEncoder, load_sentence_encoder
 from fastxlt.retrieval.languages import BUCC_DEFAULT, TATOEBA_DEFAULT, split_languages
 from fastxlt.retrieval.protocols import ALIASES, PROTOCOLS, RetrievalProtocol, get_protocol
@@ -49,7 +50,7 @@ def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         help="directory for the JSON scores (default: <model>/eval, or runs/eval/<name> for a hub name)",
     )
-    add("--batch-tokens", type=int, default=16384, help="token budget of a padded batch")
+    add("--batch-tokens", type=int, help="token budget of a padded batch (default: 2048 on a CPU, 16384 on a GPU)")
     add("--layer", type=int, help="hidden state to pool (0 = embeddings, -1 = last; default: the protocol's)")
     add("--pooling", choices=POOLINGS, help="token pooling (default: the protocol's)")
     names = sorted(PROTOCOLS) + sorted(ALIASES)
@@ -60,7 +61,12 @@ def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
         help="named preset: " + "; ".join(f"{p.name}: {p.description}" for p in PROTOCOLS.values()),
     )
     add("--direction", default="xx-en", choices=DIRECTIONS, help="Tatoeba: query with xx (XTREME) or with English")
-    add("--precision", default="fp32", choices=("fp32", "bf16"), help="encoder precision (bf16 autocast)")
+    add(
+        "--precision",
+        default="fp32",
+        choices=EVAL_PRECISIONS,
+        help="encoder precision: fp32 (exact), bf16, or auto (bf16 on an AMX CPU or a bf16 GPU, else fp32)",
+    )
     add(
         "--search", default="torch", choices=BACKENDS, help="kNN backend: torch (one pass for both directions) or faiss"
     )
@@ -115,7 +121,7 @@ def _load_encoder(args: argparse.Namespace, protocol: RetrievalProtocol) -> Torc
         backend=getattr(args, "backend", None) or "torch",
         layer=protocol.layer,
         pooling=protocol.pooling,
-        batch_tokens=getattr(args, "batch_tokens", None) or 16384,
+        batch_tokens=getattr(args, "batch_tokens", None),
         max_length=getattr(args, "max_length", None),
         precision=getattr(args, "precision", None) or "fp32",
         device=getattr(args, "device", None),

@@ -29,10 +29,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fastxlt.errors import ConfigError
 from fastxlt.evaluation.batching import pack_batches, restore_order
+from fastxlt.evaluation.precision import EVAL_PRECISIONS, default_batch_tokens, resolve_eval_precision
+from fastxlt.utils.hardware import default_device
 
 Pooling = Literal["mean", "cls"]
 POOLINGS = ("mean", "cls")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = EVAL_PRECISIONS
 BACKENDS = ("torch", "onnx")
 
 
@@ -99,7 +101,7 @@ class TorchSentenceEncoder:
         *,
         layer: int | None = None,
         pooling: Pooling = "mean",
-        batch_tokens: int = 16384,
+        batch_tokens: int | None = None,
         max_batch_size: int = 512,
         max_length: int | None = None,
         precision: str = "fp32",
@@ -108,10 +110,12 @@ class TorchSentenceEncoder:
         if pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling '{pooling}'; choose {' or '.join(POOLINGS)}")
         if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{precision}' for embeddings; choose fp32 or bf16")
-        if batch_tokens < 1:
+            raise ConfigError(f"unknown precision '{precision}' for embeddings; choose {', '.join(PRECISIONS)}")
+        if batch_tokens is not None and batch_tokens < 1:
             raise ConfigError(f"batch_tokens must be positive, got {batch_tokens}")
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = torch.device(device) if device is not None else default_device()
+        precision = resolve_eval_precision(precision, self.device)
+        batch_tokens = batch_tokens or default_batch_tokens(self.device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.num_layers = int(model.config.num_hidden_layers)
@@ -212,5 +216,3 @@ def _model_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     return int(min(limit, tokenizer_limit, 512))
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

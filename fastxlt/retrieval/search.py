@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from fastxlt.errors import ConfigError
+from fastxlt.utils.hardware import cpu_has_amx, cpu_has_vnni, default_device
 
 T = TypeVar("T")
 Precision = Literal["fp32", "bf16", "int8", "auto"]
@@ -82,33 +83,6 @@ class BothNeighbours:
 
 # ----------------------------------------------------------------------------------------------
 # Devices and precision
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_has_amx() -> bool:
-    """AMX bf16 tiles (Sapphire Rapids and later): bf16 products several times faster than fp32."""
-    return "amx_bf16" in cpu_flags()
-
-
-def cpu_has_vnni() -> bool:
-    """AVX-512 VNNI / AVX-VNNI: int8 dot products, the fastest product on CPUs without AMX."""
-    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
