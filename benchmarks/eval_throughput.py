@@ -8,10 +8,12 @@ the set-up on the English XNLI dev file for ``--train-steps`` steps on top of ``
 on the XNLI test files of all 15 languages, with accuracy against ``DERIVED_test_labels.txt``:
 
 (a) baseline: PyTorch eager fp32, dataset order, batches of 32 padded to the longest in the batch;
-(b) fastxlt torch fp32: length-sorted batches packed to a token budget (``fastxlt.evaluation.predict``);
+(b) fastxlt torch fp32: length-sorted batches packed to the device's token budget (``fastxlt.evaluation.predict``;
+    2,048 tokens on a CPU);
 (c) fastxlt ONNX Runtime fp32 (the graph exported once, parity-checked, reused for every language);
-(d) reduced precision where it applies: ONNX Runtime int8 (VNNI CPUs), torch bf16 autocast (AMX CPUs
-    only: without AMX bf16 is slower than fp32), ONNX Runtime fp16 (CUDA provider).
+(d) reduced precision where it applies: ONNX Runtime int8 (VNNI CPUs), torch bf16 (``--precision bf16``,
+    the model cast to bfloat16; AMX CPUs and GPUs only: without AMX bf16 is slower than fp32), ONNX
+    Runtime fp16 (CUDA provider).
 
 Every path includes tokenisation; export time is one-off and reported apart. The paths run interleaved,
 language by language, so that a shared machine's background load falls on all of them alike. ``--quick`` takes the
@@ -42,10 +44,11 @@ sys.path.insert(0, str(ROOT))
 
 from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
 
+from fastxlt.evaluation.precision import cast_for_precision  # noqa: E402
 from fastxlt.evaluation.predict import predict  # noqa: E402
 from fastxlt.models.encoder import load_tokenizer  # noqa: E402
 from fastxlt.models.transfer import load_transfer_model  # noqa: E402
-from fastxlt.retrieval.search import cpu_has_amx, cpu_has_vnni  # noqa: E402
+from fastxlt.utils.hardware import cpu_has_amx, cpu_has_vnni, default_device, fast_bf16  # noqa: E402
 from fastxlt.tasks.base import PairExample, TaskSpec, get_task  # noqa: E402
 from fastxlt.tasks.features import ops_for  # noqa: E402
 
@@ -126,11 +129,11 @@ def baseline_predict(model, spec: TaskSpec, tokenizer, examples: list[PairExampl
     return predictions
 
 
-def fastxlt_predict(model, spec: TaskSpec, tokenizer, examples, batch_tokens: int, autocast=None) -> list[int]:
+def fastxlt_predict(model, spec: TaskSpec, tokenizer, examples, batch_tokens: int | None) -> list[int]:
     """(b)-(d) fastxlt: featurise, then length-sorted token-budget batches (any backend)."""
     ops = ops_for(spec)
     features = ops.featurize(spec, examples, tokenizer, MAX_LENGTH)
-    return predict(model, model.head_for(spec.name), ops, features, tokenizer, batch_tokens=batch_tokens, autocast_dtype=autocast)
+    return predict(model, model.head_for(spec.name), ops, features, tokenizer, batch_tokens=batch_tokens)
 
 
 def run_paths(paths: list[tuple[str, Callable[[list[PairExample]], list[int]]]], data: dict[str, list[PairExample]]) -> list[dict[str, Any]]:
@@ -186,7 +189,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the first 300 pairs of each language")
     parser.add_argument("--per-language", type=int, help="pairs per language (default: all; 300 with --quick)")
     parser.add_argument("--languages", default="all", help="'all' or a comma-separated list")
-    parser.add_argument("--batch-tokens", type=int, default=8192, help="token budget of fastxlt's batches")
+    parser.add_argument("--batch-tokens", type=int, help="token budget of fastxlt's batches (default: the device's)")
     parser.add_argument("--train-steps", type=int, default=300, help="set-up training steps when no checkpoint exists")
     parser.add_argument("--optimize", action="store_true", help="also time ONNX Runtime fp32 with the BERT fusions")
     args = parser.parse_args()
@@ -227,9 +230,11 @@ def main() -> int:
               f"parity {result.manifest['parity']}", flush=True)
         runner = OnnxModel({spec.head_key: result.out_dir}, {spec.name: spec.head_key})
         paths.append((name, lambda ex, r=runner: fastxlt_predict(r, spec, tokenizer, ex, args.batch_tokens)))
-    if cpu_has_amx():
-        paths.append(("(d) fastxlt torch bf16", lambda ex: fastxlt_predict(
-            torch_model, spec, tokenizer, ex, args.batch_tokens, autocast=torch.bfloat16)))
+    if fast_bf16(default_device()):
+        bf16_model = cast_for_precision(load_transfer_model(checkpoint, [spec]), "bf16")
+        paths.append(("(d) fastxlt torch bf16", lambda ex: fastxlt_predict(bf16_model, spec, tokenizer, ex, args.batch_tokens)))
+    else:
+        print("  torch bf16: skipped (no AMX or bf16 GPU: bf16 would be slower than fp32 here)")
     runs = run_paths(paths, data)
 
     baseline = runs[0]

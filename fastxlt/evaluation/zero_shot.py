@@ -44,7 +44,9 @@ def evaluate_task(
             continue
         examples = spec.load(split, language, data_dir)
         features = ops.featurize(spec, examples, tokenizer, max_length)
-        scores, predictions = score_examples(model, spec, examples, features, tokenizer, batch_tokens=batch_tokens)
+        scores, predictions = score_examples(
+            model, spec, examples, features, tokenizer, batch_tokens=batch_tokens, progress=f"{spec.name} {language}"
+        )
         write_json_atomic(
             path,
             {"task": spec.name, "language": language, "split": split, "model": model_id,
