@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real data lives, and the tiny synthetic model built once per session."""
+"""Shared fixtures: where the real data lives, the tiny synthetic model built once per session, and the
+two-layer encoder and run directory that the export and evaluation tests share."""
 
 from __future__ import annotations
 
@@ -27,3 +28,38 @@ def synthetic_model(tmp_path_factory) -> Path:
     from fastxlt.synthetic import build_default_assets
 
     return build_default_assets(tmp_path_factory.mktemp("synthetic-model"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory, synthetic_model) -> Path:
+    """The synthetic world's tokenizer with a 2-layer, 32-wide XLM-R: seconds to export."""
+    from fastxlt.models.encoder import load_tokenizer
+    from fastxlt.synthetic.model import build_tiny_encoder
+
+    tokenizer = load_tokenizer(synthetic_model)
+    out = tmp_path_factory.mktemp("tiny-encoder")
+    build_tiny_encoder(tokenizer, seed=3, out_dir=out, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                       max_length=128, dropout=0.0)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, synthetic_model) -> Path:
+    """A run directory as `fastxlt run` leaves it: run/target/baseline/model/{encoder/, heads.pt}."""
+    import torch
+
+    from fastxlt.models.encoder import load_encoder, load_tokenizer
+    from fastxlt.models.transfer import TransferModel, save_phase_outputs
+    from fastxlt.synthetic.model import build_tiny_encoder
+    from fastxlt.tasks.base import get_task
+
+    root = tmp_path_factory.mktemp("cli-run")
+    tokenizer = load_tokenizer(synthetic_model)
+    encoder_dir = root / "tiny-encoder"
+    build_tiny_encoder(tokenizer, seed=5, out_dir=encoder_dir, hidden_size=32, num_layers=2, num_heads=2,
+                       intermediate_size=64, max_length=128, dropout=0.0)
+    torch.manual_seed(0)
+    model = TransferModel(load_encoder(encoder_dir), [get_task("synth-para")])
+    save_phase_outputs(model, root / "run" / "target" / "baseline" / "model", tokenizer)
+    return root / "run"

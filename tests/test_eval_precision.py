@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_export_cli import TASK, tiny_run  # noqa: F401  (fixture)
-from test_export_onnx import FAMILIES, MAX_LENGTH, phase_model, registered, tiny_encoder  # noqa: F401  (fixture)
+from test_export_cli import TASK
+from test_export_onnx import FAMILIES, MAX_LENGTH, phase_model, registered
 
 from fastxlt.cli import eval_main
 from fastxlt.config import config_from_dict
@@ -112,7 +112,7 @@ def test_bf16_keeps_the_accuracy_of_a_trained_head(tiny_encoder):
     assert abs(bf16_scores["accuracy"] - fp32_scores["accuracy"]) <= 1.5
 
 
-def test_cli_keeps_bf16_results_apart_and_refuses_bf16_on_onnx(tiny_run, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_cli_keeps_bf16_results_apart_and_refuses_bf16_on_onnx(tiny_run, tmp_path, capsys, monkeypatch):
     languages = ",".join(get_task(TASK).languages[:2])
     common = ["--model", str(tiny_run), "--task", TASK, "--languages", languages, "--max-length", "64",
               "--output", str(tmp_path)]

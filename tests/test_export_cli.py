@@ -4,36 +4,15 @@ backend), the ``evaluate`` config section, and the one-line errors for wrong or 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import torch
 
 from fastxlt.cli import eval_main, main
 from fastxlt.config import config_from_dict
 from fastxlt.errors import ConfigError
-from fastxlt.models.encoder import load_encoder, load_tokenizer
-from fastxlt.models.transfer import TransferModel, save_phase_outputs
 from fastxlt.tasks.base import get_task
 from fastxlt.utils.io import read_json
 
 TASK = "synth-para"
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, synthetic_model) -> Path:
-    """A run directory as `fastxlt run` leaves it: run/target/baseline/model/{encoder/, heads.pt}."""
-    from fastxlt.synthetic.model import build_tiny_encoder
-
-    root = tmp_path_factory.mktemp("cli-run")
-    tokenizer = load_tokenizer(synthetic_model)
-    encoder_dir = root / "tiny-encoder"
-    build_tiny_encoder(tokenizer, seed=5, out_dir=encoder_dir, hidden_size=32, num_layers=2, num_heads=2,
-                       intermediate_size=64, max_length=128, dropout=0.0)
-    torch.manual_seed(0)
-    model = TransferModel(load_encoder(encoder_dir), [get_task(TASK)])
-    save_phase_outputs(model, root / "run" / "target" / "baseline" / "model", tokenizer)
-    return root / "run"
 
 
 def test_export_then_evaluate_with_onnx_matches_torch(tiny_run, tmp_path, capsys, monkeypatch):

@@ -24,19 +24,6 @@ from fastxlt.tasks.features import FAMILY_OPS, ops_for
 MAX_LENGTH = 64
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory, synthetic_model) -> Path:
-    """The synthetic world's tokenizer with a 2-layer, 32-wide XLM-R: seconds to export."""
-    from fastxlt.synthetic.model import build_tiny_encoder
-
-    tokenizer = load_tokenizer(synthetic_model)
-    out = tmp_path_factory.mktemp("tiny-encoder")
-    build_tiny_encoder(tokenizer, seed=3, out_dir=out, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                       max_length=128, dropout=0.0)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def sentences(count: int) -> list[str]:
     """Real text of the synthetic world (the tokenizer knows its words), several languages."""
     rows = []
