@@ -197,6 +197,7 @@ def main() -> int:
     parser.add_argument("--batch-tokens", type=int, help="token budget of fastxlt's batches (default: the device's)")
     parser.add_argument("--train-steps", type=int, default=300, help="set-up training steps when no checkpoint exists")
     parser.add_argument("--optimize", action="store_true", help="also time ONNX Runtime fp32 with the BERT fusions")
+    parser.add_argument("--no-onnx", action="store_true", help="time the torch paths only (a long full run in less time)")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -223,6 +224,8 @@ def main() -> int:
         graphs.insert(1, ("fp32-opt", None, True, "(c') fastxlt onnx fp32 fused"))
     if torch.cuda.is_available():
         graphs.append(("fp16", None, True, "(d) fastxlt onnx fp16"))
+    if args.no_onnx:
+        graphs = []
     for tag, quantize, flag, name in graphs:
         if tag == "int8" and not cpu_has_vnni() and not torch.cuda.is_available():
             print(f"  {name}: skipped (no VNNI)")
