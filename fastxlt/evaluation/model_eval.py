@@ -124,7 +124,8 @@ def _load_model(
         return OnnxModel.for_phase(
             model_dir, specs, precision=precision_name(quantize, False), data_dirs=data_dirs, max_length=max_length
         )
-    return cast_for_precision(load_transfer_model(model_dir, specs), precision)
+    # The device that 'auto' precision was resolved for: the GPU when there is one, else the CPU.
+    return cast_for_precision(load_transfer_model(model_dir, specs).to(default_device()), precision)
 
 
 def _backend_tag(backend: str, quantize: str | None, precision: str = "fp32") -> str:
