@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from test_export_cli import TASK
-from test_export_onnx import FAMILIES, MAX_LENGTH, phase_model, registered
+from test_export_onnx import FAMILIES, MAX_LENGTH, phase_model, registered, trained_paraphrase_model
 
 from fastxlt.cli import eval_main
 from fastxlt.config import config_from_dict
@@ -89,23 +89,11 @@ def test_bf16_logits_track_fp32_for_every_family(family, tiny_encoder, tmp_path)
 
 def test_bf16_keeps_the_accuracy_of_a_trained_head(tiny_encoder):
     """On a head trained to confident predictions, bf16 changes almost no prediction (fp32 is the oracle)."""
-    spec = get_task(TASK)
-    tokenizer = load_tokenizer(tiny_encoder)
-    ops = ops_for(spec)
-    train = ops.featurize(spec, spec.load("train", "en")[:256], tokenizer, MAX_LENGTH)
-    torch.manual_seed(0)
-    model = TransferModel(load_encoder(tiny_encoder), [spec])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(100):
-        rows = [(step * 32 + i) % len(train) for i in range(32)]
-        loss, _ = model(head=spec.head_key, **ops.collate([train[i] for i in rows], tokenizer))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    spec, tokenizer, ops = get_task(TASK), load_tokenizer(tiny_encoder), ops_for(get_task(TASK))
+    model = trained_paraphrase_model(tiny_encoder)
     test = spec.load("test", "en")[:200]
     features = ops.featurize(spec, test, tokenizer, MAX_LENGTH)
-    fp32_scores, fp32_predictions = score_examples(model.eval(), spec, test, features, tokenizer)
+    fp32_scores, fp32_predictions = score_examples(model, spec, test, features, tokenizer)
     bf16_scores, bf16_predictions = score_examples(eval_precision.cast_for_precision(model, "bf16"), spec, test, features, tokenizer)
     assert fp32_scores["accuracy"] > 55.0  # above chance: the margins are worth keeping
     assert np.mean(np.array(fp32_predictions) == np.array(bf16_predictions)) >= 0.97

@@ -195,14 +195,15 @@ def test_parity_failure_refuses_to_save(pair_graph, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".refused.staging-*"))
 
 
-def test_int8_keeps_predictions_of_a_trained_head(tiny_encoder, tmp_path):
-    """Dynamic int8 on a head trained to confident predictions: within the documented tolerance."""
+def trained_paraphrase_model(encoder_dir: Path) -> TransferModel:
+    """``encoder_dir`` with a synth-para head trained 100 steps to confident predictions (eval mode): a model
+    whose margins reduced precision must keep, unlike a random head's near-ties."""
     spec = get_task("synth-para")
-    tokenizer = load_tokenizer(tiny_encoder)
+    tokenizer = load_tokenizer(encoder_dir)
     ops = ops_for(spec)
     train = ops.featurize(spec, spec.load("train", "en")[:256], tokenizer, MAX_LENGTH)
     torch.manual_seed(0)
-    model = TransferModel(load_encoder(tiny_encoder), [spec])
+    model = TransferModel(load_encoder(encoder_dir), [spec])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(100):
@@ -211,6 +212,15 @@ def test_int8_keeps_predictions_of_a_trained_head(tiny_encoder, tmp_path):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    return model.eval()
+
+
+def test_int8_keeps_predictions_of_a_trained_head(tiny_encoder, tmp_path):
+    """Dynamic int8 on a head trained to confident predictions: within the documented tolerance."""
+    spec = get_task("synth-para")
+    tokenizer = load_tokenizer(tiny_encoder)
+    ops = ops_for(spec)
+    model = trained_paraphrase_model(tiny_encoder)
     model_dir = tmp_path / "trained"
     save_phase_outputs(model, model_dir, tokenizer)
     test = spec.load("test", "en")[:200]
@@ -223,7 +233,7 @@ def test_int8_keeps_predictions_of_a_trained_head(tiny_encoder, tmp_path):
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.graph.node)
     runner = OnnxModel({spec.head_key: int8.out_dir}, {spec.name: spec.head_key}, threads=1)
     int8_accuracy = score_examples(runner, spec, test, features, tokenizer)[0]["accuracy"]
-    reference = score_examples(model.eval(), spec, test, features, tokenizer)[0]["accuracy"]
+    reference = score_examples(model, spec, test, features, tokenizer)[0]["accuracy"]
     assert reference > 55.0  # above chance (two balanced classes): the head learnt margins worth keeping
     assert abs(int8_accuracy - reference) <= 2.0  # points; 200 examples (agreement >= 0.95 alone would allow 5)
 

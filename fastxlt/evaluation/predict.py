@@ -5,7 +5,6 @@ zero-shot evaluation over languages.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,7 +26,6 @@ def predict(
     *,
     batch_tokens: int | None = None,
     max_batch_size: int = 512,
-    autocast_dtype: torch.dtype | None = None,
     progress: str | None = None,
 ) -> list[Any]:
     """Predictions of ``model``'s head ``head`` for every feature, in the order of ``features``.
@@ -43,7 +41,6 @@ def predict(
     was_training = model.training
     model.eval()
     outputs: list[Any] = [None] * len(features)
-    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     batches = range(len(offsets) - 1)
     if progress:
         batches = tqdm(batches, desc=progress, leave=False, unit="batch")
@@ -53,8 +50,7 @@ def predict(
             batch = ops.collate([features[i] for i in rows], tokenizer)
             batch.pop("labels", None)
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast:
-                _, logits = model(head=head, **batch)
+            _, logits = model(head=head, **batch)
             for row, prediction in zip(rows, ops.predict(logits.float(), batch)):
                 outputs[row] = prediction
     finally:

@@ -22,8 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fastxlt.errors import ConfigError, FastXLTError
-from fastxlt.retrieval.bucc import evaluate_bucc, locate_bucc
 from fastxlt.evaluation.precision import EVAL_PRECISIONS
+from fastxlt.retrieval.bucc import evaluate_bucc, locate_bucc
 from fastxlt.retrieval.embed import POOLINGS, TorchSentenceEncoder, load_sentence_encoder
 from fastxlt.retrieval.languages import BUCC_DEFAULT, TATOEBA_DEFAULT, split_languages
 from fastxlt.retrieval.protocols import ALIASES, PROTOCOLS, RetrievalProtocol, get_protocol

@@ -29,12 +29,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fastxlt.errors import ConfigError
 from fastxlt.evaluation.batching import pack_batches, restore_order
-from fastxlt.evaluation.precision import EVAL_PRECISIONS, default_batch_tokens, resolve_eval_precision
+from fastxlt.evaluation.precision import default_batch_tokens, resolve_eval_precision
 from fastxlt.utils.hardware import default_device
 
 Pooling = Literal["mean", "cls"]
 POOLINGS = ("mean", "cls")
-PRECISIONS = EVAL_PRECISIONS
 BACKENDS = ("torch", "onnx")
 
 
@@ -109,8 +108,6 @@ class TorchSentenceEncoder:
     ) -> None:
         if pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling '{pooling}'; choose {' or '.join(POOLINGS)}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{precision}' for embeddings; choose {', '.join(PRECISIONS)}")
         if batch_tokens is not None and batch_tokens < 1:
             raise ConfigError(f"batch_tokens must be positive, got {batch_tokens}")
         self.device = torch.device(device) if device is not None else default_device()
@@ -214,5 +211,3 @@ def _model_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         limit -= 2
     tokenizer_limit = getattr(tokenizer, "model_max_length", limit) or limit
     return int(min(limit, tokenizer_limit, 512))
-
-

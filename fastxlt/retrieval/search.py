@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from fastxlt.errors import ConfigError
-from fastxlt.utils.hardware import cpu_has_amx, cpu_has_vnni, default_device
+from fastxlt.utils.hardware import cpu_has_vnni, default_device, fast_bf16
 
 T = TypeVar("T")
 Precision = Literal["fp32", "bf16", "int8", "auto"]
@@ -91,11 +91,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise ConfigError(f"unknown precision '{precision}'; choose {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if cpu_has_amx():
+    if fast_bf16(device):
         return "bf16"
-    return "int8" if cpu_has_vnni() else "fp32"
+    return "int8" if device.type == "cpu" and cpu_has_vnni() else "fp32"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ def default_device() -> torch.device:
 
 
 @functools.cache
-def _read_cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
@@ -26,11 +27,6 @@ def _read_cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is none)."""
-    return _read_cpu_flags()
 
 
 def cpu_has_amx() -> bool:
