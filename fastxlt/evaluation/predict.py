@@ -74,12 +74,28 @@ def score_examples(
     with a ``head_for(task)`` method: a ``TransferModel`` or an exported-graph runner.
     """
     from fastxlt.tasks import metrics
+
+    predictions, gold = predict_examples(model, spec, examples, features, tokenizer, batch_tokens=batch_tokens, progress=progress)
+    return metrics.compute(spec.metric, predictions, gold), predictions
+
+
+def predict_examples(
+    model: torch.nn.Module,
+    spec,
+    examples: Sequence[Any],
+    features: Sequence[Feature],
+    tokenizer,
+    *,
+    batch_tokens: int | None = None,
+    progress: str | None = None,
+) -> tuple[list[Any], list[Any]]:
+    """(per-example predictions, per-example gold) as the task's metric takes them: what ``score_examples``
+    scores, exposed for callers that also need per-example statistics (the paired bootstrap)."""
     from fastxlt.tasks.features import ops_for
 
     ops = ops_for(spec)
     outputs = predict(model, model.head_for(spec.name), ops, features, tokenizer, batch_tokens=batch_tokens, progress=progress)
-    predictions, gold = ops.decode(examples, features, outputs)
-    return metrics.compute(spec.metric, predictions, gold), predictions
+    return ops.decode(examples, features, outputs)
 
 
 def _device_of(model) -> torch.device:

@@ -13,8 +13,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fastxlt.evaluation.aggregate import language_average, task_score
-from fastxlt.evaluation.predict import score_examples
+from fastxlt.evaluation.predict import predict_examples
 from fastxlt.models.transfer import TransferModel
+from fastxlt.tasks import metrics
 from fastxlt.tasks.base import TaskSpec
 from fastxlt.tasks.features import ops_for
 from fastxlt.utils.io import read_json, write_json_atomic
@@ -44,13 +45,15 @@ def evaluate_task(
             continue
         examples = spec.load(split, language, data_dir)
         features = ops.featurize(spec, examples, tokenizer, max_length)
-        scores, predictions = score_examples(
+        predictions, gold = predict_examples(
             model, spec, examples, features, tokenizer, batch_tokens=batch_tokens, progress=f"{spec.name} {language}"
         )
+        scores = metrics.compute(spec.metric, predictions, gold)
         write_json_atomic(
             path,
             {"task": spec.name, "language": language, "split": split, "model": model_id,
-             "examples": len(examples), "scores": scores, "predictions": predictions},
+             "examples": len(examples), "scores": scores, "predictions": predictions,
+             "example_scores": _example_scores(spec.metric, predictions, gold)},
         )
         per_language[language] = scores
     average = language_average(per_language)
@@ -74,3 +77,11 @@ def _cached(path: Path, model_id: str, split: str) -> dict[str, float] | None:
     if saved.get("model") != model_id or saved.get("split") != split:
         return None
     return saved["scores"]
+
+
+def _example_scores(metric: str, predictions: list[Any], gold: list[Any]) -> list[list[float]] | None:
+    """Per-example rows of the metric (``metrics.example_statistics``) so reports can bootstrap any delta;
+    None for a metric that does not decompose into examples."""
+    if not metrics.has_example_statistics(metric):
+        return None
+    return metrics.example_statistics(metric, predictions, gold)
