@@ -1,0 +1,401 @@
+"""Running a grid: each cell's phases come from the shared phase store, each cell is evaluated on its own.
+
+    pretrained ─(mlm)─> base ─(intermediate, with snapshots)─> snapshot ─(target)─> final ─(evaluate)─> cell
+        │                                                                    ▲
+        └───────────────────────────── (no intermediate) ───────────────────┘
+
+Every phase is looked up by its identity (``fastxlt.experiments.store``): trained once under a per-phase
+lock, then reused by every cell and every grid that needs it. A cell is done when its ``results.json``
+exists; cells run under a cell lock, so concurrent shards (``--shard I/N``) and re-runs never train or
+evaluate the same thing twice, and a killed grid resumes like a single run: re-run the same command.
+
+Grid run directory::
+
+    grid.json                          the axes and the cell ids, in order
+    cells/<cell_id>/config.yaml        the cell's resolved experiment config
+    cells/<cell_id>/cell.json          axis values, phase keys, the intermediate snapshot used
+    cells/<cell_id>/eval/<arm>/<task>/<lang>.json, results.json     as in a single run
+    store/ (or grid.store)             the phase store
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from fastxlt.config import ExperimentConfig, dump_config
+from fastxlt.errors import ConfigError, FastXLTError
+from fastxlt.evaluation.model_eval import evaluate_models
+from fastxlt.experiments.grid import (
+    AVERAGE_PREFIX,
+    BEST_SNAPSHOT,
+    COLLAPSED,
+    Cell,
+    GridSpec,
+    select_shard,
+)
+from fastxlt.experiments.store import PhaseStore, key_of, model_identity, phase_identity
+from fastxlt.tasks.base import get_task
+from fastxlt.training import distributed
+from fastxlt.training.loop import (
+    PHASE_DONE,
+    PhasePlan,
+    phase_is_done,
+    phase_model_dir,
+    resolve_snapshot_steps,
+    run_phase,
+    snapshot_dir,
+)
+from fastxlt.utils.io import read_json, write_json_atomic, write_text_atomic
+from fastxlt.utils.locks import DirectoryLock
+
+GRID_FILENAME = "grid.json"
+CELL_FILENAME = "cell.json"
+RESULTS_FILENAME = "results.json"
+SYNTHETIC_MODEL = "synthetic"
+
+
+@dataclass
+class EncoderRef:
+    """An encoder a phase starts from: where it is, and the identity of what produced it."""
+
+    path: str
+    tokenizer: str
+    identity: dict[str, Any]
+    steps: int | None = None
+    dev_score: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------- grid
+
+
+def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True) -> dict[str, Any]:
+    """Run (or resume) this shard's cells; returns {'done': [...], 'skipped': [...]} (skipped: running elsewhere)."""
+    distributed.prepare_environment()
+    _write_or_check_grid(spec)
+    store = PhaseStore(spec.store)
+    snapshot_requests = _snapshot_requests(spec)
+    cells = select_shard(spec.cells, shard)
+    done, skipped = [], []
+    for cell in tqdm(cells, desc=f"grid {spec.name}", unit="cell", disable=len(cells) < 2):
+        cell_dir = spec.run_dir / "cells" / cell.cell_id
+        if (cell_dir / RESULTS_FILENAME).is_file() or (not evaluate and _trained(cell_dir)):
+            done.append(cell.cell_id)
+            continue
+        lock = DirectoryLock(cell_dir, what="grid cell")
+        try:
+            lock.acquire(blocking=False)
+        except FastXLTError:
+            skipped.append(cell.cell_id)  # another shard is on it
+            continue
+        try:
+            run_cell(spec, cell, store, snapshot_requests, evaluate=evaluate)
+            done.append(cell.cell_id)
+        finally:
+            lock.release()
+    return {"done": done, "skipped": skipped}
+
+
+def grid_status(run_dir: str | Path) -> dict[str, list[str]]:
+    """Cells of a grid run directory by state: done (results written), running (locked), pending."""
+    run_dir = Path(run_dir)
+    path = run_dir / GRID_FILENAME
+    if not path.is_file():
+        raise ConfigError(f"'{run_dir}' is not a grid run directory (no {GRID_FILENAME}); run the grid first")
+    states: dict[str, list[str]] = {"done": [], "running": [], "pending": []}
+    for cell_id in read_json(path)["cells"]:
+        cell_dir = run_dir / "cells" / cell_id
+        if (cell_dir / RESULTS_FILENAME).is_file():
+            states["done"].append(cell_id)
+        elif cell_dir.is_dir() and _is_locked(cell_dir):
+            states["running"].append(cell_id)
+        else:
+            states["pending"].append(cell_id)
+    return states
+
+
+def _is_locked(directory: Path) -> bool:
+    lock = DirectoryLock(directory, what="grid cell")
+    try:
+        lock.acquire(blocking=False)
+    except FastXLTError:
+        return True
+    lock.release()
+    return False
+
+
+def _write_or_check_grid(spec: GridSpec) -> None:
+    """grid.json names the cells; a run directory refuses a grid whose cells differ (other axes)."""
+    path = spec.run_dir / GRID_FILENAME
+    record = {
+        "name": spec.name,
+        "axes": {axis: [_plain(v) for v in values] for axis, values in spec.axes.items()},
+        "cells": [cell.cell_id for cell in spec.cells],
+        "store": str(spec.store),
+    }
+    if path.is_file():
+        existing = read_json(path)
+        if existing.get("cells") != record["cells"]:
+            raise ConfigError(
+                f"run directory '{spec.run_dir}' holds another grid (its cells differ); set a new run_dir or delete it"
+            )
+        return
+    write_json_atomic(path, record)
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+
+
+def _trained(cell_dir: Path) -> bool:
+    return (cell_dir / CELL_FILENAME).is_file()
+
+
+def _snapshot_requests(spec: GridSpec) -> dict[str, list[int | float]]:
+    """Intermediate phase key -> every snapshot point that any cell of the grid starts from.
+
+    Computed over the whole grid, not the shard: whichever shard trains a phase saves every snapshot.
+    """
+    requests: dict[str, set] = {}
+    for cell in spec.cells:
+        if not cell.has_intermediate:
+            continue
+        key = key_of(_intermediate_identity(spec, cell.config))
+        requests.setdefault(key, set()).update(_snapshot_points(cell.snapshot, cell.config))
+    return {key: sorted(points, key=lambda p: (isinstance(p, float), p)) for key, points in requests.items()}
+
+
+def _snapshot_points(snapshot: Any, config: ExperimentConfig) -> list[int | float]:
+    if snapshot in (BEST_SNAPSHOT, COLLAPSED):
+        return []
+    if isinstance(snapshot, str) and snapshot.startswith(AVERAGE_PREFIX):
+        listed = [p for p in (config.phases.intermediate.snapshots or [])]
+        count = int(snapshot[len(AVERAGE_PREFIX):])
+        if len(listed) < count:
+            raise ConfigError(
+                f"snapshot {snapshot} averages the last {count} snapshots, but phases.intermediate.snapshots lists "
+                f"{len(listed)}; list at least {count} there"
+            )
+        return listed
+    return [snapshot]
+
+
+# ---------------------------------------------------------------------------------------------- cell
+
+
+def run_cell(
+    spec: GridSpec, cell: Cell, store: PhaseStore, snapshot_requests: dict[str, list], *, evaluate: bool = True
+) -> dict[str, Any]:
+    """Train (or reuse) the cell's phases, evaluate its final model, write cell.json and results.json."""
+    config = cell.config
+    cell_dir = Path(config.run_dir)
+    write_text_atomic(cell_dir / "config.yaml", dump_config(config))
+    encoder = _base_encoder(spec, config, store)
+    phase_keys: dict[str, str] = {}
+    if config.phases.mlm is not None:
+        phase_keys["mlm"], encoder = _train_phase(spec, config, store, "mlm", encoder, seed=spec.base_seed)
+    if cell.has_intermediate:
+        identity = _intermediate_identity(spec, config)
+        key = key_of(identity)
+        phase_keys["intermediate"], phase_dir = key, _train_phase_dir(
+            spec, config, store, "intermediate", encoder, seed=config.seed, snapshots=snapshot_requests.get(key, [])
+        )
+        encoder = select_snapshot(phase_dir, cell.snapshot, config, encoder.tokenizer)
+    if config.phases.target is None:
+        raise ConfigError(f"cell {cell.cell_id}: a grid cell needs a target phase (phases.target)")
+    phase_keys["target"], final = _train_phase(spec, config, store, "target", encoder, seed=config.seed)
+    record = {
+        "cell_id": cell.cell_id,
+        "axes": cell.labels,
+        "values": {axis: _plain(value) for axis, value in cell.values.items()},
+        "phase_keys": phase_keys,
+        "store": str(spec.store),
+        "intermediate_steps": encoder.steps if cell.has_intermediate else None,
+        "intermediate_dev_score": encoder.dev_score if cell.has_intermediate else None,
+    }
+    write_json_atomic(cell_dir / CELL_FILENAME, record)
+    if not evaluate or config.phases.evaluate is None:
+        return {}
+    arm = "+".join(config.phases.intermediate.tasks) if cell.has_intermediate else "none"
+    return _evaluate_cell(config, arm, Path(final.path).parent, cell_dir)
+
+
+def _evaluate_cell(config: ExperimentConfig, arm: str, model_dir: Path, cell_dir: Path) -> dict[str, Any]:
+    evaluate = config.phases.evaluate
+    return evaluate_models(
+        {arm: model_dir}, config.evaluation_tasks(), languages=evaluate.languages, split=evaluate.split,
+        out_root=cell_dir, data_dirs=config.data, max_length=config.phase_optimization("target").max_length,
+        batch_tokens=evaluate.batch_tokens, name=config.name, backend=evaluate.backend, quantize=evaluate.quantize,
+        precision=evaluate.precision,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- phases
+
+
+def _base_encoder(spec: GridSpec, config: ExperimentConfig, store: PhaseStore) -> EncoderRef:
+    """The pretrained encoder; the embedded default's is generated once into the store."""
+    model = config.model
+    if model.name_or_path != SYNTHETIC_MODEL:
+        return EncoderRef(model.name_or_path, model.tokenizer or model.name_or_path, _base_identity_only(spec, config))
+    from fastxlt.synthetic import build_default_assets
+
+    identity = _base_identity_only(spec, config)
+    directory = store.phase_dir("pretrained", identity)
+    with _phase_lock(directory):
+        build_default_assets(directory / "model", seed=spec.base_seed)
+    return EncoderRef(str(directory / "model"), str(directory / "model"), identity)
+
+
+def _synthetic_source_digest() -> str:
+    """The synthetic world is code: a changed generator must not reuse assets built by the old one."""
+    import fastxlt.synthetic as package
+
+    digest = hashlib.sha256()
+    for file in sorted(Path(package.__file__).parent.glob("*.py")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _intermediate_identity(spec: GridSpec, config: ExperimentConfig) -> dict[str, Any]:
+    """The intermediate phase's identity, as ``run_cell`` will compute it, without training anything."""
+    parent = _base_identity_only(spec, config)
+    if config.phases.mlm is not None:
+        parent = {"phase": "mlm", "key": key_of(_identity(config, "mlm", parent, seed=spec.base_seed))}
+    return _identity(config, "intermediate", parent, seed=config.seed)
+
+
+def _base_identity_only(spec: GridSpec, config: ExperimentConfig) -> dict[str, Any]:
+    model = config.model
+    if model.name_or_path != SYNTHETIC_MODEL:
+        return {"pretrained": model_identity(model.name_or_path), "tokenizer": model.tokenizer}
+    return {"pretrained": "synthetic", "seed": spec.base_seed, "source": _synthetic_source_digest()}
+
+
+def _identity(config: ExperimentConfig, kind: str, parent: dict[str, Any], *, seed: int) -> dict[str, Any]:
+    return phase_identity(
+        kind, parent, getattr(config.phases, kind), config.phase_optimization(kind), seed=seed,
+        deepspeed=config.deepspeed, kernels=config.kernels, pooling=config.model.pooling, data_dirs=dict(config.data),
+    )
+
+
+def _train_phase(
+    spec: GridSpec, config: ExperimentConfig, store: PhaseStore, kind: str, encoder: EncoderRef, *, seed: int
+) -> tuple[str, EncoderRef]:
+    phase_dir = _train_phase_dir(spec, config, store, kind, encoder, seed=seed)
+    summary = read_json(phase_dir / PHASE_DONE)
+    identity = {"phase": kind, "key": phase_dir.name}
+    ref = EncoderRef(str(phase_model_dir(phase_dir) / "encoder"), encoder.tokenizer, identity,
+                     steps=summary.get("optimizer_steps"), dev_score=summary.get("best_dev_score"))
+    return phase_dir.name, ref
+
+
+def _train_phase_dir(
+    spec: GridSpec, config: ExperimentConfig, store: PhaseStore, kind: str, encoder: EncoderRef, *, seed: int,
+    snapshots: list | None = None,
+) -> Path:
+    """The phase's store directory, trained first when needed (under its lock; another shard may be on it)."""
+    identity = _identity(config, kind, encoder.identity, seed=seed)
+    phase_dir = store.phase_dir(kind, identity)
+    if not phase_is_done(phase_dir):
+        with _phase_lock(phase_dir):
+            if not phase_is_done(phase_dir):
+                run_phase(_plan(config, kind, phase_dir, encoder, seed, snapshots or []))
+    _check_snapshots(phase_dir, snapshots or [])
+    return phase_dir
+
+
+def _plan(config: ExperimentConfig, kind: str, phase_dir: Path, encoder: EncoderRef, seed: int, snapshots: list) -> PhasePlan:
+    import dataclasses
+
+    phase = dataclasses.replace(getattr(config.phases, kind), snapshots=list(snapshots))
+    return PhasePlan(
+        name=kind, tasks=[get_task(name) for name in phase.tasks], phase=phase,
+        optimization=config.phase_optimization(kind), init_encoder=encoder.path, tokenizer=encoder.tokenizer,
+        phase_dir=phase_dir, seed=seed, deepspeed=config.deepspeed, data_dirs=dict(config.data),
+        kernels=config.kernels, pooling=config.model.pooling,
+    )
+
+
+class _phase_lock:
+    """Blocking directory lock for one phase: a second shard waits, then finds the phase done."""
+
+    def __init__(self, directory: Path) -> None:
+        self.lock = DirectoryLock(directory, what="phase")
+
+    def __enter__(self) -> None:
+        self.lock.acquire(blocking=True)
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+def _check_snapshots(phase_dir: Path, points: list) -> None:
+    """A phase trained for another grid may lack a snapshot this one needs: say how to get it."""
+    if not points:
+        return
+    summary = read_json(phase_dir / PHASE_DONE)
+    steps = resolve_snapshot_steps(points, summary["planned_steps"])
+    missing = [s for s in sorted(steps) if not (snapshot_dir(phase_dir, s) / "snapshot.json").is_file()]
+    if missing:
+        reached = summary.get("optimizer_steps")
+        raise ConfigError(
+            f"intermediate phase {phase_dir} has no snapshot at step(s) {missing} (it ran {reached} steps, saving "
+            f"{summary.get('snapshots', 'other')} ); delete {phase_dir} to retrain it with these snapshots, or pick others"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+
+
+def select_snapshot(phase_dir: Path, snapshot: Any, config: ExperimentConfig, tokenizer: str) -> EncoderRef:
+    """The intermediate encoder a target starts from: the dev-selected model, a step, or an average."""
+    summary = read_json(phase_dir / PHASE_DONE)
+    identity = {"phase": "intermediate", "key": phase_dir.name}
+    if snapshot in (BEST_SNAPSHOT, COLLAPSED):
+        return EncoderRef(str(phase_model_dir(phase_dir) / "encoder"), tokenizer, {**identity, "snapshot": BEST_SNAPSHOT},
+                          steps=summary.get("best_step") or summary.get("optimizer_steps"), dev_score=summary.get("best_dev_score"))
+    all_steps = sorted(resolve_snapshot_steps(config.phases.intermediate.snapshots or [], summary["planned_steps"]))
+    if isinstance(snapshot, str) and snapshot.startswith(AVERAGE_PREFIX):
+        count = int(snapshot[len(AVERAGE_PREFIX):])
+        steps = all_steps[-count:]
+        directory = average_snapshots(phase_dir, steps)
+        return EncoderRef(str(directory / "encoder"), tokenizer, {**identity, "snapshot": f"avg{steps}"}, steps=steps[-1])
+    (step,) = resolve_snapshot_steps([snapshot], summary["planned_steps"])
+    directory = snapshot_dir(phase_dir, step)
+    info = read_json(directory / "snapshot.json")
+    return EncoderRef(str(directory / "encoder"), tokenizer, {**identity, "snapshot": step}, steps=step,
+                      dev_score=info.get("dev_score"))
+
+
+def average_snapshots(phase_dir: Path, steps: list[int]) -> Path:
+    """The element-wise mean of the encoders saved at ``steps`` (checkpoint averaging), built once."""
+    out = Path(phase_dir) / "snapshots" / ("avg-" + "-".join(str(s) for s in steps))
+    if (out / "encoder" / "config.json").is_file():
+        return out
+    with _phase_lock(out.parent):
+        if (out / "encoder" / "config.json").is_file():
+            return out
+        import shutil
+
+        from fastxlt.models.encoder import load_encoder, load_tokenizer
+
+        sources = [snapshot_dir(phase_dir, step) / "encoder" for step in steps]
+        model = load_encoder(str(sources[0]))
+        states = [load_encoder(str(source)).state_dict() for source in sources]
+        averaged = {
+            name: (sum(state[name] for state in states) / len(states)).to(tensor.dtype) if tensor.is_floating_point() else tensor
+            for name, tensor in model.state_dict().items()
+        }
+        model.load_state_dict(averaged)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp / "encoder")
+        load_tokenizer(str(sources[0])).save_pretrained(tmp / "encoder")
+        write_json_atomic(tmp / "snapshot.json", {"averaged_steps": steps})
+        tmp.rename(out)
+    return out

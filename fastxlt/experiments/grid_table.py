@@ -1,0 +1,113 @@
+"""The terminal table of a grid: zero-shot score per language for each intermediate setting, averaged
+over seeds, with the difference to no intermediate training, and one sentence that says what it shows.
+
+Built from the grid run directory alone (``grid.json`` and each done cell's ``cell.json`` and
+``results.json``); ``fastxlt.reports`` writes the full report (intervals, figures, results.csv).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from fastxlt.evaluation.aggregate import task_score
+from fastxlt.utils.io import read_json
+
+NONE_LABEL = "none"
+# Axes that tell apart the columns of the table; seeds are averaged over; the rest make separate tables.
+COLUMN_AXES = ("intermediate", "snapshot", "intermediate_languages")
+
+
+def collect_cells(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every done cell: its axis labels and per-language scores of each evaluated task."""
+    run_dir = Path(run_dir)
+    cells = []
+    for cell_id in read_json(run_dir / "grid.json")["cells"]:
+        cell_dir = run_dir / "cells" / cell_id
+        if not (cell_dir / "results.json").is_file():
+            continue
+        record = read_json(cell_dir / "cell.json")
+        results = read_json(cell_dir / "results.json")
+        (arm,) = results["arms"].values()
+        scores = {
+            task: {lang: task_score(result["metric"], values) for lang, values in result["languages"].items()}
+            for task, result in arm["tasks"].items()
+        }
+        cells.append({"axes": record["axes"], "scores": scores})
+    return cells
+
+
+def grid_tables(run_dir: str | Path) -> tuple[list[Table], list[str]]:
+    """One table per (task, other axes) and a sentence per table on the non-English average delta."""
+    cells = collect_cells(run_dir)
+    groups: dict[tuple, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for cell in cells:
+        axes = cell["axes"]
+        column = " ".join(axes[a] for a in COLUMN_AXES if a in axes and axes[a] != "-") or NONE_LABEL
+        if axes.get("intermediate") == NONE_LABEL:
+            column = NONE_LABEL
+        rest = tuple((a, v) for a, v in axes.items() if a not in COLUMN_AXES and a != "seed")
+        for task, per_language in cell["scores"].items():
+            groups[(task, rest)][column].append(per_language)
+    tables, sentences = [], []
+    for (task, rest), columns in groups.items():
+        title = f"{task} zero-shot" + "".join(f", {axis} {value}" for axis, value in rest)
+        table, sentence = _table(title, columns)
+        tables.append(table)
+        if sentence:
+            sentences.append(sentence)
+    return tables, sentences
+
+
+def _table(title: str, columns: dict[str, list[dict[str, float]]]) -> tuple[Table, str | None]:
+    names = sorted(columns, key=lambda c: (c != NONE_LABEL, c))
+    means = {name: _mean_over_seeds(columns[name]) for name in names}
+    seeds = {name: len(columns[name]) for name in names}
+    languages = list(next(iter(means.values())))
+    table = Table(title=title + f" (mean of {max(seeds.values())} seed(s))", title_justify="left")
+    table.add_column("language")
+    for name in names:
+        table.add_column(name, justify="right")
+        if name != NONE_LABEL and NONE_LABEL in means:
+            table.add_column("delta", justify="right")
+    rows = {lang: lang for lang in languages}
+    zero_shot = [lang for lang in languages if lang != "en"]
+    for label, langs in [*((lang, [lang]) for lang in rows), ("average (non-English)", zero_shot)]:
+        if not langs:
+            continue
+        cells = []
+        for name in names:
+            value = float(np.mean([means[name][lang] for lang in langs]))
+            cells.append(f"{value:.2f}")
+            if name != NONE_LABEL and NONE_LABEL in means:
+                base = float(np.mean([means[NONE_LABEL][lang] for lang in langs]))
+                cells.append(f"{value - base:+.2f}")
+        if label.startswith("average"):
+            table.add_section()
+        table.add_row(label, *cells, style="bold" if label.startswith("average") else None)
+    sentence = None
+    if NONE_LABEL in means and len(names) > 1 and zero_shot:
+        base = float(np.mean([means[NONE_LABEL][lang] for lang in zero_shot]))
+        parts = [f"{name} {float(np.mean([means[name][lang] for lang in zero_shot])) - base:+.2f}" for name in names[1:]]
+        sentence = (f"{title}: intermediate training changes the non-English average by " + ", ".join(parts)
+                    + f" points against no intermediate training ({base:.2f}).")
+    return table, sentence
+
+
+def _mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, float]:
+    languages = list(runs[0])
+    return {lang: float(np.mean([run[lang] for run in runs if lang in run])) for lang in languages}
+
+
+def print_grid(run_dir: str | Path, console: Console | None = None) -> None:
+    console = console or Console()
+    tables, sentences = grid_tables(run_dir)
+    for table in tables:
+        console.print(table)
+    for sentence in sentences:
+        console.print(sentence)
