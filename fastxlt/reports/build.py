@@ -1,0 +1,113 @@
+"""``build_report(run_dir)``: results.csv, report.md and figures/*.png from a grid or run directory alone.
+
+Nothing is trained or evaluated: every number comes from the files the runs wrote (results.json per
+cell, per-example scores per language for the bootstrap). Pending cells are counted, not waited for; a
+figure whose axis has a single value is skipped with a line in report.md saying why.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from fastxlt.reports import figures, tables
+from fastxlt.reports.collect import Collection, collect, results_frame
+from fastxlt.reports.compare import XTREME, summarise
+from fastxlt.reports.resources import SOURCE
+from fastxlt.reports.stats import CONFIDENCE, DEFAULT_REPLICATES, DEFAULT_SEED
+from fastxlt.utils.io import write_text_atomic
+
+CSV_COLUMNS = ("model", "intermediate", "intermediate_languages", "target", "target_size", "snapshot", "seed",
+               "task", "language", "score", "metric", "examples", "steps", "dev_score", "cell_id", "arm")  # fmt: skip
+
+
+def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> Path:
+    """Write ``results.csv``, ``report.md`` and ``figures/`` into ``run_dir``; returns report.md's path."""
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    collection = collect(run_dir)
+    frame = results_frame(collection)
+    write_csv(frame, run_dir / "results.csv")
+    lines = _header(collection, frame, replicates, seed)
+    if frame.empty:
+        lines.append("No cell is done yet: nothing to tabulate.")
+    else:
+        summary, lay = summarise(collection, frame, replicates=replicates, seed=seed)
+        write_text_atomic(run_dir / "summary.csv", summary.to_csv(index=False))
+        lines += _body(summary, lay, run_dir)
+    lines.append(f"\n_Built from the run directory alone in {time.perf_counter() - started:.1f} s._")
+    return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """The tidy table, known columns first, then any further axes."""
+    if frame.empty:
+        write_text_atomic(path, ",".join(CSV_COLUMNS) + "\n")
+        return path
+    ordered = [c for c in CSV_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in CSV_COLUMNS]
+    return write_text_atomic(path, frame[ordered].to_csv(index=False))
+
+
+def _header(collection: Collection, frame: pd.DataFrame, replicates: int, seed: int) -> list[str]:
+    done = len({cell.cell_id for cell in collection.cells})
+    lines = [f"# Report: {collection.name}", ""]
+    if collection.kind == "grid":
+        lines.append(f"Cells: {done} done, {len(collection.pending)} pending (of {done + len(collection.pending)}).")
+        if collection.pending:
+            lines.append(f"Pending cells are left out of every table: {', '.join(collection.pending[:20])}"
+                         + (" ..." if len(collection.pending) > 20 else ""))  # fmt: skip
+    else:
+        lines.append(f"A single run with {done} arms ({', '.join(cell.arm for cell in collection.cells)}).")
+    lines += [
+        "",
+        f"Scores: XTREME task scores in percent (span QA: (F1 + EM) / 2); a task's score is the mean over its "
+        f"languages. Deltas are against the no-intermediate cell with the same other axes and seed, averaged "
+        f"over seeds; `*` marks a delta whose {CONFIDENCE:.0%} paired-bootstrap interval (test examples resampled "
+        f"per language, {replicates} replicates, seed {seed}) excludes 0; `?` marks a delta without an interval "
+        "(evaluation files without per-example scores). `±` is the standard deviation over seeds.",
+        "",
+        "Files: `results.csv` (one row per cell x task x language), `summary.csv` (means, deltas, intervals), "
+        "`figures/`.",
+    ]
+    return lines
+
+
+def _body(summary: pd.DataFrame, lay, run_dir: Path) -> list[str]:
+    lines: list[str] = []
+    figure_dir = run_dir / "figures"
+    parts = tables.contexts(summary, lay)
+    if len(parts) > 1:
+        summary["context"] = figures.context_names(summary, lay)
+    oracle = tables.oracle_snapshots(summary, lay)
+    for index, (values, part) in enumerate(parts):
+        title = tables.context_title(values)
+        paper = tables.paper_table(part, lay, oracle)
+        lines += ["", f"## Paper-style table: {title}", "", tables.to_markdown(paper)]
+        path = figures.paper_table_figure(paper, title, figure_dir / f"table_{index + 1}_{figures.slug(title)}.png")
+        lines += ["", f"![paper-style table]({path.relative_to(run_dir)})"]
+    if oracle:
+        lines += ["", "Snapshots: 'dev-selected' is the snapshot chosen on English dev (value `best`); 'oracle' is "
+                  "the snapshot with the highest mean non-English score, which needs target-language labels and is "
+                  "an upper bound, not a selection method."]  # fmt: skip
+    for values, part in parts:
+        for task in [t for t in dict.fromkeys(part["task"]) if t != XTREME]:
+            lines += ["", f"## {task} per language: {tables.context_title(values)}", "",
+                      tables.to_markdown(tables.language_table(part, task))]  # fmt: skip
+    lines += ["", "## Figures", ""]
+    tasks = [t for t in dict.fromkeys(summary["task"]) if t != XTREME]
+    results = [figures.delta_heatmap(summary, task, figure_dir / f"heatmap_{figures.slug(task)}.png") for task in tasks]
+    results += [
+        figures.gain_vs_size(summary, lay, figure_dir / "gain_vs_target_size.png"),
+        figures.score_vs_steps(summary, lay, figure_dir / "score_vs_intermediate_steps.png"),
+        figures.model_curves(summary, lay, figure_dir / "model_curves.png"),
+        figures.mono_vs_multi(summary, lay, figure_dir / "mono_vs_multilingual.png"),
+    ]
+    for result in results:
+        if isinstance(result, figures.Skipped):
+            lines.append(f"- skipped {result.figure}: {result.reason}.")
+        else:
+            lines.append(f"- ![{result.stem}]({result.relative_to(run_dir)})")
+    lines += ["", f"Resource groups of languages (low = class 0-2, mid = 3, high = 4-5): {SOURCE}."]
+    return lines

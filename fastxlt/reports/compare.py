@@ -1,0 +1,196 @@
+"""Pair every intermediate cell with its no-intermediate baseline and summarise over seeds.
+
+Vocabulary used by the tables and figures:
+
+- *arm-side axes*: the axes that describe the intermediate phase (``intermediate``, its languages,
+  its snapshot, ...). A no-intermediate cell is the baseline of every cell that has the same value on
+  every other axis (its own value of an arm-side axis may be ``-``, the grid's collapsed value);
+- *setting*: the arm-side values of a cell, as one label (``snli+anli``, ``snli [en+de+fr, step-200]``);
+- *context*: the values of the remaining axes except ``seed`` and the target (model, target size, ...).
+
+``summarise`` returns one row per context x setting x task x language (plus ``average`` and
+``average (non-English)`` per task and the ``XTREME average`` over tasks): the mean and standard
+deviation of the score over seeds, and for intermediate settings the mean paired delta over seeds with
+its 95% paired-bootstrap interval (``fastxlt.reports.stats``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fastxlt.reports.collect import COLLAPSED, INTERMEDIATE_AXES, NONE, Cell, Collection
+from fastxlt.reports.stats import DEFAULT_REPLICATES, DEFAULT_SEED, Delta, PairedSample, combine, paired_bootstrap, seed_summary
+
+AVERAGE = "average"
+NON_ENGLISH = "average (non-English)"
+XTREME = "XTREME average"
+SUMMARY_LANGUAGES = (AVERAGE, NON_ENGLISH)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which axes are arm-side, which form the context, and which of them vary in this collection."""
+
+    arm_axes: list[str]
+    context_axes: list[str]
+    varying_arm_axes: list[str]
+
+
+def layout(collection: Collection, frame: pd.DataFrame) -> Layout:
+    names = [axis for axis in collection.axis_names if axis in frame.columns]
+    collapsed = {axis for cell in collection.cells for axis, value in cell.axes.items() if value == COLLAPSED}
+    arm_axes = [axis for axis in names if axis in INTERMEDIATE_AXES or axis in collapsed or axis.startswith("phases.intermediate")]
+    context = [axis for axis in names if axis not in arm_axes and axis not in ("seed", "target")]
+    varying = [axis for axis in arm_axes if axis != "intermediate" and frame[axis][frame[axis] != COLLAPSED].nunique() > 1]
+    return Layout(arm_axes, context, varying)
+
+
+def setting_label(row: pd.Series | dict, lay: Layout) -> str:
+    """``intermediate`` plus the varying arm-side values in brackets (none stays ``none``)."""
+    name = str(row["intermediate"])
+    extras = [str(row[axis]) for axis in lay.varying_arm_axes if str(row[axis]) not in (COLLAPSED, "")]
+    return name if name == NONE or not extras else f"{name} [{', '.join(extras)}]"
+
+
+def find_baseline(cell: Cell, cells: Sequence[Cell], lay: Layout) -> Cell | None:
+    """The no-intermediate cell with the same seed and other axes (arm-side ones equal or collapsed)."""
+    for other in cells:
+        if other.axes.get("intermediate") != NONE:
+            continue
+        same = all(
+            str(other.axes.get(axis)) == str(cell.axes.get(axis))
+            or (axis in lay.arm_axes and (axis == "intermediate" or other.axes.get(axis) == COLLAPSED))
+            for axis in set(cell.axes) | set(other.axes)
+        )
+        if same:
+            return other
+    return None
+
+
+def summarise(collection: Collection, frame: pd.DataFrame, *, replicates: int = DEFAULT_REPLICATES,
+              seed: int = DEFAULT_SEED) -> tuple[pd.DataFrame, Layout]:  # fmt: skip
+    """The summary table described in the module docstring, and the layout it was grouped by."""
+    lay = layout(collection, frame)
+    frame = frame.assign(setting=[setting_label(row, lay) for _, row in frame.iterrows()])
+    by_id = {(cell.cell_id, cell.arm): cell for cell in collection.cells}
+    keys = lay.context_axes + [axis for axis in lay.arm_axes if axis in frame.columns] + ["setting"]
+    rows: list[dict] = []
+    for group_key, group in frame.groupby(keys, sort=False, dropna=False):
+        base = dict(zip(keys, group_key if isinstance(group_key, tuple) else (group_key,)))
+        task_deltas: list[Delta | None] = []
+        task_rows: list[list[dict]] = []
+        for task, task_frame in group.groupby("task", sort=False):
+            cells = [by_id[(cid, arm)] for cid, arm in task_frame[["cell_id", "arm"]].drop_duplicates().itertuples(index=False)]
+            task_result = _task_rows(base, str(task), task_frame, cells, collection, lay, replicates, seed)
+            task_rows.append(task_result[0])
+            task_deltas.append(task_result[1])
+            rows += task_result[0]
+        rows += _xtreme_rows(base, task_rows, task_deltas)
+    return pd.DataFrame.from_records(rows), lay
+
+
+def _task_rows(base: dict, task: str, frame: pd.DataFrame, cells: list[Cell], collection: Collection, lay: Layout,
+               replicates: int, seed: int) -> tuple[list[dict], Delta | None]:  # fmt: skip
+    """Per-language rows (and the two averages) of one setting on one task."""
+    metric = str(frame["metric"].iloc[0])
+    pairs = [(cell, find_baseline(cell, collection.cells, lay)) for cell in cells] if base["setting"] != NONE else []
+    pairs = [(cell, baseline) for cell, baseline in pairs if baseline is not None and task in baseline.results.get("tasks", {})]
+    languages = list(dict.fromkeys(frame["language"]))
+    deltas = _bootstrap(metric, task, languages, pairs, replicates, seed)
+    point = _point_deltas(task, languages, pairs)
+    rows = []
+    for language in languages + [AVERAGE, NON_ENGLISH]:
+        scores = _scores(frame, language, languages)
+        if scores is None:
+            continue
+        mean, std = seed_summary(scores)
+        row = dict(base, task=task, metric=metric, language=language, score=mean, std=std, seeds=len(scores),
+                   steps=_mean(frame["steps"]), dev_score=_mean(frame["dev_score"]))  # fmt: skip
+        row.update(_delta_fields(point.get(language), deltas.get(language) if deltas else None, len(pairs)))
+        rows.append(row)
+    return rows, (deltas or {}).get(AVERAGE)
+
+
+def _scores(frame: pd.DataFrame, language: str, languages: list[str]) -> list[float] | None:
+    """Per-seed scores of one language, or per-seed means over languages for the averages."""
+    if language == AVERAGE:
+        chosen = languages
+    elif language == NON_ENGLISH:
+        chosen = [lang for lang in languages if lang != "en"]
+        if not chosen or len(chosen) == len(languages):
+            return None
+    else:
+        chosen = [language]
+    part = frame[frame["language"].isin(chosen)]
+    return part.groupby("seed", sort=True)["score"].mean().tolist()
+
+
+def _point_deltas(task: str, languages: list[str], pairs: list[tuple[Cell, Cell]]) -> dict[str, float]:
+    """Mean over seeds of (arm score - baseline score), from the results files (the tables' numbers)."""
+    if not pairs:
+        return {}
+    from fastxlt.evaluation.aggregate import task_score
+
+    per_language: dict[str, list[float]] = {language: [] for language in languages}
+    for cell, baseline in pairs:
+        arm_task, base_task = cell.results["tasks"][task], baseline.results["tasks"][task]
+        for language in languages:
+            if language in arm_task["languages"] and language in base_task["languages"]:
+                per_language[language].append(task_score(arm_task["metric"], arm_task["languages"][language])
+                                              - task_score(base_task["metric"], base_task["languages"][language]))  # fmt: skip
+    out = {language: float(np.mean(values)) for language, values in per_language.items() if values}
+    if len(out) == len(languages):
+        out[AVERAGE] = float(np.mean([out[language] for language in languages]))
+        non_english = [language for language in languages if language != "en"]
+        if non_english and len(non_english) < len(languages):
+            out[NON_ENGLISH] = float(np.mean([out[language] for language in non_english]))
+    return out
+
+
+def _bootstrap(metric: str, task: str, languages: list[str], pairs: list[tuple[Cell, Cell]], replicates: int,
+               seed: int) -> dict[str, Delta] | None:  # fmt: skip
+    """Paired-bootstrap deltas, or None when some language lacks per-example rows (older evaluation files)."""
+    if not pairs:
+        return None
+    samples = {}
+    for language in languages:
+        arm_rows = [cell.example_rows(task, language) for cell, _ in pairs]
+        base_rows = [baseline.example_rows(task, language) for _, baseline in pairs]
+        if any(rows is None for rows in arm_rows + base_rows):
+            return None
+        if len({rows.shape[0] for rows in arm_rows + base_rows}) != 1:
+            return None
+        samples[language] = PairedSample(arm_rows, base_rows)
+    return paired_bootstrap(metric, samples, replicates=replicates, seed=seed)
+
+
+def _delta_fields(point: float | None, delta: Delta | None, pairs: int) -> dict:
+    if point is None:
+        return {"delta": np.nan, "low": np.nan, "high": np.nan, "significant": None, "paired_seeds": pairs}
+    if delta is None:
+        return {"delta": point, "low": np.nan, "high": np.nan, "significant": None, "paired_seeds": pairs}
+    return {"delta": point, "low": delta.low, "high": delta.high, "significant": delta.significant, "paired_seeds": pairs}
+
+
+def _xtreme_rows(base: dict, task_rows: list[list[dict]], task_deltas: list[Delta | None]) -> list[dict]:
+    """The benchmark average over tasks (of each task's language average), with a combined interval."""
+    averages = [next((row for row in rows if row["language"] == AVERAGE), None) for rows in task_rows]
+    if len(averages) < 2 or any(row is None for row in averages):
+        return []
+    row = dict(base, task=XTREME, metric="mean of task scores", language=AVERAGE,
+               score=float(np.mean([r["score"] for r in averages])), std=np.nan,
+               seeds=min(r["seeds"] for r in averages), steps=averages[0]["steps"], dev_score=averages[0]["dev_score"])  # fmt: skip
+    points = [r["delta"] for r in averages]
+    point = None if any(np.isnan(p) for p in points) else float(np.mean(points))
+    combined = combine(task_deltas) if point is not None and all(d is not None for d in task_deltas) else None
+    row.update(_delta_fields(point, combined, min(r["paired_seeds"] for r in averages)))
+    return [row]
+
+
+def _mean(values: pd.Series) -> float:
+    numeric = pd.to_numeric(values, errors="coerce").dropna()
+    return float(numeric.mean()) if len(numeric) else np.nan

@@ -1,0 +1,149 @@
+"""Reports from run directories written by hand (the grid contract: grid.json, cells/<id>/{cell.json,
+results.json, eval/<arm>/<task>/<lang>.json}) and from a single run: results.csv, report.md, figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fastxlt.reports import build_report
+from fastxlt.reports.collect import collect, results_frame
+from fastxlt.reports.compare import summarise
+
+LANGUAGES = ("en", "fr", "sw")
+N = 200
+
+
+def correct_rows(rng: np.random.Generator, accuracy: float) -> list[list[float]]:
+    """N rows with exactly round(accuracy * N) correct examples, in random order."""
+    hits = np.zeros(N)
+    hits[: int(round(accuracy * N))] = 1.0
+    rng.shuffle(hits)
+    return [[float(x)] for x in hits]
+
+
+def write_cell(directory: Path, axes: dict, accuracies: dict[str, float], rng, *, steps=None, dev=None) -> dict:
+    arm = "baseline" if axes["intermediate"] == "none" else axes["intermediate"]
+    languages, stored = {}, {}
+    for language, accuracy in accuracies.items():
+        rows = correct_rows(rng, accuracy)
+        score = 100.0 * float(np.mean([r[0] for r in rows]))
+        languages[language] = {"accuracy": score}
+        stored[language] = score
+        (directory / "eval" / arm / "xnli").mkdir(parents=True, exist_ok=True)
+        (directory / "eval" / arm / "xnli" / f"{language}.json").write_text(json.dumps(
+            {"task": "xnli", "language": language, "split": "test", "model": "m", "examples": N,
+             "scores": {"accuracy": score}, "predictions": [0] * N, "example_scores": rows}))  # fmt: skip
+    average = float(np.mean(list(stored.values())))
+    results = {"name": directory.name, "arms": {arm: {"model": "m", "benchmark_score": average, "tasks": {"xnli": {
+        "task": "xnli", "metric": "accuracy", "split": "test", "languages": languages,
+        "average": {"accuracy": average}, "score": average}}}}}  # fmt: skip
+    (directory / "results.json").write_text(json.dumps(results))
+    (directory / "cell.json").write_text(json.dumps({"cell_id": directory.name, "axes": axes,
+                                                     "intermediate_steps": steps, "intermediate_dev_score": dev}))  # fmt: skip
+    return stored
+
+
+def make_grid(root: Path, *, snapshots=("best",), pending: int = 1) -> dict[str, dict[str, float]]:
+    """none / snli x target sizes 250, all x seeds 1, 2. snli adds 2 points in en; elsewhere 10 points at size 250
+    and 6 at size all (+2 more per later snapshot)."""
+    rng = np.random.default_rng(0)
+    cells, scores = [], {}
+    base_accuracy = {"en": 0.70, "fr": 0.60, "sw": 0.45}
+    for size in (250, "all"):
+        for seed in (1, 2):
+            for intermediate in ("none", "snli"):
+                for s, snapshot in enumerate(snapshots if intermediate != "none" else ("-",)):
+                    axes = {"model": "me5-small", "intermediate": intermediate,
+                            "intermediate_languages": "en" if intermediate != "none" else "-",
+                            "snapshot": snapshot, "target": "xnli", "target_size": size, "seed": seed}  # fmt: skip
+                    cell_id = f"i={intermediate},snap={snapshot},size={size},seed={seed}"
+                    gain = 0.0 if intermediate == "none" else 0.02 * (s + 1) + (0.08 if size == 250 else 0.04)
+                    accuracies = {lang: acc + (gain if lang != "en" else 0.02) * (intermediate != "none") + 0.01 * seed
+                                  for lang, acc in base_accuracy.items()}  # fmt: skip
+                    steps = None if intermediate == "none" else 100 * (s + 1)
+                    scores[cell_id] = write_cell(root / "cells" / cell_id, axes, accuracies, rng, steps=steps, dev=70.0)
+                    cells.append(cell_id)
+    cells += [f"pending-{i}" for i in range(pending)]
+    (root / "grid.json").write_text(json.dumps({"name": "toy", "axes": {}, "cells": cells}))
+    return scores
+
+
+def test_grid_report_tables_csv_and_figures(tmp_path):
+    scores = make_grid(tmp_path)
+    report = build_report(tmp_path, replicates=300)
+    text = report.read_text()
+    assert "8 done, 1 pending" in text
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert len(frame) == 8 * len(LANGUAGES)
+    assert {"model", "intermediate", "intermediate_languages", "target", "target_size", "snapshot", "seed", "language",
+            "score", "metric", "examples"} <= set(frame.columns)  # fmt: skip
+    row = frame[(frame["cell_id"] == "i=snli,snap=best,size=250,seed=2") & (frame["language"] == "sw")].iloc[0]
+    assert row["score"] == pytest.approx(scores["i=snli,snap=best,size=250,seed=2"]["sw"])
+    assert row["examples"] == N
+    # the paper table: size 250, snli vs none: fr +10, sw +10, en +2 -> average delta +7.33, significant
+    assert "## Paper-style table: model=me5-small, target_size=250" in text
+    assert "| snli | 67.17 (+7.33*) |" in text
+    assert "(+4.67*)" in text  # size all: +6, +6, +2
+    figures = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert "heatmap_xnli.png" in figures and "gain_vs_target_size.png" in figures
+    assert "skipped model-size curves: the model axis has a single value" in text
+    assert "skipped mono vs multilingual intermediate data" in text
+    assert "skipped score vs intermediate steps" in text
+
+
+def test_summary_means_std_and_intervals(tmp_path):
+    scores = make_grid(tmp_path, pending=0)
+    collection = collect(tmp_path)
+    summary, _ = summarise(collection, results_frame(collection), replicates=300)
+    row = summary[(summary["setting"] == "snli") & (summary["target_size"] == "250") & (summary["language"] == "fr")].iloc[0]
+    seeds = [scores[f"i=snli,snap=best,size=250,seed={s}"]["fr"] for s in (1, 2)]
+    assert row["score"] == pytest.approx(np.mean(seeds))
+    assert row["std"] == pytest.approx(np.std(seeds, ddof=1))
+    assert row["delta"] == pytest.approx(10.0)
+    assert row["low"] < 10.0 < row["high"] and row["significant"]
+    en = summary[(summary["setting"] == "snli") & (summary["target_size"] == "250") & (summary["language"] == "en")].iloc[0]
+    assert en["delta"] == pytest.approx(2.0) and en["low"] < en["delta"] < en["high"]
+
+
+def test_snapshots_dev_selected_and_oracle_and_step_curve(tmp_path):
+    make_grid(tmp_path, snapshots=("best", "step-200"), pending=0)
+    text = build_report(tmp_path, replicates=200).read_text()
+    # step-200 is the second snapshot (+2 points more than best): the oracle
+    assert "snli (dev-selected snapshot)" in text
+    assert "snli (oracle snapshot: step-200)" in text
+    assert (tmp_path / "figures" / "score_vs_intermediate_steps.png").is_file()
+
+
+def test_single_run_directory_report(tmp_path):
+    rng = np.random.default_rng(1)
+    run = tmp_path / "run"
+    base = write_cell(run, {"intermediate": "none"}, {"en": 0.7, "xa": 0.5}, rng)
+    (run / "cell.json").unlink()
+    arm = write_cell(tmp_path / "other", {"intermediate": "synth-nli"}, {"en": 0.75, "xa": 0.6}, rng)
+    merged = json.loads((run / "results.json").read_text())
+    merged["arms"].update(json.loads((tmp_path / "other" / "results.json").read_text())["arms"])
+    (run / "results.json").write_text(json.dumps(merged))
+    (tmp_path / "other" / "eval" / "synth-nli").rename(run / "eval" / "synth-nli")
+    (run / "config.yaml").write_text("model: {name_or_path: synthetic}\nseed: 13\nphases: {target: {tasks: [synth-para]}}\n")
+    text = build_report(run, replicates=200).read_text()
+    assert "A single run with 2 arms" in text
+    delta = np.mean([arm["en"] - base["en"], arm["xa"] - base["xa"]])
+    assert f"({delta:+.2f}" in text
+    frame = pd.read_csv(run / "results.csv")
+    assert set(frame["intermediate"]) == {"none", "synth-nli"} and set(frame["model"]) == {"synthetic"}
+    assert (run / "figures" / "heatmap_xnli.png").is_file()
+
+
+def test_all_pending_grid_and_missing_directory(tmp_path):
+    (tmp_path / "grid.json").write_text(json.dumps({"name": "empty", "axes": {}, "cells": ["a", "b"]}))
+    text = build_report(tmp_path).read_text()
+    assert "0 done, 2 pending" in text and "No cell is done yet" in text
+    from fastxlt.errors import DataNotFoundError
+
+    with pytest.raises(DataNotFoundError, match="neither grid.json nor results.json"):
+        build_report(tmp_path / "nowhere")
