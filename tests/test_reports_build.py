@@ -147,3 +147,27 @@ def test_all_pending_grid_and_missing_directory(tmp_path):
 
     with pytest.raises(DataNotFoundError, match="neither grid.json nor results.json"):
         build_report(tmp_path / "nowhere")
+
+
+def test_cli_report_prints_table_and_writes_files(tmp_path, capsys, monkeypatch):
+    from fastxlt.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # rich would wrap the long paths
+    make_grid(tmp_path, pending=0)
+    single = tmp_path / "cells" / "i=snli,snap=best,size=250,seed=1"
+    assert main(["report", str(single)]) == 0
+    out = capsys.readouterr().out
+    assert "xnli" in out and f"report: {single / 'report.md'}" in out
+    assert (single / "results.csv").is_file() and "figure:" in out
+
+
+def test_evaluate_task_stores_example_scores_that_reproduce_the_scores(tmp_path, tiny_run):
+    from fastxlt.evaluation.model_eval import evaluate_models
+    from fastxlt.tasks.metrics import metric_from_statistics
+
+    evaluate_models({"baseline": tiny_run / "target" / "baseline" / "model"}, ["synth-para"], languages=["en", "xa"],
+                    split="test", out_root=tmp_path, data_dirs={}, max_length=64)  # fmt: skip
+    for language in ("en", "xa"):
+        saved = json.loads((tmp_path / "eval" / "baseline" / "synth-para" / f"{language}.json").read_text())
+        assert len(saved["example_scores"]) == saved["examples"]
+        assert metric_from_statistics("accuracy", saved["example_scores"]) == saved["scores"]

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 
 from fastxlt.reports.collect import NONE  # noqa: E402
 from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, Layout  # noqa: E402
-from fastxlt.reports.resources import GROUPS, SOURCE, is_low_resource, resource_group  # noqa: E402
+from fastxlt.reports.resources import GROUPS, is_low_resource, resource_group  # noqa: E402
 from fastxlt.reports.tables import context_title, label_without  # noqa: E402
 
 SUMMARY_ROWS = (AVERAGE, NON_ENGLISH)
@@ -33,8 +33,7 @@ class Skipped:
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # long row labels and tables stay inside the image
     plt.close(fig)
     return path
 
@@ -86,7 +85,7 @@ def delta_heatmap(summary: pd.DataFrame, task: str, path: Path) -> Path | Skippe
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("language")
     ax.set_ylabel("intermediate setting")
-    ax.set_title(f"{task}: delta vs no intermediate (points; * = 95% CI excludes 0)")
+    ax.set_title(f"{task}: delta vs no intermediate\n(score points; * = 95% CI excludes 0)")
     fig.colorbar(image, ax=ax, label="delta (score points)")
     return _save(fig, path)
 
@@ -129,7 +128,7 @@ def gain_vs_size(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Skipp
         ax.set_ylabel("mean delta vs no intermediate (points)")
         ax.set_title(" | ".join(map(str, key if isinstance(key, tuple) else (key,))), fontsize=9)
         ax.legend(title="resource group", fontsize=8)
-    fig.suptitle(f"Gain of intermediate training vs target size (groups: {SOURCE.split(';')[0]})", fontsize=9)
+    fig.suptitle("Gain of intermediate training vs target size (language groups: Joshi et al. 2020 classes)", fontsize=9)
     return _save(fig, path)
 
 
@@ -157,6 +156,8 @@ def score_vs_steps(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Ski
             low = is_low_resource(str(language))
             ax.plot(xs, ys, marker="o" if low else ".", linewidth=2.0 if low else 0.8, color=None if low else "0.65",
                     label=f"{language} (low-resource)" if low else (language if language == "en" else None), zorder=3 if low else 2)  # fmt: skip
+            ax.annotate(str(language), (xs[-1], ys[-1]), xytext=(4, 0), textcoords="offset points", fontsize=7,
+                        va="center", color="black" if low else "0.4")  # fmt: skip
         ax.set_xlabel("intermediate training steps (0 = no intermediate)")
         ax.set_ylabel("zero-shot score")
         ax.set_title(" | ".join(map(str, key)), fontsize=9)
