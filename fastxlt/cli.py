@@ -62,7 +62,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise DataNotFoundError(f"'{path}' not found; run the experiment (fastxlt run --config ...) first")
     print_results(read_json(path), Console())
+    _print_report_files(Path(args.run_dir), Console())
     return 0
+
+
+def _print_report_files(run_dir: Path, console) -> None:
+    """Write report.md, results.csv and figures/ (``fastxlt.reports``) and print where they are."""
+    from fastxlt.reports.build import build_report
+
+    report = build_report(run_dir)
+    console.print(f"report: {report}\nresults: {run_dir / 'results.csv'}")
+    for figure in sorted((run_dir / "figures").glob("*.png")):
+        console.print(f"figure: {figure}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
