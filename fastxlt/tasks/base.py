@@ -102,6 +102,17 @@ class TaskSpec:
             languages = [part.strip() for part in languages.split(",") if part.strip()]
         return [self.check_language(language) for language in languages]
 
+    def data_files(self, split: str, language: str, data_dir: str | Path | None) -> list[Path] | None:
+        """The local files that ``load`` reads for this split and language (None: the hub, or an adapter
+        that cannot tell). Raises ``DataNotFoundError`` when they are missing, as ``load`` would, but
+        without reading them: the pre-flight check and the evaluation cache's fingerprint use it."""
+        self.check_split(split)
+        self.check_language(language)
+        locate = getattr(self.adapter, "data_files", None)
+        if data_dir is None or locate is None:
+            return None
+        return list(locate(self, split, language, Path(data_dir)))
+
     def load(self, split: str, language: str, data_dir: str | Path | None = None) -> list[Any]:
         """Read one split of one language, from local files when data_dir is given, else the hub."""
         self.check_split(split)

@@ -33,7 +33,11 @@ Local layouts (``data_dir``), split names in brackets:
 - cosmos_qa: the original ``train.csv`` / ``valid.csv`` / ``test.jsonl``.
 - social_iqa: the original ``{train,dev}.jsonl`` with labels 1-3 in ``{train,dev}-labels.lst``.
 - copa: SuperGLUE's ``COPA/{train,val,test}.jsonl``; xcopa: the XCOPA repository's
-  ``data/<lang>/{val,test}.<lang>.jsonl`` (``en`` reads the COPA files of the same folder).
+  ``data/<lang>/{val,test}.<lang>.jsonl`` (``en`` reads the COPA files of the same folder), or the
+  XTREME-R download (``scripts/download_data.sh``, ``download_xcopa``): flat ``{val,test}-<lang>.jsonl``
+  with COPA renamed to ``{train,val,test}-en.jsonl`` (also under ``xcopa/``). XTREME-R's preprocessing
+  withholds the test labels: such a file scores only with ``allow_constant_labels`` (see
+  ``fastxlt.tasks.sanity``), because every label then reads as the same value.
 - every task: hub exports ``{split}.jsonl`` / ``{split}.parquet`` / ``{split}-*.parquet``
   (``<lang>/`` first for xcopa) with the hub's columns.
 """
@@ -148,9 +152,15 @@ def _open_text(path: Path) -> str:
         raise DataNotFoundError(f"file not found: {path}; check data_dir")
     try:
         raw = bz2.decompress(path.read_bytes()) if path.suffix == ".bz2" else path.read_bytes()
+    except OSError as error:
+        raise CorruptDataError(f"{path}: not readable ({error}); re-download it") from None
+    try:
         return raw.decode("utf-8-sig")
-    except (UnicodeDecodeError, OSError) as error:
-        raise CorruptDataError(f"{path}: not readable UTF-8 text ({error}); re-download it") from None
+    except UnicodeDecodeError as error:  # the line of the bad byte, counted in the decompressed text
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise CorruptDataError(
+            f"{path}:{line}: invalid UTF-8 byte ({error.reason}); the file must be UTF-8 text (re-save or re-download it)"
+        ) from None
 
 
 def read_json_records(path: Path) -> list[dict[str, Any]]:
@@ -292,7 +302,20 @@ class ChoiceAdapter:
                 raise CorruptDataError(f"{where} record {i}: {type(error).__name__}: {error}") from None
         return examples
 
+    def data_files(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[Path]:
+        """Every local file a read of this split opens (Social IQa's ``-labels.lst`` beside its jsonl included)."""
+        if self.english is not None and language == langs.ENGLISH:
+            return self.english.data_files(spec, split, language, data_dir)
+        _, files = self._locate(spec, split, language, data_dir)
+        labels = [path.with_name(f"{path.stem}-labels.lst") for path in files]
+        return files + [path for path in labels if path.is_file()]
+
     def _read_local(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> tuple[str, list[dict]]:
+        layout, files = self._locate(spec, split, language, data_dir)
+        return str(files[0]), [record for path in files for record in layout.read(path)]
+
+    def _locate(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> tuple[ChoiceLayout, list[Path]]:
+        """The first layout with files for this split under ``data_dir``, and those files."""
         if not data_dir.is_dir():
             raise DataNotFoundError(f"data directory '{data_dir}' for task '{spec.name}' does not exist")
         tried_all: list[str] = []
@@ -300,7 +323,7 @@ class ChoiceAdapter:
             files, tried = layout.find(data_dir, split, language)
             tried_all += tried
             if files:
-                return str(files[0]), [record for path in files for record in layout.read(path)]
+                return layout, files
         raise DataNotFoundError(
             f"no {split} file for task '{spec.name}' language '{language}' under {data_dir} "
             f"(looked for {', '.join(tried_all)})"
@@ -343,17 +366,26 @@ def _social_iqa_adapter() -> ChoiceAdapter:
                          (original, _export()), social_iqa_example)  # fmt: skip
 
 
+_COPA_FILES = {"train": "train", "validation": "val", "test": "test"}
+
+
 def _copa_adapter() -> ChoiceAdapter:
     original = ChoiceLayout("SuperGLUE COPA jsonl", {s: (f"{own}.jsonl", f"COPA/{own}.jsonl")
-                                                     for s, own in {"train": "train", "validation": "val", "test": "test"}.items()})  # fmt: skip
-    return ChoiceAdapter(ChoiceHub("aps/super_glue", "copa", {s: s for s in _SPLITS}), (original, _export()), copa_example)
+                                                     for s, own in _COPA_FILES.items()})  # fmt: skip
+    # XTREME-R's download renames COPA to {train,val,test}-en.jsonl beside the XCOPA files.
+    xtreme_r = ChoiceLayout("XTREME-R COPA jsonl", {s: (f"{own}-en.jsonl", f"xcopa/{own}-en.jsonl")
+                                                    for s, own in _COPA_FILES.items()})  # fmt: skip
+    return ChoiceAdapter(ChoiceHub("aps/super_glue", "copa", {s: s for s in _SPLITS}), (original, xtreme_r, _export()),
+                         copa_example)  # fmt: skip
 
 
 def _xcopa_adapter() -> ChoiceAdapter:
     original = ChoiceLayout("XCOPA jsonl", {"validation": ("data/{lang}/val.{lang}.jsonl", "{lang}/val.{lang}.jsonl"),
                                             "test": ("data/{lang}/test.{lang}.jsonl", "{lang}/test.{lang}.jsonl")})  # fmt: skip
+    xtreme_r = ChoiceLayout("XTREME-R XCOPA jsonl", {"validation": ("val-{lang}.jsonl", "xcopa/val-{lang}.jsonl"),
+                                                     "test": ("test-{lang}.jsonl", "xcopa/test-{lang}.jsonl")})  # fmt: skip
     hub = ChoiceHub("cambridgeltl/xcopa", "{lang}", {"validation": "validation", "test": "test"})
-    return ChoiceAdapter(hub, (original, _export("{lang}/")), copa_example, english=_copa_adapter())
+    return ChoiceAdapter(hub, (original, xtreme_r, _export("{lang}/")), copa_example, english=_copa_adapter())
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,28 @@ from fastxlt.errors import CorruptDataError, DataNotFoundError
 logger = logging.getLogger(__name__)
 
 
+def invalid_utf8_line(path: Path) -> tuple[int, str]:
+    """(1-based line, reason) of the first byte of ``path`` that is not UTF-8; (0, '') if there is none.
+
+    Text-mode readers decode in blocks, so the line they last yielded is not where the bad byte is;
+    decoding the raw bytes gives its exact offset, and the newlines before it give its line.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return data.count(b"\n", 0, error.start) + 1, error.reason
+    return 0, ""
+
+
+def utf8_error(path: Path, error: UnicodeDecodeError | None = None) -> CorruptDataError:
+    """The one-line error for a file that is not UTF-8, naming the file and the line of the first bad byte."""
+    line, reason = invalid_utf8_line(path)
+    if not line:  # the decoder disagreed with a whole-file decode (cannot happen for plain UTF-8)
+        return CorruptDataError(f"{path}: invalid UTF-8 ({error.reason if error else 'unknown'}); the file must be UTF-8 text")
+    return CorruptDataError(f"{path}:{line}: invalid UTF-8 byte ({reason}); the file must be UTF-8 text (re-save or re-download it)")
+
+
 def _require_file(path: Path, layout: str) -> None:
     if not path.is_file():
         raise DataNotFoundError(f"{layout} file not found: {path}; check the path or the data_dir/layout you passed")
@@ -47,15 +69,12 @@ def _lines(path: Path, layout: str) -> Iterator[tuple[int, str]]:
     silently breaking one row into two.
     """
     _require_file(path, layout)
-    number = 0
     try:
         with path.open(encoding="utf-8-sig", newline="\n") as handle:
             for number, line in enumerate(handle, start=1):
                 yield number, line.rstrip("\n").removesuffix("\r")
     except UnicodeDecodeError as error:
-        raise CorruptDataError(
-            f"{path}: invalid UTF-8 after line {number} ({error.reason}); the file must be UTF-8 text"
-        ) from None
+        raise utf8_error(path, error) from None
 
 
 def read_tsv_columns(path: str | Path, num_columns: Sequence[int], *, layout: str = "XTREME tsv") -> list[list[str]]:

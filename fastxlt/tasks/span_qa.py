@@ -55,6 +55,7 @@ from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 from fastxlt.tasks.qa_metrics import QAGold
+from fastxlt.tasks.readers import utf8_error
 from fastxlt.tasks.span_decode import MAX_ANSWER_LENGTH, N_BEST, PackedLogits, decode_spans, pack, select_answers
 
 DOC_STRIDE = 128
@@ -100,8 +101,10 @@ def read_squad_json(path: str | Path, language: str = "en", id_prefix: str | Non
     try:
         with path.open(encoding="utf-8") as handle:
             document = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorruptDataError(f"{path} is not valid UTF-8 JSON ({error}); the download may be truncated") from None
+    except UnicodeDecodeError as error:
+        raise utf8_error(path, error) from None
+    except json.JSONDecodeError as error:
+        raise CorruptDataError(f"{path}:{error.lineno}: not valid UTF-8 JSON ({error.msg}); the download may be truncated") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise CorruptDataError(f"{path} has no top-level 'data' list; is it a SQuAD-format json file?")
     examples: list[QAExample] = []
@@ -122,7 +125,7 @@ def _example(path: Path, qa: Mapping[str, Any], context: str, language: str) -> 
         answers = qa.get("answers") or []
         texts = tuple(str(answer["text"]) for answer in answers)
         starts = tuple(int(answer["answer_start"]) for answer in answers)
-        return QAExample(
+        example = QAExample(
             id=str(qa["id"]), question=str(qa["question"]), context=context,
             answer_texts=texts, answer_starts=starts,
             is_impossible=bool(qa.get("is_impossible", False)) or not texts, language=language,
@@ -132,6 +135,24 @@ def _example(path: Path, qa: Mapping[str, Any], context: str, language: str) -> 
             f"{path}: question {qa.get('id', '?')!r} lacks or mangles {error}; expected id, question, "
             "answers[{text, answer_start}]"
         ) from None
+    check_answer_offsets(example, str(path))
+    return example
+
+
+def check_answer_offsets(example: QAExample, where: str) -> None:
+    """Refuse an answer whose ``answer_start`` does not point at its text in the context.
+
+    Training labels come from the offset, so a wrong one would silently train the question as
+    "no answer" (its span is found in no window); a shifted offset means a broken conversion.
+    """
+    for text, start in zip(example.answer_texts, example.answer_starts):
+        if text and example.context[start : start + len(text)] != text:
+            found = example.context.find(text)
+            hint = f"the text occurs at {found}" if found >= 0 else "the text does not occur in the context"
+            raise CorruptDataError(
+                f"{where}: question {example.id!r}: answer_start {start} does not point at its answer {text!r} "
+                f"({hint}); fix answer_start to the answer's character offset in the context"
+            )
 
 
 def _from_hub_rows(rows: Mapping[str, list[Any]], language: str, id_prefix: str | None) -> list[QAExample]:
@@ -141,10 +162,10 @@ def _from_hub_rows(rows: Mapping[str, list[Any]], language: str, id_prefix: str 
         if id_prefix is not None and not str(qid).startswith(id_prefix):
             continue
         texts = tuple(answers["text"])
-        examples.append(
-            QAExample(str(qid), question, context, texts, tuple(int(s) for s in answers["answer_start"]),
-                      is_impossible=not texts, language=language)  # fmt: skip
-        )
+        example = QAExample(str(qid), question, context, texts, tuple(int(s) for s in answers["answer_start"]),
+                            is_impossible=not texts, language=language)  # fmt: skip
+        check_answer_offsets(example, "hub dataset")
+        examples.append(example)
     return examples
 
 
@@ -178,26 +199,41 @@ class SpanQAAdapter:
     sources: Mapping[str, SplitSource]
 
     def __call__(self, spec: TaskSpec, split: str, language: str, data_dir: Path | None) -> list[QAExample]:
+        self._check_language(spec, split, language)
+        source = self.sources[split]
+        prefix = f"{TYDIQA_NAMES[language]}-" if source.by_id_prefix else None
+        if data_dir is None:
+            return _read_hub(source, language, prefix)
+        path, all_languages = self._locate(spec, split, language, data_dir)
+        return read_squad_json(path, language, id_prefix=prefix if all_languages else None)
+
+    def data_files(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[Path]:
+        """The one json file a read of this split opens."""
+        self._check_language(spec, split, language)
+        return [self._locate(spec, split, language, data_dir)[0]]
+
+    def _check_language(self, spec: TaskSpec, split: str, language: str) -> None:
         source = self.sources[split]
         if source.languages is not None and language not in source.languages:
             raise UnknownLanguageError(
                 f"task '{spec.name}': split '{split}' exists only in {', '.join(source.languages)} "
                 f"(it is {source.hub_path}); evaluate '{language}' on another split"
             )
-        prefix = f"{TYDIQA_NAMES[language]}-" if source.by_id_prefix else None
-        if data_dir is None:
-            return _read_hub(source, language, prefix)
+
+    def _locate(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> tuple[Path, bool]:
+        """The file of this split and language, and whether it holds every language (filtered by id prefix)."""
+        source = self.sources[split]
         tried = []
         for pattern in source.patterns:
             path = data_dir / pattern.format(lang=language, name=TYDIQA_NAMES.get(language, language))
             tried.append(str(path))
             if path.is_file():
-                return read_squad_json(path, language)
+                return path, False
         for pattern in source.all_language_files:
             path = data_dir / pattern
             tried.append(str(path))
             if path.is_file():
-                return read_squad_json(path, language, id_prefix=prefix)
+                return path, True
         raise DataNotFoundError(
             f"task '{spec.name}' split '{split}' language '{language}': none of {', '.join(tried)} exists; "
             "point data_dir at the folder holding the task's json files"

@@ -52,7 +52,7 @@ from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
-from fastxlt.tasks.readers import first_existing, read_jsonl, read_parquet
+from fastxlt.tasks.readers import first_existing, read_jsonl, read_parquet, utf8_error
 
 IGNORE = -100  # label of subwords that are not the first of a word, and of special tokens
 
@@ -93,7 +93,19 @@ def _file_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as error:
-        raise CorruptDataError(f"{path}: invalid UTF-8 ({error.reason}); the file must be UTF-8 text") from None
+        raise utf8_error(path, error) from None
+
+
+def _check_word(path: Path, number: int, word: str) -> str:
+    """A word must have visible text: an empty one means a broken line, and would be tagged as nothing."""
+    if not word.strip():
+        raise CorruptDataError(f"{path}:{number}: empty word; every token line needs its word (fix or delete the line)")
+    return word
+
+
+def _is_separator(line: str) -> bool:
+    """A sentence break: an empty line (spaces allowed). A line holding a tab is a token line, even if blank."""
+    return not line.strip() and "\t" not in line
 
 
 def read_conllu(path: str | Path) -> list[TaggedExample]:
@@ -102,13 +114,17 @@ def read_conllu(path: str | Path) -> list[TaggedExample]:
     sentences: list[TaggedExample] = []
     words: list[str] = []
     tags: list[str] = []
+    block = 0  # lines of the current sentence block, comments included
     for number, line in enumerate(_file_lines(path), start=1):
         line = line.rstrip("\r")
-        if not line.strip():
+        if _is_separator(line):
             if words:
                 sentences.append(TaggedExample(tuple(words), tuple(tags)))
-                words, tags = [], []
+            elif block:
+                raise CorruptDataError(f"{path}:{number - 1}: sentence without words; delete its lines or restore its tokens")
+            words, tags, block = [], [], 0
             continue
+        block += 1
         if line.startswith("#"):
             continue
         fields = line.split("\t")
@@ -116,10 +132,12 @@ def read_conllu(path: str | Path) -> list[TaggedExample]:
             raise CorruptDataError(f"{path}:{number}: expected 10 tab-separated CoNLL-U columns, found {len(fields)}")
         if "-" in fields[0] or "." in fields[0]:
             continue  # a multiword-token range or an empty node: not a word of the tagged sequence
-        words.append(fields[1])
+        words.append(_check_word(path, number, fields[1]))
         tags.append(fields[3])
     if words:
         sentences.append(TaggedExample(tuple(words), tuple(tags)))
+    elif block:
+        raise CorruptDataError(f"{path}: the last sentence has no words; delete its lines or restore its tokens")
     return sentences
 
 
@@ -136,7 +154,7 @@ def read_token_tag_file(path: str | Path, prefix: str | None = None) -> list[Tag
     columns: int | None = None
     for number, line in enumerate(_file_lines(path), start=1):
         line = line.rstrip("\r")
-        if not line.strip():
+        if _is_separator(line):
             if words:
                 sentences.append(TaggedExample(tuple(words), tuple(tags) if columns == 2 else None))
                 words, tags = [], []
@@ -151,7 +169,7 @@ def read_token_tag_file(path: str | Path, prefix: str | None = None) -> list[Tag
         word = fields[0]
         if prefix and word.startswith(prefix):
             word = word[len(prefix):]
-        words.append(word)
+        words.append(_check_word(path, number, word))
         if columns == 2:
             if not fields[1]:
                 raise CorruptDataError(f"{path}:{number}: empty tag; every word needs a tag")
@@ -219,6 +237,10 @@ def _records_to_examples(
     examples = []
     for i, row in enumerate(rows):
         words, row_tags = row[tokens], row[tags]
+        if not words:
+            raise CorruptDataError(f"{where} row {i}: a sentence without tokens; drop the row or restore its tokens")
+        if any(not isinstance(word, str) or not word.strip() for word in words):
+            raise CorruptDataError(f"{where} row {i}: an empty token; every token needs its text")
         if row_tags is None:
             examples.append(TaggedExample(tuple(words), None))
             continue
@@ -287,6 +309,15 @@ class TaggingAdapter:
         return self.read_local(spec, split, language, data_dir)
 
     def read_local(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[TaggedExample]:
+        layout, files = self._locate(spec, split, language, data_dir)
+        return [example for path in files for example in layout.read(path, language)]
+
+    def data_files(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[Path]:
+        """Every local file a read of this split opens."""
+        return self._locate(spec, split, language, data_dir)[1]
+
+    def _locate(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> tuple[TagLayout, list[Path]]:
+        """The first layout with files for this split under ``data_dir``, and those files."""
         if not data_dir.is_dir():
             raise DataNotFoundError(f"data directory '{data_dir}' for task '{spec.name}' does not exist")
         tried_all: list[str] = []
@@ -294,7 +325,7 @@ class TaggingAdapter:
             files, tried = layout.find(data_dir, split, language)
             tried_all += tried
             if files:
-                return [example for path in files for example in layout.read(path, language)]
+                return layout, files
         raise DataNotFoundError(
             f"no {split} file for task '{spec.name}' language '{language}' under {data_dir} "
             f"(looked for {', '.join(tried_all)})"
@@ -319,6 +350,13 @@ class CcgAdapter(TaggingAdapter):
         train = examples if split == "train" else None
         spec.extra["resolved_labels"] = self.training_tags(spec, data_dir, train)
         return examples
+
+    def data_files(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[Path]:
+        """The split's files plus the training file, whose supertags are the label set."""
+        files = super().data_files(spec, split, language, data_dir)
+        if split != "train":
+            files += super().data_files(spec, "train", spec.train_language, data_dir)
+        return files
 
     def training_tags(self, spec: TaskSpec, data_dir: Path, train: list[TaggedExample] | None) -> tuple[str, ...]:
         files, tried = self.layouts[0].find(data_dir, "train", spec.train_language)

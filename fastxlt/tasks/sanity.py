@@ -1,0 +1,48 @@
+"""Checks that an evaluation file can be scored at all, run before any prediction is made.
+
+Public copies of some test sets carry placeholder gold: XTREME-R's preprocessing withholds the XCOPA
+test labels, other exports blank every QA answer. Scored as if real, such a file yields a number that
+looks like a result and means nothing (the accuracy of always answering one class). Its signature is
+that every example has the same gold (one label value, or no answer text at all); on a file of real
+size that never happens by chance, so it is refused with an error that says why, unless the caller
+passes ``allow_constant_labels`` for the rare real case (config
+``phases.evaluate.allow_constant_labels: true``, ``fastxlt-eval --allow-constant-labels``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastxlt.errors import CorruptDataError
+from fastxlt.tasks.base import Family, TaskSpec
+
+# Below this many examples one gold value can be real (a hand-made sample), so it is not refused.
+MIN_EXAMPLES_FOR_CONSTANT_CHECK = 10
+UNLABELLED = -1
+OVERRIDE = "phases.evaluate.allow_constant_labels: true / fastxlt-eval --allow-constant-labels"
+
+
+def check_scorable(spec: TaskSpec, examples: Sequence[Any], where: str, *, allow_constant_labels: bool = False) -> None:
+    """Refuse an evaluation set with no examples, or whose gold is one value throughout (see the module doc)."""
+    if not examples:
+        raise CorruptDataError(f"{where} holds no examples; the file is empty or truncated (re-download it)")
+    if allow_constant_labels or len(examples) < MIN_EXAMPLES_FOR_CONSTANT_CHECK:
+        return
+    if spec.family == Family.SPAN_QA:
+        if not any(text.strip() for example in examples for text in example.answer_texts):
+            raise CorruptDataError(
+                f"{where}: all {len(examples)} gold answers are blank, the sign of withheld answers; "
+                f"score a file with its answers (or, if blank answers are real, set {OVERRIDE})"
+            )
+        return
+    if spec.family not in (Family.PAIR_CLASSIFICATION, Family.MULTIPLE_CHOICE):
+        return
+    labels = {example.label for example in examples}
+    if labels == {UNLABELLED}:
+        return  # an unlabelled file: the metric refuses it and says how to attach gold labels
+    if len(labels) == 1:
+        raise CorruptDataError(
+            f"{where}: all {len(examples)} gold labels are {labels.pop()}, the sign of withheld test labels "
+            f"(e.g. XTREME-R's XCOPA test); score a labelled copy (or, if the labels are real, set {OVERRIDE})"
+        )
