@@ -222,6 +222,31 @@ def tsv_layout(
     return Layout(name, patterns, read)
 
 
+def infersent_layout() -> Layout:
+    """SNLI as InferSent distributes it: ``s1.{split}``, ``s2.{split}`` and ``labels.{split}``, one pair per line.
+
+    The pattern finds the label file; the two sentence files lie beside it with the same suffix.
+    """
+    names = {"train": "train", "validation": "dev", "test": "test"}
+    patterns = _split_patterns(names, ("infersent_format/labels.{split}", "labels.{split}"))
+
+    def read(path: Path, language: str) -> list[Row]:
+        columns = [_lines(path.with_name(prefix + path.suffix)) for prefix in ("s1", "s2", "labels")]
+        if len({len(column) for column in columns}) != 1:
+            counts = ", ".join(f"{prefix}{path.suffix} {len(c)}" for prefix, c in zip(("s1", "s2", "labels"), columns))
+            raise CorruptDataError(f"{path.parent}: InferSent files differ in length ({counts}); re-download them")
+        return list(zip(*columns))
+
+    return Layout("InferSent s1/s2/labels", patterns, read)
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataNotFoundError(f"'{path}' not found beside '{path.with_name('labels' + path.suffix)}'; the InferSent layout needs s1, s2 and labels files")
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
 def records_layout(
     name: str, patterns: Mapping[str, tuple[str, ...]], text_a: str, text_b: str | None, label: str
 ) -> Layout:
@@ -329,7 +354,19 @@ class PairAdapter:
         """The task's original layouts first, then hub exports."""
         return (*self.layouts, self.hub.export_layout())
 
-    def _read_local(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[PairExample]:
+    def data_files(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[Path]:
+        """Every local file a read of this split may open (the data files and a gold-label file that applies).
+
+        Raises ``DataNotFoundError`` as the read would: the pre-flight check and the evaluation cache's
+        fingerprint both rely on this listing.
+        """
+        layout, paths = self._locate(spec, split, language, data_dir)
+        labels = [data_dir / name for name in (spec.extra.get("labels_file"), spec.extra.get("test_labels_file"))
+                  if name and layout.header_less and (data_dir / name).is_file()]  # fmt: skip
+        return [*paths, *labels]
+
+    def _locate(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> tuple[Layout, list[Path]]:
+        """The first layout with files for this split under ``data_dir``, and those files."""
         if not data_dir.is_dir():
             raise DataNotFoundError(
                 f"data_dir {data_dir} is not a directory; pass the folder that holds {spec.name}'s files"
@@ -339,12 +376,16 @@ class PairAdapter:
             paths, attempted = layout.find(data_dir, split, language)
             tried += attempted
             if paths:
-                return self._read_files(spec, layout, paths, split, language, data_dir)
+                return layout, paths
         shown = ", ".join(tried[:8]) + (f" (+{len(tried) - 8} more)" if len(tried) > 8 else "")
         raise DataNotFoundError(
             f"no {spec.name} '{split}' file for language '{language}' under {data_dir}; looked for {shown}; "
             f"put the files there in one of the layouts ({', '.join(layout.name for layout in self.all_layouts)})"
         )
+
+    def _read_local(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[PairExample]:
+        layout, paths = self._locate(spec, split, language, data_dir)
+        return self._read_files(spec, layout, paths, split, language, data_dir)
 
     def _read_files(
         self, spec: TaskSpec, layout: Layout, paths: list[Path], split: str, language: str, data_dir: Path
@@ -404,11 +445,19 @@ class ConcatAdapter:
             )
         examples: list[PairExample] = []
         for name, subdir in self.parts:
-            part_dir = data_dir
-            if data_dir is not None and (data_dir / subdir).is_dir():
-                part_dir = data_dir / subdir
-            examples += TASKS[name].load(split, language, part_dir)
+            examples += TASKS[name].load(split, language, self._part_dir(data_dir, subdir))
         return examples
+
+    def data_files(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[Path]:
+        """The files of every part (see ``PairAdapter.data_files``)."""
+        return [path for name, subdir in self.parts
+                for path in TASKS[name].data_files(split, language, self._part_dir(data_dir, subdir)) or []]  # fmt: skip
+
+    @staticmethod
+    def _part_dir(data_dir: Path | None, subdir: str) -> Path | None:
+        if data_dir is not None and (data_dir / subdir).is_dir():
+            return data_dir / subdir
+        return data_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +506,7 @@ def _snli_adapter() -> PairAdapter:
         (
             records_layout("SNLI 1.0 jsonl", _in_dirs(["snli_1.0/"], jsonl), "sentence1", "sentence2", "gold_label"),
             tsv_layout("SNLI 1.0 txt", _in_dirs(["snli_1.0/"], txt), "sentence1", "sentence2", "gold_label"),
+            infersent_layout(),
         ),
         NLI,
     )
