@@ -1,0 +1,128 @@
+"""Evaluate a model under perturbations, language by language, after its clean pass.
+
+For each perturbation and language the result is ``{"clean", "perturbed", "drop"}`` (the task's score,
+in percent; drop = clean - perturbed) plus what the perturbation adds: the share of examples whose text
+changed, the dictionary coverage for code-switching, the attack success rate for PGD. A language the
+perturbation cannot serve (no MUSE dictionary) gets ``"unavailable": reason`` and a printed line.
+Per-language results are cached as ``<out_dir>/<task>/<name>-<strength>-seed<seed>/<language>.json``
+(model, split, perturbation and seed recorded; a re-run with the same ones reuses them). Perturbed
+copies are scored: the examples, their labels and the clean results are never altered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from tqdm.auto import tqdm
+
+from fastxlt.evaluation.aggregate import task_score
+from fastxlt.evaluation.predict import score_examples
+from fastxlt.robustness.attack import AttackConfig, attack_features
+from fastxlt.robustness.registry import Perturbation, PerturbationError
+from fastxlt.tasks.base import Family, TaskSpec
+from fastxlt.tasks.features import ops_for
+from fastxlt.utils.io import read_json, write_json_atomic
+
+
+def check_supported(spec: TaskSpec, perturbations: list[Perturbation], backend: str = "torch") -> None:
+    """Fail before any work: perturbations cover pair classification, attacks need the torch model."""
+    if not perturbations:
+        return
+    if spec.family != Family.PAIR_CLASSIFICATION:
+        raise PerturbationError(
+            f"perturbations support pair-classification tasks (xnli, pawsx) for now; task '{spec.name}' is {spec.family.value}"
+        )
+    if backend != "torch" and any(p.is_attack for p in perturbations):
+        raise PerturbationError("the pgd attacks need gradients: evaluate them with --backend torch")
+
+
+def evaluate_perturbations(
+    model, tokenizer, spec: TaskSpec, perturbations: list[Perturbation], *, languages: list[str], split: str,
+    out_dir: Path, model_id: str, clean_scores: Mapping[str, Mapping[str, float]], seed: int = 0,
+    data_dir: str | None = None, max_length: int = 256, batch_tokens: int | None = None,
+    muse_dir: str | None = None,
+) -> dict[str, Any]:
+    """``{perturbation key: {"name", "strength", "seed", "languages": {lang: result}, "average_drop"}}``."""
+    results: dict[str, Any] = {}
+    for perturbation in perturbations:
+        per_language: dict[str, Any] = {}
+        for language in languages:
+            per_language[language] = _one_language(
+                model, tokenizer, spec, perturbation, language, split=split, out_dir=Path(out_dir), model_id=model_id,
+                clean_scores=clean_scores, seed=seed, data_dir=data_dir, max_length=max_length,
+                batch_tokens=batch_tokens, muse_dir=muse_dir,
+            )
+        drops = [r["drop"] for r in per_language.values() if r.get("drop") is not None]
+        results[perturbation.key] = {
+            "name": perturbation.name, "strength": perturbation.strength, "seed": seed,
+            "languages": per_language,
+            "average_drop": sum(drops) / len(drops) if drops else None,
+            "unavailable": {lang: r["unavailable"] for lang, r in per_language.items() if "unavailable" in r},
+        }
+    return results
+
+
+def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: str, *, split, out_dir, model_id,
+                  clean_scores, seed, data_dir, max_length, batch_tokens, muse_dir) -> dict[str, Any]:
+    source = perturbation.source_language(language)
+    reason = perturbation.unavailable(language, muse_dir)
+    clean = clean_scores.get(source)
+    if reason:
+        tqdm.write(f"{spec.name} {language}: {perturbation.key} not evaluated: {reason}")
+        return {"clean": _score(spec, clean), "perturbed": None, "drop": None, "unavailable": reason}
+    path = out_dir / spec.name / perturbation.folder(seed) / f"{language}.json"
+    identity = {"model": model_id, "split": split, "perturbation": perturbation.key, "seed": seed}
+    cached = _cached(path, identity)
+    if cached is not None:
+        return cached
+    examples = spec.load(split, source, data_dir)
+    ops = ops_for(spec)
+    progress = f"{spec.name} {language} {perturbation.key}"
+    if perturbation.is_attack:
+        result = _attack(model, tokenizer, spec, ops, examples, perturbation, max_length, batch_tokens)
+    else:
+        perturbed = [perturbation.perturb_example(ex, language, seed, muse_dir) for ex in examples]
+        features = ops.featurize(spec, perturbed, tokenizer, max_length)
+        scores, _ = score_examples(model, spec, perturbed, features, tokenizer, batch_tokens=batch_tokens, progress=progress)
+        if clean is None:  # the clean pass did not cover the source language (English for code_switch_from_en)
+            clean_features = ops.featurize(spec, examples, tokenizer, max_length)
+            clean, _ = score_examples(model, spec, examples, clean_features, tokenizer, batch_tokens=batch_tokens)
+        changed = sum(p != e for p, e in zip(perturbed, examples)) / max(len(examples), 1)
+        result = {"clean": _score(spec, clean), "perturbed": _score(spec, scores), "changed": changed}
+    result["drop"] = result["clean"] - result["perturbed"]
+    result["source_language"] = source
+    result["examples"] = len(examples)
+    write_json_atomic(path, {**identity, "task": spec.name, "language": language, "result": result})
+    return result
+
+
+def _attack(model, tokenizer, spec, ops, examples, perturbation: Perturbation, max_length, batch_tokens) -> dict[str, Any]:
+    """PGD on the clean examples: clean and attacked accuracy and the attack success rate."""
+    if not hasattr(model, "encoder"):
+        raise PerturbationError("the pgd attacks need the PyTorch model: evaluate them with --backend torch")
+    norm = "linf" if perturbation.name == "pgd_linf" else "l2"
+    features = ops.featurize(spec, examples, tokenizer, max_length)
+    outcome = attack_features(model, model.head_for(spec.name), ops, features, tokenizer,
+                              AttackConfig(epsilon=perturbation.strength, norm=norm), batch_tokens=batch_tokens)
+    n = max(len(outcome.gold), 1)
+    clean = 100.0 * sum(p == g for p, g in zip(outcome.clean_predictions, outcome.gold)) / n
+    attacked = 100.0 * sum(p == g for p, g in zip(outcome.adversarial_predictions, outcome.gold)) / n
+    return {"clean": clean, "perturbed": attacked, "success_rate": outcome.success_rate, "norm": norm,
+            "epsilon": perturbation.strength}
+
+
+def _score(spec: TaskSpec, scores: Mapping[str, float] | None) -> float | None:
+    return None if scores is None else task_score(spec.metric, scores)
+
+
+def _cached(path: Path, identity: Mapping[str, Any]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = read_json(path)
+    except ValueError:
+        return None  # a damaged file is recomputed, not trusted
+    if any(saved.get(key) != value for key, value in identity.items()):
+        return None
+    return saved.get("result")
