@@ -16,8 +16,10 @@ from fastxlt.models.transfer import HEADS_FILENAME, load_transfer_model
 from fastxlt.tasks.base import get_task
 from fastxlt.utils.hardware import default_device
 from fastxlt.utils.io import write_json_atomic
+from fastxlt.utils.locks import DirectoryLock
 
 BACKENDS = ("torch", "onnx")
+CLI_OUTPUT_DIRNAME = "eval-cli"  # fastxlt-eval writes to <model>/eval-cli unless --output says otherwise
 
 
 def evaluate_models(
@@ -34,6 +36,7 @@ def evaluate_models(
     backend: str = "torch",
     quantize: str | None = None,
     precision: str = "fp32",
+    allow_constant_labels: bool = False,
 ) -> dict[str, Any]:
     """Results for every (arm, task, language); written to ``out_root/results.json`` as well.
 
@@ -41,13 +44,12 @@ def evaluate_models(
     checkpoint, ``<model>/onnx/``, parity-checked, reused on re-runs) and ``quantize="int8"`` runs them
     with int8 dynamic quantisation. ``precision`` ('fp32', 'bf16' or 'auto', see
     ``fastxlt.evaluation.precision``) is the torch backend's; ``batch_tokens=None`` takes the device's
-    default token budget.
+    default token budget. ``allow_constant_labels`` scores files whose gold is one value throughout
+    (refused otherwise: ``fastxlt.tasks.sanity``).
     """
     precision = _check_backend(backend, quantize, precision)
     specs = [get_task(task) for task in task_names]
-    for spec in specs:
-        spec.resolve_languages(languages)  # fail on an unknown language before any model is loaded
-        spec.check_split(split)
+    _preflight(models, specs, languages, split, data_dirs, max_length)
     results: dict[str, Any] = {"name": name, "arms": {}}
     for arm, model_dir in models.items():
         model = _load_model(Path(model_dir), specs, backend, quantize, precision, data_dirs, max_length)
@@ -60,6 +62,7 @@ def evaluate_models(
                 languages=spec.resolve_languages(languages), split=split,
                 out_dir=Path(out_root) / "eval" / arm, model_id=model_id,
                 data_dir=data_dirs.get(spec.name), max_length=max_length, batch_tokens=batch_tokens,
+                allow_constant_labels=allow_constant_labels,
             )
         arm_results["benchmark_score"] = xtreme_score({t: r["score"] for t, r in arm_results["tasks"].items()})
         results["arms"][arm] = arm_results
@@ -70,16 +73,37 @@ def evaluate_models(
 def evaluate_model(
     model: str, task_names: list[str], *, languages: str, split: str, data_dir: str | None, output: str | None,
     batch_tokens: int | None, max_length: int, backend: str = "torch", quantize: str | None = None,
-    precision: str = "fp32",
+    precision: str = "fp32", allow_constant_labels: bool = False,
 ) -> dict[str, Any]:
-    """``fastxlt-eval``: evaluate every final model found under ``model`` (a run or a phase model dir)."""
+    """``fastxlt-eval``: evaluate every final model found under ``model`` (a run or a phase model dir);
+    results go to ``output``, by default ``<model>/eval-cli`` (``CLI_OUTPUT_DIRNAME``)."""
     models = find_models(Path(model))
-    out_root = Path(output) if output else Path(model) / "eval-cli"
-    return evaluate_models(
-        models, task_names, languages=languages, split=split, out_root=out_root,
-        data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
-        name=str(model), backend=backend, quantize=quantize, precision=precision,
-    )
+    out_root = Path(output) if output else Path(model) / CLI_OUTPUT_DIRNAME
+    with DirectoryLock(out_root, what="evaluation output directory", fix="use another --output"):  # one writer
+        return evaluate_models(
+            models, task_names, languages=languages, split=split, out_root=out_root,
+            data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
+            name=str(model), backend=backend, quantize=quantize, precision=precision,
+            allow_constant_labels=allow_constant_labels,
+        )
+
+
+def _preflight(
+    models: Mapping[str, Path], specs, languages, split: str, data_dirs: Mapping[str, str | None], max_length: int
+) -> None:
+    """Fail on an unknown language or split, a missing data file or a max_length beyond a model's positions
+    before any model is loaded."""
+    from fastxlt.experiments.preflight import check_data_files, check_max_length, model_position_limit
+
+    for spec in specs:
+        spec.check_split(split)
+        for language in spec.resolve_languages(languages):
+            check_data_files(spec, split, language, data_dirs.get(spec.name), f"task '{spec.name}'",
+                             dir_field=f"data directory of task '{spec.name}'")
+    for model_dir in models.values():
+        limit = model_position_limit(Path(model_dir) / "encoder", field="model")
+        if limit is not None:
+            check_max_length(max_length, limit, "max_length", str(model_dir))
 
 
 def find_models(path: Path) -> dict[str, Path]:

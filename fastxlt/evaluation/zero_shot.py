@@ -18,6 +18,7 @@ from fastxlt.models.transfer import TransferModel
 from fastxlt.tasks import metrics
 from fastxlt.tasks.base import TaskSpec
 from fastxlt.tasks.features import ops_for
+from fastxlt.tasks.sanity import check_scorable
 from fastxlt.utils.io import read_json, write_json_atomic
 
 
@@ -33,17 +34,26 @@ def evaluate_task(
     data_dir: str | None = None,
     max_length: int = 256,
     batch_tokens: int | None = None,
+    allow_constant_labels: bool = False,
 ) -> dict[str, Any]:
-    """Scores per language, their average and the task score; results cached in ``out_dir``."""
+    """Scores per language, their average and the task score; results cached in ``out_dir``.
+
+    A cached language is reused only when its ``cache_key`` (model, backend/precision tag, split,
+    max_length, data source and a fingerprint of the data files read) equals this run's; an
+    evaluation file that cannot be scored (``fastxlt.tasks.sanity``) is refused before prediction.
+    """
     ops = ops_for(spec)
     per_language: dict[str, dict[str, float]] = {}
     for language in tqdm(languages, desc=f"{spec.name} ({split})", unit="lang", leave=False):
         path = Path(out_dir) / spec.name / f"{language}.json"
-        cached = _cached(path, model_id, split)
+        key = cache_key(spec, model_id=model_id, split=split, language=language, data_dir=data_dir, max_length=max_length)
+        cached = _cached(path, key)
         if cached is not None:
             per_language[language] = cached
             continue
         examples = spec.load(split, language, data_dir)
+        where = f"task '{spec.name}' {split} '{language}' ({data_dir or 'hub'})"
+        check_scorable(spec, examples, where, allow_constant_labels=allow_constant_labels)
         features = ops.featurize(spec, examples, tokenizer, max_length)
         predictions, gold = predict_examples(
             model, spec, examples, features, tokenizer, batch_tokens=batch_tokens, progress=f"{spec.name} {language}"
@@ -51,7 +61,7 @@ def evaluate_task(
         scores = metrics.compute(spec.metric, predictions, gold)
         write_json_atomic(
             path,
-            {"task": spec.name, "language": language, "split": split, "model": model_id,
+            {"task": spec.name, "language": language, "split": split, "model": model_id, "cache_key": key,
              "examples": len(examples), "scores": scores, "predictions": predictions,
              "example_scores": _example_scores(spec.metric, predictions, gold)},
         )
@@ -67,15 +77,36 @@ def evaluate_task(
     }
 
 
-def _cached(path: Path, model_id: str, split: str) -> dict[str, float] | None:
+def cache_key(
+    spec: TaskSpec, *, model_id: str, split: str, language: str, data_dir: str | Path | None, max_length: int
+) -> dict[str, Any]:
+    """Everything that changes a language's numbers: the model (its id carries the backend/precision tag),
+    split, max_length, the task's options, the data directory and each data file read (path, size,
+    mtime_ns: a re-downloaded or edited file changes it). The batch token budget is left out: it
+    regroups the same examples without changing an fp32 prediction."""
+    files = spec.data_files(split, language, data_dir)
+    return {
+        "model": model_id, "task": spec.name, "split": split, "language": language, "max_length": int(max_length),
+        "options": {k: v for k, v in sorted(spec.extra.items()) if isinstance(v, (str, int, float, bool))},
+        "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else "hub",
+        "data_files": None if files is None else [_fingerprint(path) for path in files],
+    }  # fmt: skip
+
+
+def _fingerprint(path: Path) -> list[Any]:
+    stat = path.stat()
+    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+def _cached(path: Path, key: dict[str, Any]) -> dict[str, float] | None:
     if not path.is_file():
         return None
     try:
         saved = read_json(path)
     except ValueError:
         return None  # a damaged file is recomputed, not trusted
-    if saved.get("model") != model_id or saved.get("split") != split:
-        return None
+    if not isinstance(saved, dict) or saved.get("cache_key") != key or "scores" not in saved:
+        return None  # computed from other inputs (or by a version that did not record them)
     return saved["scores"]
 
 
