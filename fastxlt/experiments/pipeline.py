@@ -17,7 +17,6 @@ Run-directory layout (everything a report needs is in here):
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
 from fastxlt.training.loop import PhasePlan, phase_model_dir, run_phase
 from fastxlt.utils.io import write_text_atomic
-from fastxlt.utils.locks import DirectoryLock
 
 BASELINE_ARM = "baseline"
 SYNTHETIC_MODEL = "synthetic"
@@ -61,14 +59,6 @@ def run_experiment(config: ExperimentConfig, *, evaluate: bool = True) -> dict[s
     check_experiment(config)  # every check that needs files or the model config, before any training
     run_dir = Path(config.run_dir)
     distributed.prepare_environment()
-    # One writer per run directory: rank 0 holds the lock for the whole run (the other ranks of its launch
-    # are part of the same run); a second `fastxlt run` on this directory is refused with one line.
-    with DirectoryLock(run_dir, fix="use another run_dir") if distributed.is_main() else nullcontext():
-        return _run_locked(config, run_dir, evaluate=evaluate)
-
-
-def _run_locked(config: ExperimentConfig, run_dir: Path, *, evaluate: bool) -> dict[str, Any]:
-    """``run_experiment``'s body, run while this process holds the run directory's lock."""
     if distributed.is_main():
         _write_or_check_config(config, run_dir)
     base_encoder, tokenizer_path = _pretrained(config, run_dir)
