@@ -6,6 +6,14 @@ backward candidates with "max" retrieval (each sentence used once), map the mine
 to every id that carries those sentences, choose the threshold that maximises F1 on the dev (BUCC
 "sample") gold, and keep the test candidates scoring at or above it.
 
+A sentence repeated on one side (the same text under several ids). By default it is embedded and mined
+once, and a mined pair credits every id that carries it, so a gold pair on any of those ids can be
+found. XTREME's evaluation instead drops it: ``read_sent2id`` in google-research/xtreme
+``third_party/utils_retrieve.py`` (from LASER's ``bucc.py``) records such a sentence as ``repeated`` and
+deletes it from the sentence-to-id map, so no candidate involving it is ever extracted, while its gold
+pairs still count in the recall. ``drop_duplicates=True`` (``--bucc-drop-duplicates``) does the same, for
+numbers comparable to XTREME's.
+
 Layouts (``--data DIR``), per language and split:
 
 * official BUCC / XTREME files: ``de-en.{split}.de`` and ``de-en.{split}.en`` (``id<TAB>sentence``)
@@ -189,14 +197,21 @@ def mine_corpus(
     margin: str = "ratio",
     precision: str = "fp32",
     backend: str = "torch",
+    drop_duplicates: bool = False,
 ) -> Candidates:
-    """Embed the unique sentences of both sides, mine them, and expand the pairs back to ids."""
+    """Embed the unique sentences of both sides, mine them, and expand the pairs back to ids.
+
+    ``drop_duplicates``: a mined pair whose sentence carries several ids on its side yields no
+    candidate (XTREME's handling; see the module docstring)."""
     source_texts, source_ids = unique_sentences(corpus.source_sentences, corpus.source_ids)
     target_texts, target_ids = unique_sentences(corpus.target_sentences, corpus.target_ids)
     if not source_texts or not target_texts:
         raise CorruptDataError(f"BUCC {corpus.language} {corpus.split} has an empty side; check the files")
     x, y = encoder.encode(source_texts), encoder.encode(target_texts)
     mined = mine_embeddings(x, y, k=k, margin=margin, precision=precision, backend=backend)
+    if drop_duplicates:
+        source_ids = [ids if len(ids) == 1 else [] for ids in source_ids]
+        target_ids = [ids if len(ids) == 1 else [] for ids in target_ids]
     return expand_to_ids(mined, source_ids, target_ids)
 
 
@@ -275,9 +290,12 @@ def evaluate_bucc(
     margin: str = "ratio",
     precision: str = "fp32",
     backend: str = "torch",
+    drop_duplicates: bool = False,
 ) -> dict:
-    """Tune the threshold on the dev gold, apply it to test; F1 / precision / recall in percent."""
-    options = {"k": k, "margin": margin, "precision": precision, "backend": backend}
+    """Tune the threshold on the dev gold, apply it to test; F1 / precision / recall in percent.
+
+    ``drop_duplicates`` follows XTREME for sentences repeated on one side (see the module docstring)."""
+    options = {"k": k, "margin": margin, "precision": precision, "backend": backend, "drop_duplicates": drop_duplicates}
     tune = read_bucc(source, source.tune_split)
     tune_candidates = mine_corpus(tune, encoder, **options)
     tuned = best_threshold(tune_candidates.scores, tune_candidates.correct(tune.gold), len(tune.gold))
@@ -291,6 +309,7 @@ def evaluate_bucc(
         "tune_split": source.tune_split,
         "eval_split": source.eval_split,
         "layout": tune.layout,
+        "duplicates": "dropped" if drop_duplicates else "every id",
         "predicted": int((test_candidates.scores >= tuned.threshold).sum()),
         "f1": None,
         "precision": None,

@@ -7,6 +7,11 @@ The model is loaded once and every language runs through it; a per-language tabl
 the scores are written as JSON (atomically) into the output directory. ``python -m
 fastxlt.retrieval.cli`` is the same command. ``fastxlt.cli`` adds these options to its own
 ``fastxlt-eval`` parser with ``add_retrieval_arguments`` and calls ``run_retrieval``.
+
+Building the parser imports no torch or transformers (``--help`` stays fast): the option values
+come from ``fastxlt.retrieval.options`` and the modules that compute are imported when a task runs.
+Every entry point embeds sentences of at most ``RETRIEVAL_MAX_LENGTH`` tokens unless ``--max-length``
+says otherwise.
 """
 
 from __future__ import annotations
@@ -14,24 +19,29 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from fastxlt.errors import ConfigError, FastXLTError
-from fastxlt.evaluation.precision import EVAL_PRECISIONS
-from fastxlt.retrieval.bucc import evaluate_bucc, locate_bucc
-from fastxlt.retrieval.embed import POOLINGS, TorchSentenceEncoder, load_sentence_encoder
 from fastxlt.retrieval.languages import BUCC_DEFAULT, TATOEBA_DEFAULT, split_languages
+from fastxlt.retrieval.options import (
+    DIRECTIONS,
+    ENCODER_PRECISIONS,
+    POOLINGS,
+    RETRIEVAL_MAX_LENGTH,
+    RETRIEVAL_TASKS,
+    SEARCH_BACKENDS,
+    SEARCH_PRECISIONS,
+)
 from fastxlt.retrieval.protocols import ALIASES, PROTOCOLS, RetrievalProtocol, get_protocol
-from fastxlt.retrieval.search import BACKENDS, PRECISIONS
-from fastxlt.retrieval.tatoeba import DIRECTIONS, locate_tatoeba, read_tatoeba, tatoeba_accuracy
-from fastxlt.utils.io import write_json_atomic
 
-TASKS = ("tatoeba", "bucc")
+if TYPE_CHECKING:
+    from fastxlt.retrieval.embed import TorchSentenceEncoder
+
+TASKS = RETRIEVAL_TASKS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,19 +74,25 @@ def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--precision",
         default="fp32",
-        choices=EVAL_PRECISIONS,
+        choices=ENCODER_PRECISIONS,
         help="encoder precision: fp32 (exact), bf16, or auto (bf16 on an AMX CPU or a bf16 GPU, else fp32)",
     )
     add(
-        "--search", default="torch", choices=BACKENDS, help="kNN backend: torch (one pass for both directions) or faiss"
+        "--search", default="torch", choices=SEARCH_BACKENDS, help="kNN backend: torch (one pass for both directions) or faiss"
     )
     add(
         "--search-precision",
         default="fp32",
-        choices=PRECISIONS,
+        choices=SEARCH_PRECISIONS,
         help="kNN products: fp32 (exact) or bf16/int8/auto candidates re-scored in fp32",
     )
     add("--device", help="torch device (default: cuda when available, else cpu)")
+    add(
+        "--bucc-drop-duplicates",
+        action="store_true",
+        help="BUCC: drop a sentence that occurs under several ids on one side, as XTREME's evaluation does "
+        "(default: mine it once and credit every id that carries it)",
+    )
 
 
 def _adder(parser: argparse.ArgumentParser):
@@ -93,6 +109,11 @@ def _adder(parser: argparse.ArgumentParser):
 
 def run_retrieval(args: argparse.Namespace) -> dict:
     """Evaluate ``args.model`` on ``args.retrieval``; print the table, write the JSON, return the scores."""
+    from tqdm.auto import tqdm
+
+    from fastxlt.retrieval.bucc import locate_bucc
+    from fastxlt.retrieval.tatoeba import locate_tatoeba
+
     task = getattr(args, "retrieval", None)
     if task not in TASKS:
         raise ConfigError(f"unknown retrieval task '{task}'; choose {' or '.join(TASKS)}")
@@ -116,24 +137,34 @@ def run_retrieval(args: argparse.Namespace) -> dict:
 
 
 def _load_encoder(args: argparse.Namespace, protocol: RetrievalProtocol) -> TorchSentenceEncoder:
+    from fastxlt.retrieval.embed import load_sentence_encoder
+
+    max_length = getattr(args, "max_length", None)
+    if max_length is not None and max_length < 1:
+        raise ConfigError(f"--max-length must be a positive number of tokens, got {max_length}; "
+                          f"leave it out for the retrieval default ({RETRIEVAL_MAX_LENGTH})")
     return load_sentence_encoder(
         args.model,
         backend=getattr(args, "backend", None) or "torch",
         layer=protocol.layer,
         pooling=protocol.pooling,
         batch_tokens=getattr(args, "batch_tokens", None),
-        max_length=getattr(args, "max_length", None),
+        max_length=max_length,  # None: RETRIEVAL_MAX_LENGTH, capped by the model's positions
         precision=getattr(args, "precision", None) or "fp32",
         device=getattr(args, "device", None),
     )
 
 
 def _evaluate_one(task: str, source, encoder: TorchSentenceEncoder, protocol: RetrievalProtocol, args) -> dict:
+    from fastxlt.retrieval.bucc import evaluate_bucc
+    from fastxlt.retrieval.tatoeba import read_tatoeba, tatoeba_accuracy
+
     precision = getattr(args, "search_precision", None) or "fp32"
     backend = getattr(args, "search", None) or "torch"
     if task == "bucc":
         return evaluate_bucc(
-            source, encoder, k=protocol.k, margin=protocol.margin, precision=precision, backend=backend
+            source, encoder, k=protocol.k, margin=protocol.margin, precision=precision, backend=backend,
+            drop_duplicates=bool(getattr(args, "bucc_drop_duplicates", False)),
         )
     pair = read_tatoeba(source)
     accuracy = tatoeba_accuracy(
@@ -163,7 +194,7 @@ def _summary(task: str, args, protocol: RetrievalProtocol, encoder: TorchSentenc
         "direction": (getattr(args, "direction", None) or "xx-en") if task == "tatoeba" else "xx-en",
         "metric": metric,
         "languages": per_language,
-        "mean": float(np.mean(values)) if values else None,
+        "mean": float(statistics.fmean(values)) if values else None,
     }
 
 
@@ -172,6 +203,8 @@ def _write(result: dict, args, protocol: RetrievalProtocol, layer: int) -> Path:
     name = f"{result['task']}-{protocol.name}-layer{layer}-{result['pooling']}"
     if result["task"] == "tatoeba" and result["direction"] != "xx-en":
         name += f"-{result['direction']}"
+    from fastxlt.utils.io import write_json_atomic
+
     return write_json_atomic(output / f"{name}.json", result)
 
 

@@ -30,11 +30,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fastxlt.errors import ConfigError
 from fastxlt.evaluation.batching import pack_batches, restore_order
 from fastxlt.evaluation.precision import default_batch_tokens, resolve_eval_precision
+from fastxlt.retrieval.options import EMBEDDING_BACKENDS, POOLINGS, RETRIEVAL_MAX_LENGTH
 from fastxlt.utils.hardware import default_device
 
 Pooling = Literal["mean", "cls"]
-POOLINGS = ("mean", "cls")
-BACKENDS = ("torch", "onnx")
+BACKENDS = EMBEDDING_BACKENDS
 
 
 @runtime_checkable
@@ -205,9 +205,10 @@ def _install_hidden_state_hooks(model: PreTrainedModel) -> None:
 
 
 def _model_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
-    """The longest input the position embeddings allow (XLM-R keeps two positions for padding)."""
-    limit = getattr(model.config, "max_position_embeddings", 512)
+    """``RETRIEVAL_MAX_LENGTH``, or less where the position embeddings (XLM-R keeps two positions for
+    padding) or the tokenizer allow less: the length every retrieval entry point uses by default."""
+    limit = getattr(model.config, "max_position_embeddings", RETRIEVAL_MAX_LENGTH)
     if getattr(model.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
         limit -= 2
     tokenizer_limit = getattr(tokenizer, "model_max_length", limit) or limit
-    return int(min(limit, tokenizer_limit, 512))
+    return int(min(limit, tokenizer_limit, RETRIEVAL_MAX_LENGTH))

@@ -48,11 +48,12 @@ import numpy as np
 import torch
 
 from fastxlt.errors import ConfigError
+from fastxlt.retrieval.options import SEARCH_BACKENDS, SEARCH_PRECISIONS
 from fastxlt.utils.hardware import cpu_has_vnni, default_device, fast_bf16
 
 T = TypeVar("T")
 Precision = Literal["fp32", "bf16", "int8", "auto"]
-PRECISIONS = ("fp32", "bf16", "int8", "auto")
+PRECISIONS = SEARCH_PRECISIONS
 
 GROUP = 64  # scores per group in the two-level top-k
 # Extra candidate groups per sentence when phase 1 runs in reduced precision: int8 scores of unit
@@ -393,7 +394,7 @@ def knn_both_faiss(x: np.ndarray, y: np.ndarray, k: int, *, use_gpu: bool | None
     return BothNeighbours(forward=knn_faiss(x, y, k, use_gpu=use_gpu), backward=knn_faiss(y, x, k, use_gpu=use_gpu))
 
 
-BACKENDS = ("torch", "faiss")
+BACKENDS = SEARCH_BACKENDS
 
 
 def two_way_knn(

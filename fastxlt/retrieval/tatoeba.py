@@ -26,9 +26,9 @@ from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
 from fastxlt.retrieval.files import hub_parquet_files, load_hub_rows, read_lines, read_parquet_rows
 from fastxlt.retrieval.languages import tatoeba_language
 from fastxlt.retrieval.margin import best_candidates
+from fastxlt.retrieval.options import DIRECTIONS
 from fastxlt.retrieval.search import nearest, two_way_knn
 
-DIRECTIONS = ("xx-en", "en-xx")
 SCORINGS = ("cosine", "margin")
 HUB_COLUMNS = ("source_sentence", "target_sentence")
 

@@ -1,0 +1,21 @@
+"""The retrieval options' value sets and defaults, importable without torch or transformers.
+
+``fastxlt --help`` and ``fastxlt-eval --help`` build their parsers from these names, so the modules
+that do the work (``embed``, ``search``, ``tatoeba``) import them from here rather than the other way
+round: printing the help must not load torch.
+"""
+
+from __future__ import annotations
+
+RETRIEVAL_TASKS = ("tatoeba", "bucc")
+POOLINGS = ("mean", "cls")  # token pooling of a sentence embedding
+EMBEDDING_BACKENDS = ("torch", "onnx")  # what computes the embeddings
+SEARCH_BACKENDS = ("torch", "faiss")  # what computes the kNN
+SEARCH_PRECISIONS = ("fp32", "bf16", "int8", "auto")  # kNN products (candidates re-scored in fp32)
+ENCODER_PRECISIONS = ("fp32", "bf16", "auto")  # = fastxlt.evaluation.precision.EVAL_PRECISIONS (a test checks)
+DIRECTIONS = ("xx-en", "en-xx")  # Tatoeba: which side queries
+
+# The one maximum sentence length of every retrieval entry point (fastxlt-eval --retrieval, python -m
+# fastxlt.retrieval.cli, the torch and ONNX sentence encoders), capped by the model's position embeddings.
+# XTREME's scripts/run_bucc2018.sh and scripts/run_tatoeba.sh both embed with MAXL=512.
+RETRIEVAL_MAX_LENGTH = 512
