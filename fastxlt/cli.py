@@ -13,9 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fastxlt.errors import FastXLTError
+from fastxlt.errors import ConfigError, CorruptDataError, FastXLTError
+from fastxlt.retrieval.options import RETRIEVAL_MAX_LENGTH
 
 DEFAULT_CONFIG = "default.yaml"
+EVAL_MAX_LENGTH = 256  # fastxlt-eval's task inputs; retrieval has its own (fastxlt.retrieval.options)
+CLI_OUTPUT_DIRNAME = "eval-cli"  # = fastxlt.evaluation.model_eval.CLI_OUTPUT_DIRNAME (a test checks)
 
 
 def default_config_path() -> Path:
@@ -61,7 +64,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = Path(args.run_dir) / "results.json"
     if not path.is_file():
         raise DataNotFoundError(f"'{path}' not found; run the experiment (fastxlt run --config ...) first")
-    print_results(read_json(path), Console())
+    try:
+        results = read_json(path)
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise CorruptDataError(f"{path} is damaged ({type(error).__name__}); re-run `fastxlt run` with the same "
+                               "config: it rewrites results.json from the per-language files under eval/") from None
+    _check_results(results, path)
+    print_results(results, Console())
     _print_report_files(Path(args.run_dir), Console())
     return 0
 
@@ -76,8 +85,34 @@ def _print_report_files(run_dir: Path, console) -> None:
         console.print(f"figure: {figure}")
 
 
+def _check_results(results: object, path: Path) -> None:
+    """The shape ``print_results`` reads: {"arms": {arm: {"tasks": {task: {split, metric, languages}}}}}."""
+    arms = results.get("arms") if isinstance(results, dict) else None
+    tasks = [arm.get("tasks") if isinstance(arm, dict) else None for arm in (arms or {}).values()] if isinstance(arms, dict) else None
+    valid = bool(tasks) and all(
+        isinstance(table, dict) and all(isinstance(t, dict) and {"split", "metric", "languages"} <= t.keys() for t in table.values())
+        for table in tasks
+    )
+    if not valid:
+        raise CorruptDataError(f"{path} does not hold fastxlt results (no arms with tasks); re-run `fastxlt run` "
+                               "with the same config to rewrite it")
+
+
+def check_length_arguments(args: argparse.Namespace) -> None:
+    """--batch-tokens and --max-length must be positive: refused here, before any model is loaded."""
+    batch_tokens = getattr(args, "batch_tokens", None)
+    if batch_tokens is not None and batch_tokens < 1:
+        raise ConfigError(f"--batch-tokens must be a positive number of tokens, got {batch_tokens}; "
+                          "leave it out for the device's default (2048 on a CPU, 16384 on a GPU)")
+    max_length = getattr(args, "max_length", None)
+    if max_length is not None and max_length < 1:
+        raise ConfigError(f"--max-length must be a positive number of tokens, got {max_length}; "
+                          f"leave it out for the default ({EVAL_MAX_LENGTH} for tasks, {RETRIEVAL_MAX_LENGTH} for retrieval)")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Zero-shot evaluation of a trained model (a run directory or a phase's model directory)."""
+    check_length_arguments(args)
     if getattr(args, "retrieval", None):
         from fastxlt.retrieval.cli import run_retrieval
 
@@ -92,8 +127,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise FastXLTError("fastxlt-eval needs --model RUN_OR_DIR and --task NAME (or --retrieval tatoeba|bucc --model M)")
     results = evaluate_model(
         args.model, args.task.split(","), languages=args.languages, split=args.split, data_dir=args.data,
-        output=args.output, batch_tokens=args.batch_tokens, max_length=args.max_length,
+        output=args.output, batch_tokens=args.batch_tokens, max_length=args.max_length or EVAL_MAX_LENGTH,
         backend=args.backend, quantize=args.quantize, precision=args.precision,
+        allow_constant_labels=args.allow_constant_labels,
     )
     print_results(results, Console())
     return 0
@@ -101,6 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained model's task head (or any encoder's embeddings) to ONNX, parity-checked against PyTorch."""
+    check_length_arguments(args)
     from rich.console import Console
 
     from fastxlt.export import export_onnx
@@ -148,10 +185,16 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--languages", "-l", default="all", help="'all' or a comma-separated list (e.g. de,fr,zh)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--data", help="directory of local files in the task's original layout (default: the hub)")
-    parser.add_argument("--output", "-o", help="directory for the JSON results (default: <model>/eval)")
+    parser.add_argument("--output", "-o", help=f"directory for the JSON results (default: <model>/{CLI_OUTPUT_DIRNAME}; "
+                                               "retrieval: <model>/eval, or runs/eval/<name> for a hub name)")
     parser.add_argument("--batch-tokens", type=int,
                         help="token budget of a padded batch (default: 2048 on a CPU, 16384 on a GPU)")
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int,
+                        help=f"tokens per input (default: {EVAL_MAX_LENGTH}; retrieval: {RETRIEVAL_MAX_LENGTH}, "
+                             "capped by the model's positions)")
+    parser.add_argument("--allow-constant-labels", action="store_true",
+                        help="score a file whose gold labels are all one value (refused by default: the sign of "
+                             "withheld test labels)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="onnx: export each model once (parity-checked) and evaluate with ONNX Runtime")
     parser.add_argument("--quantize", choices=("int8",), help="int8 dynamic quantisation (CPU; with --backend onnx)")

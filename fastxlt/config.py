@@ -133,6 +133,9 @@ class EvaluateConfig:
     backend: Literal["torch", "onnx"] = "torch"  # onnx: graphs exported once per model, run by ONNX Runtime
     quantize: Literal["int8"] | None = None  # int8 dynamic quantisation (CPU; needs backend onnx)
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # torch backend; auto: bf16 on an AMX CPU or a bf16 GPU
+    # Score a file whose gold is one value throughout (refused by default: the sign of withheld test labels,
+    # see fastxlt/tasks/sanity.py); set true only when the labels are known to be real.
+    allow_constant_labels: bool = False
 
 
 @dataclass
@@ -382,7 +385,14 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override '{override}': '{part}' is not a mapping")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+        raise ConfigError(
+            f"override '{override}': the value is not valid YAML ({problem}); "
+            "fix it (values are read as YAML: 3, 1e-5, true, [en, de], 'a string')"
+        ) from None
 
 
 def dump_config(config: ExperimentConfig) -> str:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from fastxlt.errors import CheckpointError
@@ -51,10 +52,19 @@ def load_encoder(name_or_path: str | Path, *, dtype: torch.dtype | None = None, 
     resolved = resolve_encoder_path(name_or_path)
     try:
         model = AutoModel.from_pretrained(resolved, dtype=dtype or torch.float32, **config_overrides)
+    except SafetensorError as error:  # a truncated or damaged model.safetensors (e.g. an interrupted copy)
+        raise CheckpointError(
+            f"cannot load encoder from '{resolved}': its safetensors weights are damaged ({_first_line(error)}); "
+            "copy or download the model again, or re-run the phase that wrote it"
+        ) from None
     except (OSError, ValueError, json.JSONDecodeError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot load encoder from '{resolved}': {first_line}") from error
+        raise CheckpointError(f"cannot load encoder from '{resolved}': {_first_line(error)}") from error
     return model
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
