@@ -130,8 +130,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         output=args.output, batch_tokens=args.batch_tokens, max_length=args.max_length or EVAL_MAX_LENGTH,
         backend=args.backend, quantize=args.quantize, precision=args.precision,
         allow_constant_labels=args.allow_constant_labels,
+        perturbations=args.perturb, perturbation_seed=args.perturb_seed, muse_dir=args.muse,
     )
     print_results(results, Console())
+    if args.perturb:
+        from fastxlt.robustness.report import print_perturbations
+
+        print_perturbations(results, Console())
     return 0
 
 
@@ -198,6 +203,12 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="onnx: export each model once (parity-checked) and evaluate with ONNX Runtime")
     parser.add_argument("--quantize", choices=("int8",), help="int8 dynamic quantisation (CPU; with --backend onnx)")
+    parser.add_argument("--perturb", metavar="NAME[:STRENGTH][,...]",
+                        help="also evaluate under perturbations: char, char_swap, char_drop, char_insert, "
+                             "char_substitute, word_order, code_switch_to_en, code_switch_from_en, pgd, pgd_linf "
+                             "(e.g. char:0.1,word_order:0.3,pgd:1.0; pair classification)")
+    parser.add_argument("--perturb-seed", type=int, default=0, help="seed of the text perturbations (default 0)")
+    parser.add_argument("--muse", metavar="DIR", help="MUSE folder with dictionaries/en-XX.txt, for code_switch_*")
     try:
         from fastxlt.retrieval.cli import add_retrieval_arguments
     except ImportError:

@@ -136,6 +136,11 @@ class EvaluateConfig:
     # Score a file whose gold is one value throughout (refused by default: the sign of withheld test labels,
     # see fastxlt/tasks/sanity.py); set true only when the labels are known to be real.
     allow_constant_labels: bool = False
+    # Perturbed evaluation after the clean pass (pair classification): NAME[:strength] specs, see
+    # fastxlt/robustness/registry.py, e.g. ["char:0.1", "word_order:0.3", "code_switch_to_en:0.3", "pgd:1.0"];
+    # seeded by the experiment's seed. muse_dir: the MUSE folder (dictionaries/en-XX.txt) for code-switching.
+    perturbations: list[str] = field(default_factory=list)
+    muse_dir: str | None = None
 
 
 @dataclass
@@ -197,6 +202,7 @@ class ExperimentConfig:
                 "phases.evaluate.tasks",
                 "name the tasks to evaluate (there is no target phase to default to)",
             )
+            _check_perturbations(phases.evaluate.perturbations)
         self._validate_task_names()
 
     def _validate_task_names(self) -> None:
@@ -240,6 +246,15 @@ class ExperimentConfig:
 
     def _where(self) -> str:
         return f"{self.source}: " if self.source else ""
+
+
+def _check_perturbations(specs: list[str]) -> None:
+    from fastxlt.robustness import PerturbationError, parse_perturbations
+
+    try:
+        parse_perturbations(specs)
+    except PerturbationError as error:
+        raise ConfigError(f"phases.evaluate.perturbations: {error}") from None
 
 
 def _require(condition: bool, path: str, message: str) -> None:

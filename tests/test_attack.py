@@ -127,3 +127,34 @@ def test_perturbed_evaluation_per_language_is_cached(nli_model, shared_data, tmp
     assert run() == results and cached.stat().st_mtime_ns == stamp  # the second run reads the cache
     clean_file = tmp_path / "eval" / "xnli" / "de.json"
     assert clean_file.read_bytes() == clean_bytes  # the clean results are never touched
+
+
+def test_fastxlt_eval_perturb_end_to_end(tiny_encoder, shared_data, tmp_path, capsys):
+    """``fastxlt-eval --perturb``: per-language files under eval/<arm>/<task>/<perturbation>/, results in
+    results.json, unavailable languages named; a bad spec is one line and exit status 2."""
+    from fastxlt.cli import eval_main
+    from fastxlt.models.encoder import load_encoder, load_tokenizer
+    from fastxlt.models.transfer import TransferModel, save_phase_outputs
+    from fastxlt.utils.io import read_json
+
+    torch.manual_seed(1)
+    run = tmp_path / "run"
+    model = TransferModel(load_encoder(tiny_encoder), [get_task("xnli")])
+    save_phase_outputs(model, run / "target" / "baseline" / "model", load_tokenizer(tiny_encoder))
+    data = tmp_path / "xnli"
+    (data / "xtreme_format").mkdir(parents=True)
+    for language in ("de", "sw"):
+        lines = (shared_data / "xnli" / "xtreme_format" / f"dev-{language}.tsv").read_text(encoding="utf-8").splitlines()
+        (data / "xtreme_format" / f"dev-{language}.tsv").write_text("\n".join(lines[:12]) + "\n", encoding="utf-8")
+    common = ["--model", str(run), "--task", "xnli", "--data", str(data), "--languages", "de,sw", "--split", "validation",
+              "--max-length", "64", "--output", str(tmp_path / "out"), "--muse", str(shared_data / "muse")]
+    assert eval_main(common + ["--perturb", "word_order:0.5,code_switch_to_en:0.4,pgd_linf:0.05", "--perturb-seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "sw: not evaluated: no MUSE en-sw dictionary" in " ".join(printed.split())
+    assert (tmp_path / "out" / "eval" / "baseline" / "xnli" / "word_order-0.5-seed3" / "sw.json").is_file()
+    saved = read_json(tmp_path / "out" / "results.json")["arms"]["baseline"]["tasks"]["xnli"]["perturbations"]
+    assert set(saved) == {"word_order:0.5", "code_switch_to_en:0.4", "pgd_linf:0.05"}
+    assert set(saved["pgd_linf:0.05"]["languages"]["de"]) >= {"clean", "perturbed", "drop", "success_rate"}
+    assert eval_main(common + ["--perturb", "char:7"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "strength is a share" in error and "\n" not in error

@@ -36,8 +36,14 @@ def evaluate_models(
     quantize: str | None = None,
     precision: str = "fp32",
     allow_constant_labels: bool = False,
+    perturbations: str | list[str] | None = None,
+    perturbation_seed: int = 0,
+    muse_dir: str | None = None,
 ) -> dict[str, Any]:
     """Results for every (arm, task, language); written to ``out_root/results.json`` as well.
+
+    ``perturbations`` (``NAME[:strength]`` specs, ``fastxlt.robustness``) are evaluated after each task's
+    clean pass, seeded by ``perturbation_seed``: ``arms[arm]["tasks"][task]["perturbations"]``.
 
     ``backend="onnx"`` evaluates through ONNX Runtime: each arm's heads are exported once (beside the
     checkpoint, ``<model>/onnx/``, parity-checked, reused on re-runs) and ``quantize="int8"`` runs them
@@ -49,6 +55,7 @@ def evaluate_models(
     precision = _check_backend(backend, quantize, precision)
     specs = [get_task(task) for task in task_names]
     _preflight(models, specs, languages, split, data_dirs, max_length)
+    perturbation_list = _check_perturbations(perturbations, specs, backend)
     results: dict[str, Any] = {"name": name, "arms": {}}
     for arm, model_dir in models.items():
         model = _load_model(Path(model_dir), specs, backend, quantize, precision, data_dirs, max_length)
@@ -61,7 +68,8 @@ def evaluate_models(
                 languages=spec.resolve_languages(languages), split=split,
                 out_dir=Path(out_root) / "eval" / arm, model_id=model_id,
                 data_dir=data_dirs.get(spec.name), max_length=max_length, batch_tokens=batch_tokens,
-                allow_constant_labels=allow_constant_labels,
+                allow_constant_labels=allow_constant_labels, perturbations=perturbation_list,
+                perturbation_seed=perturbation_seed, muse_dir=muse_dir,
             )
         arm_results["benchmark_score"] = xtreme_score({t: r["score"] for t, r in arm_results["tasks"].items()})
         results["arms"][arm] = arm_results
@@ -72,7 +80,8 @@ def evaluate_models(
 def evaluate_model(
     model: str, task_names: list[str], *, languages: str, split: str, data_dir: str | None, output: str | None,
     batch_tokens: int | None, max_length: int, backend: str = "torch", quantize: str | None = None,
-    precision: str = "fp32", allow_constant_labels: bool = False,
+    precision: str = "fp32", allow_constant_labels: bool = False, perturbations: str | None = None,
+    perturbation_seed: int = 0, muse_dir: str | None = None,
 ) -> dict[str, Any]:
     """``fastxlt-eval``: evaluate every final model found under ``model`` (a run or a phase model dir);
     results go to ``output``, by default ``<model>/eval-cli`` (``CLI_OUTPUT_DIRNAME``)."""
@@ -82,8 +91,22 @@ def evaluate_model(
         models, task_names, languages=languages, split=split, out_root=out_root,
         data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
         name=str(model), backend=backend, quantize=quantize, precision=precision,
-        allow_constant_labels=allow_constant_labels,
+        allow_constant_labels=allow_constant_labels, perturbations=perturbations,
+        perturbation_seed=perturbation_seed, muse_dir=muse_dir,
     )
+
+
+def _check_perturbations(perturbations: str | list[str] | None, specs, backend: str) -> list:
+    """Parse the specs and refuse tasks or backends they cannot run on, before any model is loaded."""
+    if not perturbations:
+        return []
+    from fastxlt.robustness import parse_perturbations
+    from fastxlt.robustness.evaluate import check_supported
+
+    parsed = parse_perturbations(perturbations)
+    for spec in specs:
+        check_supported(spec, parsed, backend)
+    return parsed
 
 
 def _preflight(

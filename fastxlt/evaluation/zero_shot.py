@@ -35,13 +35,22 @@ def evaluate_task(
     max_length: int = 256,
     batch_tokens: int | None = None,
     allow_constant_labels: bool = False,
+    perturbations: list | None = None,
+    perturbation_seed: int = 0,
+    muse_dir: str | None = None,
 ) -> dict[str, Any]:
     """Scores per language, their average and the task score; results cached in ``out_dir``.
 
     A cached language is reused only when its ``cache_key`` (model, backend/precision tag, split,
     max_length, data source and a fingerprint of the data files read) equals this run's; an
     evaluation file that cannot be scored (``fastxlt.tasks.sanity``) is refused before prediction.
+    ``perturbations`` (``fastxlt.robustness.Perturbation``) are evaluated after the clean pass: results
+    under ``["perturbations"][name:strength]``, files ``<out_dir>/<task>/<name>-<strength>-seed<seed>/``.
     """
+    if perturbations:
+        from fastxlt.robustness.evaluate import check_supported
+
+        check_supported(spec, perturbations, "torch" if hasattr(model, "encoder") else "onnx")
     ops = ops_for(spec)
     per_language: dict[str, dict[str, float]] = {}
     for language in tqdm(languages, desc=f"{spec.name} ({split})", unit="lang", leave=False):
@@ -67,7 +76,7 @@ def evaluate_task(
         )
         per_language[language] = scores
     average = language_average(per_language)
-    return {
+    result = {
         "task": spec.name,
         "metric": spec.metric,
         "split": split,
@@ -75,6 +84,15 @@ def evaluate_task(
         "average": average,
         "score": task_score(spec.metric, average),
     }
+    if perturbations:
+        from fastxlt.robustness.evaluate import evaluate_perturbations
+
+        result["perturbations"] = evaluate_perturbations(
+            model, tokenizer, spec, perturbations, languages=languages, split=split, out_dir=Path(out_dir),
+            model_id=model_id, clean_scores=per_language, seed=perturbation_seed, data_dir=data_dir,
+            max_length=max_length, batch_tokens=batch_tokens, muse_dir=muse_dir,
+        )
+    return result
 
 
 def cache_key(

@@ -95,6 +95,7 @@ def evaluate_arms(config: ExperimentConfig, final_models: dict[str, Path], run_d
         final_models, config.evaluation_tasks(), languages=evaluate.languages, split=evaluate.split,
         out_root=run_dir, data_dirs=config.data, max_length=max_length, batch_tokens=evaluate.batch_tokens,
         name=config.name, backend=evaluate.backend, quantize=evaluate.quantize, precision=evaluate.precision,
+        perturbations=evaluate.perturbations, perturbation_seed=config.seed, muse_dir=evaluate.muse_dir,
     )
 
 

@@ -4,8 +4,9 @@ For each perturbation and language the result is ``{"clean", "perturbed", "drop"
 in percent; drop = clean - perturbed) plus what the perturbation adds: the share of examples whose text
 changed, the dictionary coverage for code-switching, the attack success rate for PGD. A language the
 perturbation cannot serve (no MUSE dictionary) gets ``"unavailable": reason`` and a printed line.
-Per-language results are cached as ``<out_dir>/<task>/<name>-<strength>-seed<seed>/<language>.json``
-(model, split, perturbation and seed recorded; a re-run with the same ones reuses them). Perturbed
+Per-language results are cached as ``<out_dir>/<task>/<name>-<strength>-seed<seed>/<language>.json``,
+reused only when the clean evaluation's ``cache_key`` (model, split, max_length, data files), the
+perturbation, the seed and the MUSE folder are the same. Perturbed
 copies are scored: the examples, their labels and the clean results are never altered.
 """
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from fastxlt.evaluation.aggregate import task_score
 from fastxlt.evaluation.predict import score_examples
+from fastxlt.evaluation.zero_shot import cache_key
 from fastxlt.robustness.attack import AttackConfig, attack_features
 from fastxlt.robustness.registry import Perturbation, PerturbationError
 from fastxlt.tasks.base import Family, TaskSpec
@@ -72,7 +74,8 @@ def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: 
         tqdm.write(f"{spec.name} {language}: {perturbation.key} not evaluated: {reason}")
         return {"clean": _score(spec, clean), "perturbed": None, "drop": None, "unavailable": reason}
     path = out_dir / spec.name / perturbation.folder(seed) / f"{language}.json"
-    identity = {"model": model_id, "split": split, "perturbation": perturbation.key, "seed": seed}
+    key = cache_key(spec, model_id=model_id, split=split, language=source, data_dir=data_dir, max_length=max_length)
+    identity = {"cache_key": key, "perturbation": perturbation.key, "seed": seed, "muse_dir": _resolved(muse_dir)}
     cached = _cached(path, identity)
     if cached is not None:
         return cached
@@ -110,6 +113,10 @@ def _attack(model, tokenizer, spec, ops, examples, perturbation: Perturbation, m
     attacked = 100.0 * sum(p == g for p, g in zip(outcome.adversarial_predictions, outcome.gold)) / n
     return {"clean": clean, "perturbed": attacked, "success_rate": outcome.success_rate, "norm": norm,
             "epsilon": perturbation.strength}
+
+
+def _resolved(muse_dir: str | None) -> str | None:
+    return str(Path(muse_dir).resolve()) if muse_dir is not None else None
 
 
 def _score(spec: TaskSpec, scores: Mapping[str, float] | None) -> float | None:
