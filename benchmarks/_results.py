@@ -11,6 +11,29 @@ import os
 import platform
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+# Where CSV rows and set-up caches go instead of benchmarks/results/ and .cache/ (the smoke tests set it).
+OUT_ENV = "FASTXLT_BENCH_OUT"
+SMOKE_HELP = "seconds-long run on tiny sizes: checks that the script still works, measures nothing"
+
+
+def results_path(filename: str) -> Path:
+    """``benchmarks/results/<filename>``, or ``$FASTXLT_BENCH_OUT/<filename>`` when that is set."""
+    base = os.environ.get(OUT_ENV)
+    return (Path(base) if base else ROOT / "benchmarks" / "results") / filename
+
+
+def cache_dir(name: str) -> Path:
+    """``.cache/<name>`` for set-up artefacts (trained heads, graphs), under ``$FASTXLT_BENCH_OUT`` when set."""
+    base = os.environ.get(OUT_ENV)
+    return (Path(base) / "cache" if base else ROOT / ".cache") / name
+
+
+def skip(reason: str) -> int:
+    """A smoke run that cannot run here (no data, no model): one ``SKIP`` line the smoke test reads."""
+    print(f"SKIP {reason}")
+    return 0
+
 
 def device_name() -> str:
     """The GPU when CUDA is present, else the CPU's model name."""

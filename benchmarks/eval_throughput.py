@@ -43,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
+from _results import SMOKE_HELP, append_rows, cache_dir, machine, results_path, skip  # noqa: E402  (this folder is on sys.path when a script runs)
 
 from fastxlt.evaluation.precision import cast_for_precision  # noqa: E402
 from fastxlt.evaluation.predict import predict  # noqa: E402
@@ -53,9 +53,9 @@ from fastxlt.utils.hardware import cpu_has_amx, cpu_has_vnni, default_device, fa
 from fastxlt.tasks.base import PairExample, TaskSpec, get_task  # noqa: E402
 from fastxlt.tasks.features import ops_for  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "eval_throughput.csv"
+RESULTS = results_path("eval_throughput.csv")
 DEFAULT_CHECKPOINT = ROOT / "runs" / "me5-small-xnli" / "target" / "baseline" / "model"
-CACHE = ROOT / ".cache" / "eval_throughput"
+CACHE = cache_dir("eval_throughput")
 MAX_LENGTH = 256
 BASELINE_BATCH = 32
 WARM_UP_PAIRS = 64
@@ -68,7 +68,7 @@ def ensure_checkpoint(args) -> Path:
     """The phase model to evaluate: --checkpoint, the real run's model, or a head trained here on English dev."""
     if args.checkpoint:
         return Path(args.checkpoint)
-    if (DEFAULT_CHECKPOINT / "heads.pt").is_file():
+    if (DEFAULT_CHECKPOINT / "heads.pt").is_file() and not args.smoke:
         return DEFAULT_CHECKPOINT
     if not args.model:
         raise SystemExit("no checkpoint found; pass --checkpoint PHASE_DIR or --model ME5_DIR to train a head")
@@ -198,7 +198,13 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=300, help="set-up training steps when no checkpoint exists")
     parser.add_argument("--optimize", action="store_true", help="also time ONNX Runtime fp32 with the BERT fusions")
     parser.add_argument("--no-onnx", action="store_true", help="time the torch paths only (a long full run in less time)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (2 languages x 16 pairs, a 2-step head)")
     args = parser.parse_args()
+    if args.smoke:
+        global MAX_LENGTH  # tiny test encoders have 128 positions
+        args.per_language, args.languages, args.train_steps, MAX_LENGTH = 16, "en,de", 2, 64
+        if not (args.checkpoint or args.model) or not Path(args.data).is_dir():
+            return skip(f"needs --model or --checkpoint, and XNLI test files in {args.data}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from fastxlt.export import OnnxModel, export_onnx, load_parity_features

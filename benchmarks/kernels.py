@@ -47,10 +47,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _results import SMOKE_HELP, results_path  # noqa: E402  (this folder is on sys.path when a script runs)
+
 from fastxlt.kernels import attention, linear_cross_entropy, residual_dropout_layernorm  # noqa: E402
 from fastxlt.kernels.testing import TOLERANCE  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "kernels.csv"
+RESULTS = results_path("kernels.csv")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 GPU = "cuda"  # the CUDA part's device (a dry run on the CPU under TRITON_INTERPRET=1 can point it elsewhere)
 FIELDS = ["timestamp", "benchmark", "kernel", "shape", "variant", "dtype", "ms", "peak_mb", "ratio_vs_baseline",
@@ -327,7 +329,10 @@ def main() -> None:
     parser.add_argument("--model", help="unused (common benchmark flag)")
     parser.add_argument("--child", choices=["fused", "unfused"], help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (CPU part at 256 tokens, vocabulary 4096)")
     args = parser.parse_args()
+    if args.smoke:
+        args.quick, args.tokens, args.vocab, args.hidden = True, 256, 4096, 64
     if args.child:
         run_child(args.child, args, args.child_out)
         return
@@ -348,7 +353,7 @@ def main() -> None:
         all_rows += cuda_rows
         cuda = "done"
     print_table(all_rows)
-    print(f"\nCSV rows appended to {RESULTS.relative_to(ROOT)}")
+    print(f"\nCSV rows appended to {RESULTS}")
     flag = lambda b: "true" if b else "false"  # noqa: E731
     print(f"RESULT memory_ratio={summary['memory_ratio']:.4f} loss_match={flag(summary['loss_match'])} "
           f"grad_match={flag(summary['grad_match'])} fused_peak_mb={summary['fused_peak_mb']:.0f} "

@@ -36,20 +36,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
+from _results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402  (this folder is on sys.path when a script runs)
 
 from fastxlt.tasks import span_decode as sd  # noqa: E402
 from fastxlt.tasks.base import get_task  # noqa: E402
 from fastxlt.tasks.features import ops_for  # noqa: E402
 from fastxlt.tasks.span_qa import pack_features  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "qa_postprocess.csv"
+RESULTS = results_path("qa_postprocess.csv")
 DEFAULT_MODEL = ROOT / ".cache" / "me5-small"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "xquad"
 QUICK_LANGUAGES = ("en", "de", "zh")
 
 
-def featurise(model: str, data: Path, languages: tuple[str, ...], max_length: int) -> tuple[list, list, float]:
+def featurise(
+    model: str, data: Path, languages: tuple[str, ...], max_length: int, limit: int | None = None
+) -> tuple[list, list, float]:
     """All questions and windows of the chosen XQuAD languages (windows keep their question's index)."""
     from transformers import AutoTokenizer
 
@@ -59,7 +61,7 @@ def featurise(model: str, data: Path, languages: tuple[str, ...], max_length: in
     examples, features = [], []
     start = time.perf_counter()
     for language in languages:
-        part = spec.load("test", language, data)
+        part = spec.load("test", language, data)[:limit]
         for feature in ops.featurize(spec, part, tokenizer, max_length):
             feature["example"] += len(examples)
             features.append(feature)
@@ -135,7 +137,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per method, interleaved, fastest kept")
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (40 English questions)")
     args = parser.parse_args()
+    if args.smoke:
+        args.quick, args.repeat = True, 1
+        if not (Path(args.model) / "tokenizer_config.json").is_file() or not any(args.data.glob("xquad.en.json")):
+            return skip(f"needs a tokenizer in {args.model} and {args.data}/xquad.en.json")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if sd._C is None:
         print("fastxlt._C has no decode_spans: build the extension (pip install -e .) first", file=sys.stderr)
@@ -143,10 +150,11 @@ def main() -> int:
 
     available = tuple(sorted(p.name.split(".")[1] for p in args.data.glob("xquad.*.json")))
     languages = tuple(lang for lang in QUICK_LANGUAGES if lang in available) if args.quick else available
+    languages = tuple(lang for lang in languages if lang == "en") if args.smoke else languages
     if not languages:
         print(f"no xquad.XX.json files in {args.data}; pass --data DIR", file=sys.stderr)
         return 1
-    examples, features, featurise_s = featurise(args.model, args.data, languages, args.max_length)
+    examples, features, featurise_s = featurise(args.model, args.data, languages, args.max_length, 40 if args.smoke else None)
     outputs = draw_logits(features, args.seed)
     summary = bench(examples, features, outputs, args.repeat)
     timings, identical = summary["timings"], summary["identical"]

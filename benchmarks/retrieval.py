@@ -39,13 +39,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
+from _results import SMOKE_HELP, append_rows, machine, results_path  # noqa: E402  (this folder is on sys.path when a script runs)
 
 from fastxlt.retrieval.bucc import mine_embeddings  # noqa: E402
 from fastxlt.retrieval.margin import MinedPairs  # noqa: E402
-from fastxlt.retrieval.search import cpu_has_amx, cpu_has_vnni, resolve_precision  # noqa: E402
+from fastxlt.retrieval.search import resolve_precision  # noqa: E402
+from fastxlt.utils.hardware import cpu_has_amx, cpu_has_vnni  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "retrieval.csv"
+RESULTS = results_path("retrieval.csv")
 K = 4
 
 
@@ -242,7 +243,10 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--size", type=int, help="sentences per side (overrides the 100k / 20k default)")
     parser.add_argument("--repeat", type=int, help="runs per method, fastest kept (default: 3 with --quick, else 1)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        args.size, args.repeat, args.model = args.size or 1000, 1, None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     n = args.size or (20_000 if args.quick else 100_000)

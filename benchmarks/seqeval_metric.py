@@ -28,12 +28,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _results import append_rows, machine  # noqa: E402  (this folder is on sys.path when a script runs)
+from _results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402  (this folder is on sys.path when a script runs)
 
 from fastxlt.tasks.base import get_task  # noqa: E402
 from fastxlt.tasks.seqeval_metric import seqeval_scores  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "seqeval_metric.csv"
+RESULTS = results_path("seqeval_metric.csv")
 QUICK = {"udpos": ("en", "ja", "yo"), "panx": ("en", "ja", "yo")}
 
 
@@ -89,8 +89,13 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder with ud/ and panx/")
     parser.add_argument("--model", help="unused (the metric needs no model); accepted for the common benchmark interface")
     parser.add_argument("--repeat", type=int, default=3, help="runs per method, fastest kept")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
-    cases = files(args.data, args.quick)
+    cases = files(args.data, args.quick or args.smoke)
+    if args.smoke:  # one English file per task, one run
+        cases, args.repeat = [case for case in cases if case[2] == "en"], 1
+        if not cases:
+            return skip(f"no English UD / PAN-X files under {args.data}")
     if not cases:
         print(f"no UD / PAN-X files under {args.data}; pass --data DIR")
         return 2

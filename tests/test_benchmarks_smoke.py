@@ -1,0 +1,38 @@
+"""Every benchmark script still runs: each ``benchmarks/*.py`` (not ``_*.py``) in its ``--smoke`` mode, in
+seconds, ending with its ``RESULT key=value ...`` line (or ``SKIP reason`` when this machine lacks its data).
+
+Parametrised over the folder's glob, so a new benchmark is covered without touching this file. Rows go
+to a temporary folder (``FASTXLT_BENCH_OUT``), never into the repository's ``benchmarks/results/``.
+Scripts that need a model get the session's tiny synthetic encoder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_benchmark_runs_in_smoke_mode(script, tmp_path, tiny_encoder):
+    results = REPO / "benchmarks" / "results"
+    before = {p: p.stat().st_mtime_ns for p in results.glob("*")} if results.is_dir() else {}
+    env = {**os.environ, "FASTXLT_BENCH_OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, str(script), "--smoke", "--model", str(tiny_encoder)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    if last.startswith("SKIP "):
+        pytest.skip(f"{script.name}: {last[5:]}")
+    assert last.startswith("RESULT "), result.stdout[-2000:]
+    assert all("=" in field for field in last.split()[1:]), last
+    assert list(tmp_path.glob("*.csv")), "the smoke run wrote no CSV row into FASTXLT_BENCH_OUT"
+    after = {p: p.stat().st_mtime_ns for p in results.glob("*")} if results.is_dir() else {}
+    assert after == before, "a smoke run wrote into benchmarks/results/"
