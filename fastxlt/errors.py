@@ -33,3 +33,11 @@ class CorruptDataError(FastXLTError):
 
 class CheckpointError(FastXLTError):
     """A checkpoint is missing, corrupt, or belongs to another model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint file would need arbitrary pickled objects to load; refused, since loading could run code."""
+
+
+class RunLockedError(FastXLTError):
+    """Another live process holds the directory lock (a run directory, an evaluation output, a phase)."""

@@ -1,4 +1,10 @@
-"""Small file helpers: atomic JSON/YAML writes so that a killed run never leaves half a result."""
+"""Small file helpers: atomic JSON/YAML writes so that a killed run never leaves half a result.
+
+Each write goes to a temporary file in the target's directory and is renamed over the target, so a
+reader sees the old file or the new one, never a mix. ``tempfile.mkstemp`` creates its file with mode
+0600 whatever the umask; the helpers widen it to what ``open()`` would have given (0666 minus the
+umask), so results are as readable as the weights written beside them.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,46 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON to a temporary file in the same directory, then rename it over ``path``."""
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but only for an instant)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomic(path: str | Path, write, *, sync: bool) -> Path:
+    """Create ``path`` through a temporary sibling with the mode a plain ``open(path, 'w')`` would give."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as tmp:
-            json.dump(data, tmp, indent=2, sort_keys=True, ensure_ascii=False)
-            tmp.write("\n")
-            tmp.flush()
-            os.fsync(tmp.fileno())
+            write(tmp)
+            if sync:
+                tmp.flush()
+                os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON to a temporary file in the same directory, fsync it, then rename it over ``path``."""
+
+    def write(tmp) -> None:
+        json.dump(data, tmp, indent=2, sort_keys=True, ensure_ascii=False)
+        tmp.write("\n")
+
+    return _write_atomic(path, write, sync=True)
 
 
 def read_json(path: str | Path) -> Any:
@@ -33,14 +63,5 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    """Write text through a temporary sibling and a rename (no fsync: configs and logs, not results)."""
+    return _write_atomic(path, lambda tmp: tmp.write(text), sync=False)

@@ -1,0 +1,133 @@
+"""One writer per directory (fastxlt.utils.locks): refusal naming the holder, blocking waits, a killed
+holder never blocking, the no-flock fallback's stale-pid rule, and the wiring into `fastxlt run` and
+`fastxlt-eval` with real processes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fastxlt.errors import FastXLTError, RunLockedError
+from fastxlt.utils import locks
+from fastxlt.utils.locks import LOCK_FILENAME, DirectoryLock
+
+REPO = Path(__file__).resolve().parents[1]
+
+HOLDER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from fastxlt.utils.locks import DirectoryLock
+    lock = DirectoryLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    lock.release()
+    print("released", flush=True)
+    time.sleep(float(sys.argv[3]))
+    """
+)
+
+
+def start_holder(directory: Path, hold: float, linger: float = 0.0) -> subprocess.Popen:
+    """A separate process that takes the lock, holds it ``hold`` seconds, releases it and lingers."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_SCRIPT, str(directory), str(hold), str(linger)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stdout.readline().strip() == "locked", process.stderr.read()
+    return process
+
+
+def test_second_holder_is_refused_with_the_holders_identity(tmp_path):
+    holder = start_holder(tmp_path / "run", hold=60)
+    try:
+        with pytest.raises(RunLockedError) as refused:
+            DirectoryLock(tmp_path / "run", fix="use another run_dir").acquire()
+        message = str(refused.value)
+        assert "\n" not in message and isinstance(refused.value, FastXLTError)
+        assert message.startswith(f"run directory '{tmp_path / 'run'}' is in use by pid {holder.pid} on host {socket.gethostname()} since ")
+        assert message.endswith("; wait for it to finish or use another run_dir")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_same_process_cannot_take_the_lock_twice_and_release_frees_it(tmp_path):
+    first = DirectoryLock(tmp_path).acquire()
+    with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
+        DirectoryLock(tmp_path).acquire()
+    first.release()
+    first.release()  # idempotent
+    assert (tmp_path / LOCK_FILENAME).read_text() == ""  # a clean release leaves an empty record
+    with DirectoryLock(tmp_path) as again:
+        assert again.held
+        record = json.loads((tmp_path / LOCK_FILENAME).read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+    assert not again.held
+
+
+def test_blocking_acquire_waits_for_the_holder_then_proceeds(tmp_path, capfd):
+    holder = start_holder(tmp_path, hold=1.5, linger=30)
+    try:
+        started = time.monotonic()
+        with DirectoryLock(tmp_path, what="phase", blocking=True, timeout=60, poll_interval=0.05):
+            waited = time.monotonic() - started
+            assert holder.stdout.readline().strip() == "released"  # the holder let go before we got in
+        assert 0.8 < waited < 30
+        assert f"waiting for phase '{tmp_path}', in use by pid {holder.pid}" in capfd.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_blocking_acquire_gives_up_after_its_timeout(tmp_path):
+    holder = start_holder(tmp_path, hold=60)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RunLockedError, match=r"in use by pid \d+ .*\(waited 0.5s\)"):
+            DirectoryLock(tmp_path).acquire(blocking=True, timeout=0.5)
+        assert 0.4 < time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_sigkilled_holder_does_not_block_and_is_reported_stale(tmp_path, capfd):
+    holder = start_holder(tmp_path, hold=60)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with DirectoryLock(tmp_path):
+        pass
+    err = capfd.readouterr().err
+    assert f"pid {holder.pid}" in err and "ended without releasing it" in err
+
+
+def test_without_flock_a_dead_pid_on_this_host_is_stale_and_a_live_one_blocks(tmp_path, monkeypatch, capfd):
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locks.fcntl, "flock", no_flock)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    record = {"pid": dead_pid, "host": socket.gethostname(), "since": "earlier"}
+    (tmp_path / locks.FALLBACK_FILENAME).write_text(json.dumps(record))
+    lock = DirectoryLock(tmp_path).acquire()
+    assert f"pid {dead_pid}" in capfd.readouterr().err
+    assert json.loads((tmp_path / locks.FALLBACK_FILENAME).read_text())["pid"] == os.getpid()
+    with pytest.raises(RunLockedError, match=f"in use by pid {os.getpid()}"):
+        DirectoryLock(tmp_path).acquire()  # a live holder (this process) is not stale
+    lock.release()
+    assert not (tmp_path / locks.FALLBACK_FILENAME).exists()
+    # a holder on another host cannot be checked: never taken over
+    (tmp_path / locks.FALLBACK_FILENAME).write_text(json.dumps({**record, "host": "elsewhere"}))
+    with pytest.raises(RunLockedError, match="on host elsewhere"):
+        DirectoryLock(tmp_path).acquire()
