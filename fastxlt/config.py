@@ -29,6 +29,9 @@ KERNEL_BACKENDS = ("auto", "triton", "torch", "none")
 class OptimizationConfig:
     """Optimiser and loop settings; a phase's own section overrides the experiment-wide one field by field."""
 
+    # adamw: the reference (linear warm-up and decay); adafactor: T5's recipe at a constant lr (1e-3 for mT5; no
+    # relative step, no parameter scaling, no warm-up: warmup_ratio does not apply). See fastxlt/training/optim.py.
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
     lr: float = 1e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -93,7 +96,9 @@ class ModelConfig:
 
     name_or_path: str = "xlm-roberta-large"
     tokenizer: str | None = None  # defaults to name_or_path
-    pooling: Literal["cls", "mean"] = "cls"  # what classification heads read: <s> (the reference) or the token mean
+    # What sequence-level heads read: <s> (cls, XLM-R's reference) or the token mean. Left out, the encoder family's:
+    # cls for XLM-R-like encoders, mean for (m)T5, which has no CLS token (cls is refused there; fastxlt/models/family.py).
+    pooling: Literal["cls", "mean"] | None = None
 
 
 @dataclass
@@ -180,7 +185,13 @@ class ExperimentConfig:
             phase = getattr(phases, name)
             if phase is not None:
                 phase.validate(f"phases.{name}")
-                self.phase_optimization(name).validate(f"phases.{name}.optimization")
+                settings = self.phase_optimization(name)
+                settings.validate(f"phases.{name}.optimization")
+                _require(
+                    settings.optimizer != "adafactor" or not self.deepspeed.offload_optimizer,
+                    "deepspeed.offload_optimizer",
+                    f"optimizer offload runs DeepSpeed's CPU AdamW, but phase {name} uses adafactor; turn offload off or use adamw",
+                )
         if phases.evaluate is not None:
             _require(
                 phases.evaluate.batch_tokens is None or phases.evaluate.batch_tokens >= 1,
@@ -358,10 +369,25 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Expe
     config.source = source
     try:
         config.validate()
+        resolve_model_family(config)
     except ConfigError as error:
         message = str(error)
         raise ConfigError(message if message.startswith(where) else f"{where}{message}") from None
     return config
+
+
+def resolve_model_family(config: ExperimentConfig) -> None:
+    """Apply what the encoder family decides (``fastxlt.models.family``): the default pooling, and refusals of
+    settings that cannot work for it (fp16, ``cls`` pooling and masked LM for mT5), before anything runs."""
+    from fastxlt.models.family import check_masked_lm, check_pooling, check_precision, default_pooling, model_type_of
+
+    model_type = model_type_of(config.model.name_or_path)
+    if config.model.pooling is None:
+        config.model.pooling = default_pooling(model_type)
+    check_pooling(model_type, config.model.pooling)
+    check_precision(model_type, config.deepspeed.precision)
+    if config.phases.mlm is not None:
+        check_masked_lm(model_type)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

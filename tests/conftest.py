@@ -63,3 +63,15 @@ def tiny_run(tmp_path_factory, synthetic_model) -> Path:
     model = TransferModel(load_encoder(encoder_dir), [get_task("synth-para")])
     save_phase_outputs(model, root / "run" / "target" / "baseline" / "model", tokenizer)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_mt5(tmp_path_factory) -> Path:
+    """A random 2-layer, 32-wide mT5 (encoder + decoder, as hub mT5 checkpoints ship) with a T5 tokenizer over the
+    real SentencePiece test model in ../shared/data (1,000 pieces + mT5's 3 specials and 100 sentinels)."""
+    from fastxlt.models.tiny_mt5 import build_tiny_mt5
+
+    spm = SHARED_DATA / "sentencepiece" / "google_sentencepiece_tests" / "test_model.model"
+    if not spm.is_file():
+        pytest.skip("../shared/data/sentencepiece is absent")
+    return build_tiny_mt5(spm, tmp_path_factory.mktemp("tiny-mt5"), seed=0)

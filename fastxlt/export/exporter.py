@@ -125,12 +125,20 @@ def export_onnx(
     """
     precision = precision_name(quantize, fp16)
     model_path = Path(model)
+    _check_family_precision(model, precision)
     if task is not None:
         spec = get_task(task) if isinstance(task, str) else task
         out_dir = Path(out_dir) if out_dir else default_out_dir(model_path, spec.head_key, precision)
         return _export_head(model_path, out_dir, spec, precision, parity_features, data_dir, max_length, optimize, threads, force)
     out_dir = Path(out_dir) if out_dir else default_out_dir(model_path, "embeddings", precision)
     return _export_embeddings(str(model), out_dir, precision, layers, pooling, optimize, threads, force)
+
+
+def _check_family_precision(model: str | Path, precision: str) -> None:
+    """fp16 graphs of a T5-family encoder overflow (as its fp16 training does): refuse them before any work."""
+    from fastxlt.models.family import check_precision, model_type_of
+
+    check_precision(model_type_of(model), precision, field="--fp16")
 
 
 def default_out_dir(model_dir: Path, name: str, precision: str) -> Path:
@@ -224,12 +232,14 @@ def _export_embeddings(
     name_or_path: str, out_dir: Path, precision: str, layers, pooling: str, optimize: bool, threads, force
 ) -> ExportResult:
     from fastxlt.models.encoder import load_encoder, load_tokenizer, resolve_encoder_path
+    from fastxlt.models.family import check_pooling
     from fastxlt.retrieval.embed import POOLINGS, check_layer, default_layer
 
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling '{pooling}'; choose {' or '.join(POOLINGS)}")
     resolved = resolve_encoder_path(name_or_path)
     encoder = load_encoder(resolved)
+    check_pooling(encoder.config.model_type, pooling, field="--pooling")  # mT5 has no CLS token
     num_layers = int(encoder.config.num_hidden_layers)
     layers = sorted({check_layer(layer, num_layers) for layer in (layers or [default_layer(num_layers)])})
     wanted = {
@@ -405,8 +415,10 @@ def quantize_int8(path: Path, out: Path, external: bool, config=None) -> Path:
 
 
 def _ffn_output_matmuls(model, config) -> list[str]:
-    """Names of the MatMuls whose constant weight is (intermediate_size, hidden_size): the FFN down-projections."""
-    intermediate, hidden = getattr(config, "intermediate_size", None), getattr(config, "hidden_size", None)
+    """Names of the MatMuls whose constant weight is (intermediate_size, hidden_size): the FFN down-projections
+    (T5's ``wo``, (d_ff, d_model), gets the same treatment: its input is the gated-GELU output)."""
+    intermediate = getattr(config, "intermediate_size", None) or getattr(config, "d_ff", None)
+    hidden = getattr(config, "hidden_size", None)
     if not intermediate or not hidden:
         return []
     shapes = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}

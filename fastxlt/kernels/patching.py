@@ -19,11 +19,19 @@ What is swapped, and how (transformers 5.x):
 
 Backends are stored as given (``auto`` is resolved per call from the tensors' device), so a
 model patched on the CPU and moved to a GPU afterwards uses Triton there.
+
+**The T5 family (mT5) is not covered**: its attention adds a learned relative position bias and does
+not scale by 1/sqrt(d), and its norms are RMSNorms without bias or mean subtraction, none of which the
+fused kernels implement. ``patch`` recognises no T5 module, so nothing of an mT5 encoder is swapped:
+with ``auto`` (or ``torch``) it runs transformers' own attention and norms and says so once, in one
+log line; ``triton`` is refused with a one-line error, since it asks for kernels that do not exist.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
 from typing import Any
 
@@ -41,7 +49,11 @@ from fastxlt.kernels.dispatch import KernelError, check_backend
 from fastxlt.kernels.layernorm import residual_dropout_layernorm
 from fastxlt.kernels.linear_ce import linear_cross_entropy
 
+log = logging.getLogger(__name__)
+
 ATTENTION_NAME = "fastxlt"
+T5_MODEL_TYPES = ("t5", "mt5", "umt5")  # as fastxlt.models.family (kernels do not import the models package)
+_UNCOVERED_NOTICE_SHOWN: set[str] = set()
 _SELF_ATTENTION = (_xlmr.XLMRobertaSelfAttention, _roberta.RobertaSelfAttention, _bert.BertSelfAttention)
 _MASKED_LM = (_xlmr.XLMRobertaForMaskedLM, _roberta.RobertaForMaskedLM)
 
@@ -231,6 +243,34 @@ def _patch_mlm_loss(model: nn.Module, backend: str) -> int:
     return 1
 
 
+# ------------------------------------------------------------------------------- uncovered models
+
+
+def _uncovered_family(model: nn.Module) -> str | None:
+    """The model_type of a T5-family model in ``model`` (its attention and norms have no fused kernel), else None."""
+    for module in model.modules():
+        model_type = getattr(getattr(module, "config", None), "model_type", None)
+        if isinstance(module, PreTrainedModel) and model_type in T5_MODEL_TYPES:
+            return model_type
+    return None
+
+
+def _refuse_or_notice(model_type: str, backends: list[str | None]) -> None:
+    """``triton`` for a model the kernels do not cover is an error; ``auto``/``torch`` fall back, said once."""
+    if "triton" in backends:
+        raise KernelError(
+            f"kernels: triton has no kernels for {model_type} (relative-position-bias attention without scaling, "
+            "RMSNorm); set kernels: auto to run transformers' own attention and norms"
+        )
+    if model_type in _UNCOVERED_NOTICE_SHOWN or os.environ.get("RANK", "0") != "0":
+        return
+    _UNCOVERED_NOTICE_SHOWN.add(model_type)
+    log.warning(
+        "kernels: %s attention (relative position bias, no scaling) and RMSNorm have no fused kernel; "
+        "the encoder runs transformers' own attention and norms (torch path)", model_type,
+    )
+
+
 # ---------------------------------------------------------------------------------------- public
 
 
@@ -261,6 +301,9 @@ def patch(
         "loss": _kernel_backend(loss, default),
         "layernorm": _kernel_backend(layernorm, default),
     }
+    uncovered = _uncovered_family(model)
+    if uncovered is not None:
+        _refuse_or_notice(uncovered, [choices["attention"], choices["layernorm"]])
     report: dict[str, Any] = dict(choices)
     if choices["attention"]:
         report["attention_modules"] = _patch_attention(model, choices["attention"])

@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from fastxlt.errors import CheckpointError
+from fastxlt.models.family import dropout_overrides, encoder_class
 
 ENCODER_DIRNAME = "encoder"
 
@@ -47,11 +48,16 @@ def load_encoder(name_or_path: str | Path, *, dtype: torch.dtype | None = None, 
     """``AutoModel.from_pretrained`` with a clear error for missing or corrupt checkpoints.
 
     ``config_overrides`` (e.g. ``hidden_dropout_prob=0.0``) are applied to the model config. The encoder is
-    loaded in float32 unless ``dtype`` says otherwise: reduced precision is the engine's business.
+    loaded in float32 unless ``dtype`` says otherwise: reduced precision is the engine's business. A T5-family
+    checkpoint (``google/mt5-base``: encoder and decoder) loads its encoder alone (``MT5EncoderModel``,
+    ``fastxlt.models.family``); the dropout overrides are mapped to T5's single ``dropout_rate``.
     """
     resolved = resolve_encoder_path(name_or_path)
     try:
-        model = AutoModel.from_pretrained(resolved, dtype=dtype or torch.float32, **config_overrides)
+        model_type = AutoConfig.from_pretrained(resolved).model_type
+        loader = encoder_class(model_type) or AutoModel
+        overrides = dropout_overrides(model_type, config_overrides)
+        model = loader.from_pretrained(resolved, dtype=dtype or torch.float32, **overrides)
     except SafetensorError as error:  # a truncated or damaged model.safetensors (e.g. an interrupted copy)
         raise CheckpointError(
             f"cannot load encoder from '{resolved}': its safetensors weights are damaged ({_first_line(error)}); "

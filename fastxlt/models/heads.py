@@ -21,7 +21,8 @@ class ClassificationHead(nn.Module):
 
     ``pooling="cls"`` reads the first token (``<s>``), the reference implementation's choice;
     ``"mean"`` averages the non-padding tokens, which helps encoders whose first token was never
-    trained as a summary (the embedded default's tiny MLM-only model, multilingual-e5).
+    trained as a summary (the embedded default's tiny MLM-only model, multilingual-e5) and is the
+    only choice for the mT5 encoder, which has no CLS token (``fastxlt.models.family``).
     """
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float, pooling: str = "cls") -> None:

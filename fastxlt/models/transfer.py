@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from fastxlt.errors import CheckpointError
 from fastxlt.models.encoder import ENCODER_DIRNAME, encoder_signature, load_encoder
+from fastxlt.models.family import check_pooling, default_pooling
 from fastxlt.models.heads import make_head
 from fastxlt.tasks.base import TaskSpec
 
@@ -25,8 +26,12 @@ HEADS_FILENAME = "heads.pt"
 class TransferModel(nn.Module):
     """An encoder plus task heads; ``forward(head=..., ...)`` runs the encoder and the named head."""
 
-    def __init__(self, encoder: nn.Module, tasks: list[TaskSpec], pooling: str = "cls") -> None:
+    def __init__(self, encoder: nn.Module, tasks: list[TaskSpec], pooling: str | None = None) -> None:
+        """``pooling`` None: the encoder family's (``cls`` for XLM-R, ``mean`` for T5, which has no CLS token)."""
         super().__init__()
+        model_type = getattr(encoder.config, "model_type", None)
+        pooling = pooling or default_pooling(model_type)
+        check_pooling(model_type, pooling)
         self.encoder = encoder
         self.pooling = pooling
         self.heads = nn.ModuleDict()
@@ -105,7 +110,7 @@ def load_transfer_model(phase_dir: Path, tasks: list[TaskSpec]) -> TransferModel
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise CheckpointError(f"'{heads_path}' is corrupt ({type(error).__name__}); re-run the phase that wrote it") from error
     encoder = load_encoder(phase_dir / ENCODER_DIRNAME)
-    model = TransferModel(encoder, tasks, pooling=saved.get("pooling", "cls"))
+    model = TransferModel(encoder, tasks, pooling=saved.get("pooling"))  # None: the family's
     if saved.get("encoder") != encoder_signature(encoder):
         raise CheckpointError(
             f"'{heads_path}' was trained on encoder {saved.get('encoder')}, not {encoder_signature(encoder)}; use the matching model"

@@ -108,6 +108,9 @@ class TorchSentenceEncoder:
     ) -> None:
         if pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling '{pooling}'; choose {' or '.join(POOLINGS)}")
+        from fastxlt.models.family import check_pooling
+
+        check_pooling(getattr(model.config, "model_type", None), pooling, field="--pooling")  # mT5 has no CLS token
         if batch_tokens is not None and batch_tokens < 1:
             raise ConfigError(f"batch_tokens must be positive, got {batch_tokens}")
         self.device = torch.device(device) if device is not None else default_device()

@@ -36,7 +36,7 @@ from fastxlt.tasks.features import Feature, ops_for
 from fastxlt.training import distributed
 from fastxlt.training.checkpoint import CheckpointManager, consolidated_state_dict
 from fastxlt.training.deepspeed_config import build_deepspeed_config
-from fastxlt.training.optim import linear_schedule, make_optimizer
+from fastxlt.training.optim import lr_schedule, make_optimizer
 from fastxlt.training.samplers import MultiTaskSchedule, mixing_rates
 from fastxlt.utils.io import read_json, write_json_atomic
 
@@ -102,7 +102,7 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
-        lr_scheduler=linear_schedule(total_steps, settings.warmup_ratio),
+        lr_scheduler=lr_schedule(total_steps, settings),
         config=build_deepspeed_config(plan.deepspeed, settings),
     )
     checkpoints = CheckpointManager(phase_dir / "checkpoints", keep=settings.keep_checkpoints)
