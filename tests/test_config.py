@@ -110,5 +110,10 @@ def test_shipped_configs_are_valid():
     root = Path(__file__).resolve().parents[1]
     paths = [default_config_path(), *sorted((root / "configs").rglob("*.yaml"))]
     assert len(paths) >= 2
+    from fastxlt.experiments.grid import has_grid_section, load_grid
+
     for path in paths:
-        load_config(path)
+        if has_grid_section(path):
+            assert load_grid(path).cells  # every cell is a valid experiment config
+        else:
+            load_config(path)

@@ -27,7 +27,7 @@ BASE = {
     "seed": 5,
     "kernels": "none",
     "optimization": {"lr": 5.0e-4, "batch_size": 16, "grad_accum": 1, "max_length": 32, "max_steps": 4,
-                     "eval_batch_tokens": 4096},
+                     "eval_batch_tokens": 4096, "checkpoint_every": 1},
     "phases": {
         "intermediate": {"tasks": ["synth-nli"], "train_examples": 64, "snapshots": [2]},
         "target": {"tasks": ["synth-para"]},
@@ -210,7 +210,7 @@ def test_killed_grid_resumes_to_the_same_results(reference_grid, tmp_path, synth
     root, _, _ = reference_grid
     path = write_grid(tmp_path / "grid.yaml", synthetic_model, tmp_path / "run", tmp_path / "store")
     killed = cli("run", "--config", str(path), env_extra={"FASTXLT_DEBUG_KILL_AT_STEP": "3"}, check=False)
-    assert killed.returncode != 0  # SIGKILLed inside the first phase
+    assert killed.returncode == -9  # SIGKILLed at step 3 of the first cell's target phase
     states = cli("status", str(tmp_path / "run")).stdout
     assert "done        0 / 8" in states
     cli("run", "--config", str(path))
