@@ -101,6 +101,62 @@ class ModelConfig:
     pooling: Literal["cls", "mean"] | None = None
 
 
+ADVERSARIAL_METHODS = ("freelb", "pgd", "smart", "r3f")
+
+# Method-specific defaults, each from the method's published code (see fastxlt/training/adversarial.py):
+# FreeLB and vanilla PGD from zhuchen03/FreeLB fairseq-RoBERTa/launch/{FreeLB,VanillaPGD}/*mnli-fp32-clip.sh (the
+# RoBERTa-large MNLI runs), SMART from namisan/mt-dnn train.py (--adv_*), R3F from fairseq's
+# sentence_prediction_r3f criterion and the paper's uniform noise.
+ADVERSARIAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "freelb": {"steps": 2, "step_size": 0.1, "init_magnitude": 0.1, "max_norm": 0.3, "norm": "l2"},
+    "pgd": {"steps": 2, "step_size": 0.1, "init_magnitude": 0.2, "max_norm": 0.2, "norm": "l2"},
+    "smart": {"steps": 1, "step_size": 1e-5, "noise": 1e-5, "max_norm": 1.0, "norm": "linf", "weight": 1.0},
+    "r3f": {"noise": 1e-5, "noise_type": "uniform", "weight": 1.0},
+}
+
+
+@dataclass
+class AdversarialConfig:
+    """Adversarial training on the input embeddings of one phase (``adversarial: {method: freelb}``).
+
+    Unset fields take the method's published defaults (``ADVERSARIAL_DEFAULTS``), so a phase's identity is the
+    same whether a default is written out or not; a field the method does not use is refused.
+    """
+
+    method: Literal["freelb", "pgd", "smart", "r3f"] | None = None
+    steps: int | None = None  # ascent steps (freelb, pgd, smart)
+    step_size: float | None = None  # ascent step on the normalised gradient
+    init_magnitude: float | None = None  # random start (freelb, pgd); 0 = start from zero
+    max_norm: float | None = None  # radius of the ball (per example; smart: per token, inf-norm); 0 = unbounded
+    norm: Literal["l2", "linf"] | None = None  # the ball's norm (smart: linf only)
+    noise: float | None = None  # smart: std of the normal start; r3f: scale of the noise
+    noise_type: Literal["uniform", "normal"] | None = None  # r3f
+    weight: float | None = None  # weight of the smoothness regulariser (smart, r3f)
+
+    def __post_init__(self) -> None:
+        for name, value in ADVERSARIAL_DEFAULTS.get(self.method or "", {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def validate(self, path: str) -> None:
+        _require(self.method is not None, f"{path}.method", f"name the method: {', '.join(ADVERSARIAL_METHODS)}")
+        used = ADVERSARIAL_DEFAULTS[self.method]
+        for spec in dataclasses.fields(self):
+            if spec.name != "method" and spec.name not in used and getattr(self, spec.name) is not None:
+                _require(False, f"{path}.{spec.name}", f"not used by {self.method}; its fields: {', '.join(used)}")
+        if "steps" in used:
+            _require(self.steps >= 1, f"{path}.steps", f"must be >= 1, got {self.steps}")
+            _require(self.step_size > 0, f"{path}.step_size", f"must be > 0, got {self.step_size}")
+            _require(self.max_norm >= 0, f"{path}.max_norm", f"must be >= 0 (0 = unbounded), got {self.max_norm}")
+        if "init_magnitude" in used:
+            _require(self.init_magnitude >= 0, f"{path}.init_magnitude", f"must be >= 0, got {self.init_magnitude}")
+        if "noise" in used:
+            _require(self.noise > 0, f"{path}.noise", f"must be > 0, got {self.noise}")
+            _require(self.weight >= 0, f"{path}.weight", f"must be >= 0, got {self.weight}")
+        if self.method == "smart":
+            _require(self.norm == "linf", f"{path}.norm", "smart projects in the inf-norm only (as its published code)")
+
+
 @dataclass
 class PhaseConfig:
     """One training phase: its tasks, how they are mixed, and optimisation overrides."""
@@ -114,9 +170,12 @@ class PhaseConfig:
     train_split: str = "train"  # e.g. "validation" to train on a dev set when no training data is at hand
     dev_holdout: int | None = None  # hold out N random (fixed) training examples as the English dev set (instead of dev_split)
     optimization: dict[str, Any] = field(default_factory=dict)
+    adversarial: AdversarialConfig | None = None  # adversarial training on the input embeddings (null: standard)
 
     def validate(self, path: str, *, min_tasks: int = 1) -> None:
         _require(len(self.tasks) >= min_tasks, f"{path}.tasks", f"needs at least {min_tasks} task")
+        if self.adversarial is not None:
+            self.adversarial.validate(f"{path}.adversarial")
         _require(
             self.sampling_cap is None or self.sampling_cap >= 1, f"{path}.sampling_cap", "must be >= 1 or null"
         )

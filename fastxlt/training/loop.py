@@ -34,6 +34,7 @@ from fastxlt.tasks import metrics
 from fastxlt.tasks.base import Family, TaskSpec
 from fastxlt.tasks.features import Feature, ops_for
 from fastxlt.training import distributed
+from fastxlt.training.adversarial import adversarial_step
 from fastxlt.training.checkpoint import CheckpointManager, consolidated_state_dict
 from fastxlt.training.deepspeed_config import build_deepspeed_config
 from fastxlt.training.optim import lr_schedule, make_optimizer
@@ -221,9 +222,13 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
         generator = torch.Generator().manual_seed(_mix(plan.seed, global_index, 1))
         batch = ops.collate([data.train[i] for i in rows], tokenizer, generator)
         batch = {k: v.to(engine.device) for k, v in batch.items()}
-        torch.manual_seed(_mix(plan.seed, global_index, 2))  # dropout depends on (seed, batch) only
-        loss, _ = engine(head=engine.module.head_for(data.spec.name), **batch)
-        engine.backward(loss)
+        if plan.phase.adversarial is None:
+            torch.manual_seed(_mix(plan.seed, global_index, 2))  # dropout depends on (seed, batch) only
+            loss, _ = engine(head=engine.module.head_for(data.spec.name), **batch)
+            engine.backward(loss)
+        else:  # its own forward/backward passes; dropout and noise still depend on (seed, batch) only
+            loss = adversarial_step(engine, engine.module.head_for(data.spec.name), batch, plan.phase.adversarial,
+                                    _mix(plan.seed, global_index, 2), _mix(plan.seed, global_index, 3))
         engine.step()
         state["micro_step"] = micro_step + 1
         examples_seen += len(rows)
