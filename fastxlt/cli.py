@@ -17,7 +17,7 @@ from fastxlt.errors import ConfigError, CorruptDataError, FastXLTError
 from fastxlt.retrieval.options import RETRIEVAL_MAX_LENGTH
 
 DEFAULT_CONFIG = "default.yaml"
-EVAL_MAX_LENGTH = 256  # fastxlt-eval's task inputs; retrieval has its own (fastxlt.retrieval.options)
+EVAL_MAX_LENGTH = 256  # = model_eval.DEFAULT_MAX_LENGTH (a test checks); retrieval: fastxlt.retrieval.options
 CLI_OUTPUT_DIRNAME = "eval-cli"  # = fastxlt.evaluation.model_eval.CLI_OUTPUT_DIRNAME (a test checks)
 
 
@@ -127,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise FastXLTError("fastxlt-eval needs --model RUN_OR_DIR and --task NAME (or --retrieval tatoeba|bucc --model M)")
     results = evaluate_model(
         args.model, args.task.split(","), languages=args.languages, split=args.split, data_dir=args.data,
-        output=args.output, batch_tokens=args.batch_tokens, max_length=args.max_length or EVAL_MAX_LENGTH,
+        output=args.output, batch_tokens=args.batch_tokens, max_length=args.max_length,
         backend=args.backend, quantize=args.quantize, precision=args.precision,
         allow_constant_labels=args.allow_constant_labels,
         perturbations=args.perturb, perturbation_seed=args.perturb_seed, muse_dir=args.muse,
@@ -195,8 +195,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-tokens", type=int,
                         help="token budget of a padded batch (default: 2048 on a CPU, 16384 on a GPU)")
     parser.add_argument("--max-length", type=int,
-                        help=f"tokens per input (default: {EVAL_MAX_LENGTH}; retrieval: {RETRIEVAL_MAX_LENGTH}, "
-                             "capped by the model's positions)")
+                        help=f"tokens per input (default: {EVAL_MAX_LENGTH}, retrieval: {RETRIEVAL_MAX_LENGTH}; "
+                             "either capped by the model's positions)")
     parser.add_argument("--allow-constant-labels", action="store_true",
                         help="score a file whose gold labels are all one value (refused by default: the sign of "
                              "withheld test labels)")

@@ -160,8 +160,20 @@ def test_help_states_the_real_default_output_directory(tiny_run, tmp_path, capsy
     assert f"<model>/{USED}" in "".join(capsys.readouterr().out.split())  # argparse may wrap at the hyphen
     assert CLI_OUTPUT_DIRNAME == USED
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    assert eval_main(["--model", str(run), "--task", "synth-para", "--languages", "en", "--max-length", "64"]) == 0
+    assert eval_main(["--model", str(run), "--task", "synth-para", "--languages", "en"]) == 0
     assert (run / USED / "results.json").is_file()
+
+
+def test_default_max_length_is_capped_by_the_models_positions(tiny_run, tmp_path):
+    """Without --max-length: 256, or the model's limit when smaller (the tiny model: 128); an explicit value
+    beyond the limit is refused (tests/test_preflight.py)."""
+    from fastxlt.cli import EVAL_MAX_LENGTH
+    from fastxlt.evaluation.model_eval import DEFAULT_MAX_LENGTH
+
+    assert EVAL_MAX_LENGTH == DEFAULT_MAX_LENGTH == 256
+    assert eval_main(["--model", str(tiny_run), "--task", "synth-para", "--languages", "en", "--output", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "eval" / "baseline" / "synth-para" / "en.json").read_text(encoding="utf-8"))
+    assert saved["cache_key"]["max_length"] == 128
 
 
 # ------------------------------------------------------------------------------------------ retrieval

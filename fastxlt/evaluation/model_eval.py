@@ -19,6 +19,7 @@ from fastxlt.utils.io import write_json_atomic
 
 BACKENDS = ("torch", "onnx")
 CLI_OUTPUT_DIRNAME = "eval-cli"  # fastxlt-eval writes to <model>/eval-cli unless --output says otherwise
+DEFAULT_MAX_LENGTH = 256  # fastxlt-eval without --max-length: this, or less where a model's positions end
 
 
 def evaluate_models(
@@ -29,7 +30,7 @@ def evaluate_models(
     split: str,
     out_root: Path,
     data_dirs: Mapping[str, str | None],
-    max_length: int,
+    max_length: int | None,
     batch_tokens: int | None = None,
     name: str = "evaluation",
     backend: str = "torch",
@@ -50,11 +51,12 @@ def evaluate_models(
     with int8 dynamic quantisation. ``precision`` ('fp32', 'bf16' or 'auto', see
     ``fastxlt.evaluation.precision``) is the torch backend's; ``batch_tokens=None`` takes the device's
     default token budget. ``allow_constant_labels`` scores files whose gold is one value throughout
-    (refused otherwise: ``fastxlt.tasks.sanity``).
+    (refused otherwise: ``fastxlt.tasks.sanity``). ``max_length=None`` takes ``DEFAULT_MAX_LENGTH``, or
+    the models' position limit when that is smaller; a given ``max_length`` beyond it is refused.
     """
     precision = _check_backend(backend, quantize, precision)
     specs = [get_task(task) for task in task_names]
-    _preflight(models, specs, languages, split, data_dirs, max_length)
+    max_length = _preflight(models, specs, languages, split, data_dirs, max_length)
     perturbation_list = _check_perturbations(perturbations, specs, backend)
     results: dict[str, Any] = {"name": name, "arms": {}}
     for arm, model_dir in models.items():
@@ -79,7 +81,7 @@ def evaluate_models(
 
 def evaluate_model(
     model: str, task_names: list[str], *, languages: str, split: str, data_dir: str | None, output: str | None,
-    batch_tokens: int | None, max_length: int, backend: str = "torch", quantize: str | None = None,
+    batch_tokens: int | None, max_length: int | None, backend: str = "torch", quantize: str | None = None,
     precision: str = "fp32", allow_constant_labels: bool = False, perturbations: str | None = None,
     perturbation_seed: int = 0, muse_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -110,10 +112,11 @@ def _check_perturbations(perturbations: str | list[str] | None, specs, backend: 
 
 
 def _preflight(
-    models: Mapping[str, Path], specs, languages, split: str, data_dirs: Mapping[str, str | None], max_length: int
-) -> None:
+    models: Mapping[str, Path], specs, languages, split: str, data_dirs: Mapping[str, str | None],
+    max_length: int | None,
+) -> int:
     """Fail on an unknown language or split, a missing data file or a max_length beyond a model's positions
-    before any model is loaded."""
+    before any model is loaded; returns the max_length to use."""
     from fastxlt.experiments.preflight import check_data_files, check_max_length, model_position_limit
 
     for spec in specs:
@@ -121,10 +124,13 @@ def _preflight(
         for language in spec.resolve_languages(languages):
             check_data_files(spec, split, language, data_dirs.get(spec.name), f"task '{spec.name}'",
                              dir_field=f"data directory of task '{spec.name}'")
-    for model_dir in models.values():
-        limit = model_position_limit(Path(model_dir) / "encoder", field="model")
-        if limit is not None:
-            check_max_length(max_length, limit, "max_length", str(model_dir))
+    limits = {str(d): model_position_limit(Path(d) / "encoder", field="model") for d in models.values()}
+    limits = {model_dir: limit for model_dir, limit in limits.items() if limit is not None}
+    if max_length is None:
+        return min([DEFAULT_MAX_LENGTH, *limits.values()])
+    for model_dir, limit in limits.items():
+        check_max_length(max_length, limit, "max_length", model_dir)
+    return max_length
 
 
 def find_models(path: Path) -> dict[str, Path]:
