@@ -42,11 +42,55 @@ def cmd_run(args: argparse.Namespace, *, evaluate: bool = True) -> int:
     from fastxlt.evaluation.report import print_results
     from fastxlt.experiments.pipeline import run_experiment
 
+    from fastxlt.experiments.grid import has_grid_section
+
+    if has_grid_section(args.config or default_config_path()):
+        return _run_grid(args, evaluate=evaluate)
+    if getattr(args, "shard", None):
+        raise FastXLTError("--shard splits the cells of a grid; this config has no grid section")
     config = _load(args)
     results = run_experiment(config, evaluate=evaluate)
     if results:
         print_results(results, Console())
         Console().print(f"results: {Path(config.run_dir) / 'results.json'}")
+    return 0
+
+
+def _run_grid(args: argparse.Namespace, *, evaluate: bool) -> int:
+    """A grid file: this shard's cells, then the table and the report of everything done so far."""
+    from rich.console import Console
+
+    from fastxlt.experiments.grid import load_grid
+    from fastxlt.experiments.grid_runner import grid_status, run_grid
+    from fastxlt.experiments.grid_table import print_grid
+
+    overrides = list(args.set or []) + ([f"run_dir={args.run_dir}"] if getattr(args, "run_dir", None) else [])
+    spec = load_grid(args.config or default_config_path(), overrides)
+    console = Console()
+    outcome = run_grid(spec, shard=getattr(args, "shard", None), evaluate=evaluate)
+    if outcome["skipped"]:
+        console.print(f"{len(outcome['skipped'])} cell(s) are running in another process; re-run to pick them up")
+    if not evaluate:
+        return 0
+    states = grid_status(spec.run_dir)
+    print_grid(spec.run_dir, console)
+    if states["pending"] or states["running"]:
+        console.print(f"{len(states['done'])} of {len(spec.cells)} cells done; the table shows those")
+    _print_report_files(Path(spec.run_dir), console)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Done / running / pending cells of a grid run directory."""
+    from fastxlt.experiments.grid_runner import grid_status
+
+    states = grid_status(args.run_dir)
+    total = sum(len(cells) for cells in states.values())
+    for state in ("done", "running", "pending"):
+        print(f"{state:8s} {len(states[state]):4d} / {total}")
+        if args.verbose:
+            for cell_id in states[state]:
+                print(f"    {cell_id}")
     return 0
 
 
@@ -61,6 +105,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fastxlt.evaluation.report import print_results
     from fastxlt.utils.io import read_json
 
+    if (Path(args.run_dir) / "grid.json").is_file():  # a grid: its table, then the report files
+        from fastxlt.experiments.grid_table import print_grid
+
+        print_grid(Path(args.run_dir), Console())
+        _print_report_files(Path(args.run_dir), Console())
+        return 0
     path = Path(args.run_dir) / "results.json"
     if not path.is_file():
         raise DataNotFoundError(f"'{path}' not found; run the experiment (fastxlt run --config ...) first")
@@ -221,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run every phase of an experiment (default: the embedded synthetic one)")
     _add_config_arguments(run)
+    run.add_argument("--shard", metavar="I/N", help="grids: run every N-th cell starting at the I-th (cluster array jobs)")
     run.set_defaults(handler=cmd_run)
     train = commands.add_parser("train", help="run the training phases in this process (one DeepSpeed rank)")
     _add_config_arguments(train)
@@ -241,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--layers", help="embeddings: hidden layers, comma-separated (default: the retrieval layer)")
     export.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="embeddings: token pooling")
     export.set_defaults(handler=cmd_export)
+    status = commands.add_parser("status", help="done / running / pending cells of a grid run directory")
+    status.add_argument("run_dir")
+    status.add_argument("--verbose", "-v", action="store_true", help="list the cell ids")
+    status.set_defaults(handler=cmd_status)
     report = commands.add_parser("report", help="print the tables of a finished run directory")
     report.add_argument("run_dir")
     report.set_defaults(handler=cmd_report)

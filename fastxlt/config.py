@@ -165,7 +165,15 @@ class PhaseConfig:
     sampler: Literal["proportional", "temperature", "uniform"] = "proportional"
     sampling_cap: int | None = 131072  # examples-proportional mixing caps each task's size at this many examples
     temperature: float = 2.0
-    train_examples: int | None = None  # use only the first N training examples of each task (target-data size studies)
+    # Target-data size studies: N training examples of each task (or a fraction of them), drawn as the first N of
+    # one permutation seeded by subset_seed, so a smaller set is always a subset of a larger one. With several
+    # train_languages, N is the total over languages, split equally (parallel files: different items per language).
+    train_examples: int | None = None
+    train_fraction: float | None = None
+    subset_seed: int = 0
+    # Save the encoder at these optimizer steps (ints) or fractions of the planned steps (floats in (0, 1]);
+    # each snapshot is a starting point for later phases (intermediate-training duration studies).
+    snapshots: list[int | float] = field(default_factory=list)
     train_languages: list[str] | None = None  # default: English (the task's train_language); masked LM: every language
     train_split: str = "train"  # e.g. "validation" to train on a dev set when no training data is at hand
     dev_holdout: int | None = None  # hold out N random (fixed) training examples as the English dev set (instead of dev_split)
@@ -184,6 +192,17 @@ class PhaseConfig:
             self.train_examples is None or self.train_examples >= 1, f"{path}.train_examples", "must be >= 1 or null"
         )
         _require(self.dev_holdout is None or self.dev_holdout >= 1, f"{path}.dev_holdout", "must be >= 1 or null")
+        _require(
+            self.train_fraction is None or 0 < self.train_fraction <= 1,
+            f"{path}.train_fraction", f"must be in (0, 1] or null, got {self.train_fraction}",
+        )
+        _require(
+            self.train_fraction is None or self.train_examples is None,
+            f"{path}.train_fraction", "set train_examples or train_fraction, not both",
+        )
+        for index, point in enumerate(self.snapshots):
+            valid = (isinstance(point, int) and point >= 1) or (isinstance(point, float) and 0 < point <= 1)
+            _require(valid, f"{path}.snapshots[{index}]", f"must be a step >= 1 or a fraction in (0, 1], got {point!r}")
 
 
 @dataclass

@@ -38,6 +38,7 @@ from fastxlt.experiments.grid import (
     GridSpec,
     select_shard,
 )
+from fastxlt.experiments.preflight import check_experiment
 from fastxlt.experiments.store import PhaseStore, key_of, model_identity, phase_identity
 from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
@@ -80,6 +81,8 @@ def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True)
     store = PhaseStore(spec.store)
     snapshot_requests = _snapshot_requests(spec)
     cells = select_shard(spec.cells, shard)
+    for cell in cells:  # every check that needs files or the model's config, before any cell trains
+        check_experiment(cell.config)
     done, skipped = [], []
     for cell in tqdm(cells, desc=f"grid {spec.name}", unit="cell", disable=len(cells) < 2):
         cell_dir = spec.run_dir / "cells" / cell.cell_id
@@ -225,13 +228,9 @@ def run_cell(
 
 
 def _evaluate_cell(config: ExperimentConfig, arm: str, model_dir: Path, cell_dir: Path) -> dict[str, Any]:
-    evaluate = config.phases.evaluate
-    return evaluate_models(
-        {arm: model_dir}, config.evaluation_tasks(), languages=evaluate.languages, split=evaluate.split,
-        out_root=cell_dir, data_dirs=config.data, max_length=config.phase_optimization("target").max_length,
-        batch_tokens=evaluate.batch_tokens, name=config.name, backend=evaluate.backend, quantize=evaluate.quantize,
-        precision=evaluate.precision,
-    )
+    from fastxlt.experiments.pipeline import evaluation_settings
+
+    return evaluate_models({arm: model_dir}, config.evaluation_tasks(), out_root=cell_dir, **evaluation_settings(config))
 
 
 # ---------------------------------------------------------------------------------------------- phases

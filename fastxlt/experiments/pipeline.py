@@ -17,6 +17,7 @@ Run-directory layout (everything a report needs is in here):
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
 from fastxlt.training.loop import PhasePlan, phase_model_dir, run_phase
 from fastxlt.utils.io import write_text_atomic
+from fastxlt.utils.locks import DirectoryLock
 
 BASELINE_ARM = "baseline"
 SYNTHETIC_MODEL = "synthetic"
@@ -59,6 +61,14 @@ def run_experiment(config: ExperimentConfig, *, evaluate: bool = True) -> dict[s
     check_experiment(config)  # every check that needs files or the model config, before any training
     run_dir = Path(config.run_dir)
     distributed.prepare_environment()
+    # One writer per run directory: rank 0 holds the lock for the whole run (the other ranks of its launch
+    # are part of the same run); a second `fastxlt run` on this directory is refused with one line.
+    with DirectoryLock(run_dir, fix="use another run_dir") if distributed.is_main() else nullcontext():
+        return _run_locked(config, run_dir, evaluate=evaluate)
+
+
+def _run_locked(config: ExperimentConfig, run_dir: Path, *, evaluate: bool) -> dict[str, Any]:
+    """``run_experiment``'s body, run while this process holds the run directory's lock."""
     if distributed.is_main():
         _write_or_check_config(config, run_dir)
     base_encoder, tokenizer_path = _pretrained(config, run_dir)
@@ -89,12 +99,17 @@ def run_experiment(config: ExperimentConfig, *, evaluate: bool = True) -> dict[s
 
 def evaluate_arms(config: ExperimentConfig, final_models: dict[str, Path], run_dir: Path) -> dict[str, Any]:
     """Zero-shot evaluation of every arm's final model on every evaluation task and language."""
+    return evaluate_models(final_models, config.evaluation_tasks(), out_root=run_dir, **evaluation_settings(config))
+
+
+def evaluation_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """The ``evaluate_models`` settings a config's evaluate section asks for (shared with grid cells)."""
     evaluate = config.phases.evaluate
     max_length = config.phase_optimization("target").max_length if config.phases.target else config.optimization.max_length
-    return evaluate_models(
-        final_models, config.evaluation_tasks(), languages=evaluate.languages, split=evaluate.split,
-        out_root=run_dir, data_dirs=config.data, max_length=max_length, batch_tokens=evaluate.batch_tokens,
-        name=config.name, backend=evaluate.backend, quantize=evaluate.quantize, precision=evaluate.precision,
+    return dict(
+        languages=evaluate.languages, split=evaluate.split, data_dirs=config.data, max_length=max_length,
+        batch_tokens=evaluate.batch_tokens, name=config.name, backend=evaluate.backend, quantize=evaluate.quantize,
+        precision=evaluate.precision, allow_constant_labels=evaluate.allow_constant_labels,
         perturbations=evaluate.perturbations, perturbation_seed=config.seed, muse_dir=evaluate.muse_dir,
     )
 

@@ -17,6 +17,7 @@ from typing import Any
 from fastxlt.config import ExperimentConfig
 from fastxlt.errors import CheckpointError, ConfigError, FastXLTError
 from fastxlt.tasks.base import Family, TaskSpec, get_task
+from fastxlt.training.loop import reads_dev_split, train_splits
 
 SYNTHETIC_MODEL = "synthetic"  # built inside the run, so there is no config to read beforehand
 TRAINING_PHASES = ("mlm", "intermediate", "target")
@@ -61,24 +62,19 @@ def _check_phase_data(config: ExperimentConfig, phase_name: str) -> None:
     for index, name in enumerate(phase.tasks):
         spec = get_task(name)
         field = f"phases.{phase_name}.tasks[{index}] ({name})"
-        _checked(field, spec.check_split, phase.train_split)
+        splits = train_splits(phase)
+        for split in splits:
+            _checked(field, spec.check_split, split)
         if phase.train_languages:
             languages = _checked(f"phases.{phase_name}.train_languages", spec.resolve_languages, phase.train_languages)
         else:
             languages = list(spec.languages) if spec.family is Family.MASKED_LM else [spec.train_language]
         data_dir = config.data.get(name)
         for language in languages:
-            check_data_files(spec, phase.train_split, language, data_dir, field)
-        if _reads_dev_split(spec, phase):
+            for split in splits:
+                check_data_files(spec, split, language, data_dir, field)
+        if reads_dev_split(spec, phase):
             check_data_files(spec, spec.dev_split, spec.train_language, data_dir, field)
-
-
-def _reads_dev_split(spec: TaskSpec, phase: Any) -> bool:
-    """Mirrors the training loop: a dev split is read unless held out of training data or absent."""
-    return (
-        not phase.dev_holdout and spec.family is not Family.MASKED_LM
-        and spec.dev_split in spec.splits and spec.dev_split != phase.train_split
-    )  # fmt: skip
 
 
 def _check_evaluation(config: ExperimentConfig) -> None:
