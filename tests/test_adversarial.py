@@ -357,3 +357,36 @@ def test_zero2_freelb_on_two_ranks_resumes_after_a_kill(tmp_path, synthetic_mode
     summary = read_json(phase_dir / "phase.json")
     assert summary["world_size"] == 2 and summary["optimizer_steps"] == 4
     assert_same_weights(final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed"))
+
+
+# ------------------------------------------------------------------ the mT5 encoder family
+
+
+def test_freelb_on_the_mt5_encoder_equals_an_inputs_embeds_reference(tiny_mt5):
+    """No XLM-R internals: on mT5 the hook's FreeLB equals FreeLB written with inputs_embeds on the shared embedding."""
+    torch.manual_seed(0)
+    encoder = load_encoder(tiny_mt5, dropout_rate=0.1)
+    model = TransferModel(encoder, [get_task("synth-para")], pooling="mean").train()
+    ids = torch.randint(5, 900, (3, 10), generator=torch.Generator().manual_seed(1))
+    mask = (torch.arange(10) < torch.tensor([10, 7, 4])[:, None]).long()
+    batch = {"input_ids": ids * mask + encoder.config.pad_token_id * (1 - mask), "attention_mask": mask,
+             "labels": torch.tensor([0, 1, 0])}
+    settings = AdversarialConfig(method="freelb")
+    adversarial.adversarial_step(PlainEngine(model), "synth-para", batch, settings, DROPOUT_SEED, NOISE_SEED)
+    ours = gradients(model)
+    model.zero_grad(set_to_none=True)
+
+    def forward(delta):
+        torch.manual_seed(DROPOUT_SEED)
+        embeds = encoder.get_input_embeddings()(batch["input_ids"]) + delta
+        hidden = encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        return model.heads["synth-para"](hidden, mask, batch["labels"])[0]
+
+    delta = ref_start(batch, encoder.config.d_model, settings, torch.Generator().manual_seed(NOISE_SEED))
+    for t in range(settings.steps + 1):
+        delta.requires_grad_()
+        (forward(delta) / (settings.steps + 1)).backward()
+        if t < settings.steps:
+            delta = ref_l2_step(delta.detach(), delta.grad.clone(), settings)
+    for name, grad in gradients(model).items():
+        torch.testing.assert_close(ours[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -131,3 +131,68 @@ def test_without_flock_a_dead_pid_on_this_host_is_stale_and_a_live_one_blocks(tm
     (tmp_path / locks.FALLBACK_FILENAME).write_text(json.dumps({**record, "host": "elsewhere"}))
     with pytest.raises(RunLockedError, match="on host elsewhere"):
         DirectoryLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_keep_the_umask_like_open(tmp_path, umask):
+    """Results written atomically get the mode a plain open() gives (mkstemp alone would make them 0600)."""
+    from fastxlt.utils.io import write_json_atomic, write_text_atomic
+
+    previous = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "results.json", {"score": 1.0})
+        write_text_atomic(tmp_path / "config.yaml", "seed: 1\n")
+        with open(tmp_path / "plain.txt", "w") as handle:
+            handle.write("x")
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == expected
+
+
+# ------------------------------------------------------------------- wiring: fastxlt run, fastxlt-eval
+
+
+def test_second_fastxlt_run_on_one_run_dir_is_refused_and_the_first_finishes(tmp_path, synthetic_model):
+    from test_training import run_cli, write_config
+
+    run_dir = tmp_path / "run"
+    # long enough (40 steps) that the first run is still training when the second one has started up
+    config = write_config(tmp_path, synthetic_model, run_dir, optimization__max_steps=40, optimization__eval_every=40,
+                          optimization__checkpoint_every=40)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-m", "fastxlt.cli", "run", "--config", str(config)], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / LOCK_FILENAME).is_file() or not (run_dir / LOCK_FILENAME).read_text():
+            assert first.poll() is None and time.monotonic() < deadline, "the first run never took its lock"
+            time.sleep(0.1)
+        second = run_cli("-m", "fastxlt.cli", "run", "--config", str(config), check=False)
+        assert first.poll() is None, "the first run ended before the second started: the test proved nothing"
+        assert second.returncode == 2, second.stderr[-2000:]
+        lines = second.stderr.strip().splitlines()
+        assert lines[-1].startswith(f"fastxlt: error: run directory '{run_dir}' is in use by pid {first.pid} on host ")
+        assert lines[-1].endswith("; wait for it to finish or use another run_dir")
+        out, err = first.communicate(timeout=600)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err[-3000:]
+    summary = json.loads((run_dir / "target" / "baseline" / "phase.json").read_text())
+    assert summary["optimizer_steps"] == 40 and (run_dir / "target" / "baseline" / "model" / "heads.pt").is_file()
+
+
+def test_fastxlt_eval_refuses_an_output_directory_in_use(tmp_path, tiny_run):
+    from test_training import run_cli
+
+    out = tmp_path / "eval-out"
+    with DirectoryLock(out, what="evaluation output directory"):
+        result = run_cli("-m", "fastxlt.cli", "eval", "--model", str(tiny_run), "--task", "synth-para",
+                         "--languages", "en", "--output", str(out), check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"fastxlt: error: evaluation output directory '{out}' is in use by pid {os.getpid()} on host ")
+    assert last.endswith("; wait for it to finish or use another --output")
+    assert not (out / "results.json").exists()

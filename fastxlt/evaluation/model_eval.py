@@ -16,6 +16,7 @@ from fastxlt.models.transfer import HEADS_FILENAME, load_transfer_model
 from fastxlt.tasks.base import get_task
 from fastxlt.utils.hardware import default_device
 from fastxlt.utils.io import write_json_atomic
+from fastxlt.utils.locks import DirectoryLock
 
 BACKENDS = ("torch", "onnx")
 CLI_OUTPUT_DIRNAME = "eval-cli"  # fastxlt-eval writes to <model>/eval-cli unless --output says otherwise
@@ -89,13 +90,14 @@ def evaluate_model(
     results go to ``output``, by default ``<model>/eval-cli`` (``CLI_OUTPUT_DIRNAME``)."""
     models = find_models(Path(model))
     out_root = Path(output) if output else Path(model) / CLI_OUTPUT_DIRNAME
-    return evaluate_models(
-        models, task_names, languages=languages, split=split, out_root=out_root,
-        data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
-        name=str(model), backend=backend, quantize=quantize, precision=precision,
-        allow_constant_labels=allow_constant_labels, perturbations=perturbations,
-        perturbation_seed=perturbation_seed, muse_dir=muse_dir,
-    )
+    with DirectoryLock(out_root, what="evaluation output directory", fix="use another --output"):  # one writer
+        return evaluate_models(
+            models, task_names, languages=languages, split=split, out_root=out_root,
+            data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
+            name=str(model), backend=backend, quantize=quantize, precision=precision,
+            allow_constant_labels=allow_constant_labels, perturbations=perturbations,
+            perturbation_seed=perturbation_seed, muse_dir=muse_dir,
+        )
 
 
 def _check_perturbations(perturbations: str | list[str] | None, specs, backend: str) -> list:

@@ -74,6 +74,7 @@ class PerturbedForward:
         model = engine.module
         self.engine, self.head, self.batch = engine, head, batch
         self.embeddings: nn.Module = model.encoder.get_input_embeddings()
+        self.hooked = embedding_modules(model.encoder, self.embeddings)
         self.head_module: nn.Module = model.heads[head]
         self.family: Family = model.head_tasks[head].family
         dim = getattr(self.embeddings, "embedding_dim", None)
@@ -91,7 +92,7 @@ class PerturbedForward:
         """(task loss, prediction logits for the KL terms or None) of one forward pass."""
         torch.manual_seed(dropout_seed)
         captured: dict[str, torch.Tensor] = {}
-        with _perturb(self.embeddings, delta, detach_embeddings), _capture_head_input(self.head_module, captured, predictions):
+        with _perturb(self.hooked, delta, detach_embeddings), _capture_head_input(self.head_module, captured, predictions):
             loss, logits = self.engine(head=self.head, **self.batch)
         return loss, (self._prediction_rows(logits, captured.get("hidden")) if predictions else None)
 
@@ -108,17 +109,34 @@ class PerturbedForward:
         return logits.float()  # pair classification (batch, labels), multiple choice (batch, choices)
 
 
+def embedding_modules(encoder: nn.Module, embeddings: nn.Module) -> list[nn.Module]:
+    """Every module that looks tokens up in the input-embedding weight.
+
+    ``get_input_embeddings()`` may return a module the forward never calls: mT5's ``shared`` is tied to a
+    separate ``encoder.embed_tokens``. Hooking every embedding module on the same weight covers both.
+    """
+    weight = embeddings.weight
+    tied = [m for m in encoder.modules() if isinstance(m, nn.Embedding) and m is not embeddings and m.weight is weight]
+    return [embeddings, *tied]
+
+
 @contextmanager
-def _perturb(embeddings: nn.Module, delta: torch.Tensor | None, detach: bool) -> Iterator[None]:
+def _perturb(modules: list[nn.Module], delta: torch.Tensor | None, detach: bool) -> Iterator[None]:
+    calls = []
+
     def hook(module, inputs, output):
+        calls.append(module)
+        if len(calls) > 1:  # the perturbation would be added twice (or to a second, unrelated lookup)
+            raise RuntimeError("the input embeddings were looked up twice in one forward; adversarial training needs one lookup")
         base = output.detach() if detach else output
         return base if delta is None else base + delta.to(output.dtype)
 
-    handle = embeddings.register_forward_hook(hook)
+    handles = [module.register_forward_hook(hook) for module in modules]
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager

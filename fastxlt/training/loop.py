@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fastxlt.config import DeepSpeedConfig, OptimizationConfig, PhaseConfig
-from fastxlt.errors import ConfigError, DataNotFoundError
+from fastxlt.errors import CheckpointError, ConfigError, DataNotFoundError
 from fastxlt.evaluation.predict import score_examples
 from fastxlt.models.encoder import load_encoder, load_tokenizer
 from fastxlt.models.transfer import TransferModel, save_phase_outputs
@@ -45,6 +45,8 @@ PHASE_DONE = "phase.json"
 MODEL_DIRNAME = "model"
 BEST_DIRNAME = "best"
 KILL_ENV = "FASTXLT_DEBUG_KILL_AT_STEP"  # tests: SIGKILL this process right after checkpointing this optimizer step
+FINISH_KILL_ENV = "FASTXLT_DEBUG_KILL_IN_FINISH"  # tests: SIGKILL this process at this point (1-4) of _finish
+WEIGHTS_MARKER = "weights.json"  # in model/ and best/: the optimizer step whose weights the directory holds
 
 
 @dataclass
@@ -81,6 +83,7 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
     """Train one phase (or return the summary of a finished one)."""
     phase_dir = Path(plan.phase_dir)
     if phase_is_done(phase_dir):
+        _remove_leftovers(phase_dir)  # a kill right after phase.json can leave checkpoints/ and best/ behind
         return read_json(phase_dir / PHASE_DONE)
     distributed.init_distributed()
     import deepspeed
@@ -213,7 +216,7 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
     )
     engine.train()
     started, examples_seen, running_loss = time.perf_counter(), 0, None
-    while state["micro_step"] < micro_steps:
+    while state["micro_step"] < micro_steps and not state.get("stopped"):
         micro_step = state["micro_step"]
         global_index = micro_step * world + rank
         task_index, rows = schedule.batch(global_index)
@@ -242,6 +245,7 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
         stop = False
         if step % eval_every == 0 or state["micro_step"] == micro_steps:
             stop = _evaluate_and_track(engine, plan, task_data, tokenizer, state, step, running_loss)
+            state["stopped"] = stop  # checkpointed: a phase resumed after an early stop does not train on
         if step % checkpoint_every == 0 or stop or state["micro_step"] == micro_steps:
             checkpoints.save(engine, step, state)
             if kill_at and step == kill_at:
@@ -267,7 +271,7 @@ def _evaluate_and_track(engine, plan, task_data, tokenizer, state, step, running
     improved = state["best_score"] is None or score > state["best_score"]
     if improved:
         state["best_score"], state["best_step"], state["bad_evals"] = score, step, 0
-        _save_model(engine, plan, tokenizer, Path(plan.phase_dir) / BEST_DIRNAME)
+        _save_model(engine, plan, tokenizer, Path(plan.phase_dir) / BEST_DIRNAME, step=step)
     else:
         state["bad_evals"] += 1
     if distributed.is_main():
@@ -289,38 +293,73 @@ def dev_scores(model, task_data: list[TaskData], tokenizer, batch_tokens: int) -
     return scores
 
 
-def _save_model(engine, plan: PhasePlan, tokenizer, out_dir: Path) -> None:
-    state_dict = consolidated_state_dict(engine)
+def _save_model(engine, plan: PhasePlan, tokenizer, out_dir: Path, step: int | None = None) -> None:
+    """Write the model to ``out_dir`` through a staging folder; ``step`` is recorded in ``weights.json``."""
+    staged = _stage_model(engine, plan, tokenizer, out_dir, step)
     if distributed.is_main():
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_phase_outputs(engine.module, tmp, tokenizer, state_dict)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        _replace_dir(staged, out_dir)
     distributed.barrier()
+
+
+def _stage_model(engine, plan: PhasePlan, tokenizer, out_dir: Path, step: int | None) -> Path:
+    """Every rank gathers the weights (a collective under ZeRO-3); rank 0 writes them to ``<out_dir>.tmp``."""
+    state_dict = consolidated_state_dict(engine)
+    staged = out_dir.with_name(out_dir.name + ".tmp")
+    if distributed.is_main():
+        shutil.rmtree(staged, ignore_errors=True)
+        save_phase_outputs(engine.module, staged, tokenizer, state_dict)
+        if step is not None:
+            write_json_atomic(staged / WEIGHTS_MARKER, {"step": step})
+    return staged
+
+
+def _replace_dir(staged: Path, out_dir: Path) -> None:
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staged.rename(out_dir)
+
+
+def _weights_step(model_dir: Path) -> int | None:
+    """The step recorded in a model directory's ``weights.json``; None when absent or unreadable."""
+    try:
+        return int(read_json(model_dir / WEIGHTS_MARKER)["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _finish(engine, plan, tokenizer, state, total_steps, sizes, rates) -> dict[str, Any]:
+    """Put the phase's final weights in ``model/``, then write ``phase.json`` atomically, last.
+
+    Idempotent, so a kill at any point and a resume end with the same files as an uninterrupted run: the
+    final weights are the best dev model's (``best/``) when the phase evaluated, else the last step's, and
+    ``model/weights.json`` records which step ``model/`` holds, so a resumed finish sees what is already
+    done instead of guessing from which folders exist.
+    """
     phase_dir = Path(plan.phase_dir)
-    best = phase_dir / BEST_DIRNAME
     final = phase_dir / MODEL_DIRNAME
-    # Decide once, on rank 0, before anything moves: a rank that looked after rank 0's rename
-    # would take the other branch and fall one barrier out of step with the rest.
-    has_best = bool(distributed.broadcast_object(best.is_dir()))
-    if distributed.is_main():
-        shutil.rmtree(final, ignore_errors=True)
-    distributed.barrier()
-    if has_best:
+    last_step = state["micro_step"] // plan.optimization.grad_accum
+    from_best = state.get("best_step") is not None
+    wanted = state["best_step"] if from_best else last_step
+    # Decide once, on rank 0, before anything moves: every rank must take the same branch (barriers).
+    action = distributed.broadcast_object(_finish_action(phase_dir, wanted, from_best) if distributed.is_main() else None)
+    _debug_kill_in_finish(1)  # decided, nothing moved
+    if action == "promote":
         if distributed.is_main():
-            best.rename(final)
-    else:
-        _save_model(engine, plan, tokenizer, final)
+            shutil.rmtree(final, ignore_errors=True)
+            _debug_kill_in_finish(2)  # old model/ gone, best/ not moved yet
+            (phase_dir / BEST_DIRNAME).rename(final)
+    elif action == "save":
+        staged = _stage_model(engine, plan, tokenizer, final, last_step)
+        if distributed.is_main():
+            _debug_kill_in_finish(2)  # model.tmp/ written, not moved yet
+            _replace_dir(staged, final)
+    distributed.barrier()
+    _debug_kill_in_finish(3)  # model/ final, no phase.json yet
     summary = {
         "phase": plan.name,
         "tasks": [spec.name for spec in plan.tasks],
         "train_sizes": sizes,
         "mixing_rates": [float(r) for r in rates],
-        "optimizer_steps": state["micro_step"] // plan.optimization.grad_accum,
+        "optimizer_steps": last_step,
         "planned_steps": total_steps,
         "best_dev_score": state.get("best_score"),
         "best_step": state.get("best_step"),
@@ -333,8 +372,37 @@ def _finish(engine, plan, tokenizer, state, total_steps, sizes, rates) -> dict[s
     }
     if distributed.is_main():
         write_json_atomic(phase_dir / PHASE_DONE, summary)
+        _debug_kill_in_finish(4)  # phase.json written, checkpoints/ not removed yet
     distributed.barrier()
     return summary
+
+
+def _finish_action(phase_dir: Path, wanted_step: int, from_best: bool) -> str:
+    """'keep' (model/ already holds step ``wanted_step``), 'promote' (move best/ there) or 'save' (the engine's)."""
+    if _weights_step(phase_dir / MODEL_DIRNAME) == wanted_step:
+        return "keep"
+    if not from_best:
+        return "save"
+    best = phase_dir / BEST_DIRNAME
+    if best.is_dir() and _weights_step(best) in (wanted_step, None):  # None: best/ of an older fastxlt
+        return "promote"
+    raise CheckpointError(
+        f"the best model of '{phase_dir}' (step {wanted_step}) is neither in {BEST_DIRNAME}/ nor in {MODEL_DIRNAME}/; "
+        "delete that folder to train the phase again"
+    )
+
+
+def _remove_leftovers(phase_dir: Path) -> None:
+    """What a finished phase no longer needs, if a kill after ``phase.json`` left it (rank 0 only)."""
+    if distributed.is_main():
+        for name in ("checkpoints", BEST_DIRNAME, BEST_DIRNAME + ".tmp", MODEL_DIRNAME + ".tmp"):
+            shutil.rmtree(phase_dir / name, ignore_errors=True)
+
+
+def _debug_kill_in_finish(point: int) -> None:
+    """Tests: SIGKILL this process at ``point`` of the finish when ``FASTXLT_DEBUG_KILL_IN_FINISH`` names it."""
+    if os.environ.get(FINISH_KILL_ENV) == str(point):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def phase_model_dir(phase_dir: Path) -> Path:
