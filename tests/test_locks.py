@@ -155,31 +155,52 @@ def test_atomic_writes_keep_the_umask_like_open(tmp_path, umask):
 # ------------------------------------------------------------------- wiring: fastxlt run, fastxlt-eval
 
 
+SECOND_RUN = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import fastxlt.cli, fastxlt.experiments.pipeline, deepspeed  # the slow imports, done before the race starts
+    print("ready", flush=True)
+    while not Path(sys.argv[1]).exists():
+        time.sleep(0.05)
+    sys.exit(fastxlt.cli.main(["run", "--config", sys.argv[2]]))
+    """
+)
+
+
 def test_second_fastxlt_run_on_one_run_dir_is_refused_and_the_first_finishes(tmp_path, synthetic_model):
-    from test_training import run_cli, write_config
+    from test_training import write_config
 
     run_dir = tmp_path / "run"
-    # long enough (40 steps) that the first run is still training when the second one has started up
     config = write_config(tmp_path, synthetic_model, run_dir, optimization__max_steps=40, optimization__eval_every=40,
                           optimization__checkpoint_every=40)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen([sys.executable, "-m", "fastxlt.cli", "run", "--config", str(config)], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    go = tmp_path / "go"
+    # the second `fastxlt run` has imported everything before the first starts, so it asks for the lock at once
+    second = subprocess.Popen([sys.executable, "-c", SECOND_RUN, str(go), str(config)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = None
     try:
+        assert second.stdout.readline().strip() == "ready", second.stderr.read()
+        first = subprocess.Popen([sys.executable, "-m", "fastxlt.cli", "run", "--config", str(config)], cwd=REPO, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while not (run_dir / LOCK_FILENAME).is_file() or not (run_dir / LOCK_FILENAME).read_text():
             assert first.poll() is None and time.monotonic() < deadline, "the first run never took its lock"
-            time.sleep(0.1)
-        second = run_cli("-m", "fastxlt.cli", "run", "--config", str(config), check=False)
-        assert first.poll() is None, "the first run ended before the second started: the test proved nothing"
-        assert second.returncode == 2, second.stderr[-2000:]
-        lines = second.stderr.strip().splitlines()
-        assert lines[-1].startswith(f"fastxlt: error: run directory '{run_dir}' is in use by pid {first.pid} on host ")
-        assert lines[-1].endswith("; wait for it to finish or use another run_dir")
-        out, err = first.communicate(timeout=600)
+            time.sleep(0.05)
+        go.touch()
+        _, second_err = second.communicate(timeout=120)
+        assert first.poll() is None, "the first run ended before the second asked: the test proved nothing"
+        assert second.returncode == 2, second_err[-2000:]
+        last = second_err.strip().splitlines()[-1]
+        assert last.startswith(f"fastxlt: error: run directory '{run_dir}' is in use by pid {first.pid} on host ")
+        assert last.endswith("; wait for it to finish or use another run_dir")
+        _, first_err = first.communicate(timeout=600)
     finally:
-        first.kill()
-    assert first.returncode == 0, err[-3000:]
+        for process in (first, second):
+            if process is not None:
+                process.kill()
+    assert first.returncode == 0, first_err[-3000:]
     summary = json.loads((run_dir / "target" / "baseline" / "phase.json").read_text())
     assert summary["optimizer_steps"] == 40 and (run_dir / "target" / "baseline" / "model" / "heads.pt").is_file()
 
