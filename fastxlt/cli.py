@@ -158,6 +158,10 @@ def check_length_arguments(args: argparse.Namespace) -> None:
     if max_length is not None and max_length < 1:
         raise ConfigError(f"--max-length must be a positive number of tokens, got {max_length}; "
                           f"leave it out for the default ({EVAL_MAX_LENGTH} for tasks, {RETRIEVAL_MAX_LENGTH} for retrieval)")
+    max_examples = getattr(args, "max_examples", None)
+    if max_examples is not None and max_examples < 1:
+        raise ConfigError(f"--max-examples must be a positive number of examples, got {max_examples}; "
+                          "leave it out to evaluate every example")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -181,6 +185,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         backend=args.backend, quantize=args.quantize, precision=args.precision,
         allow_constant_labels=args.allow_constant_labels,
         perturbations=args.perturb, perturbation_seed=args.perturb_seed, muse_dir=args.muse,
+        max_examples=args.max_examples,
     )
     print_results(results, Console())
     if args.perturb:
@@ -259,6 +264,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. char:0.1,word_order:0.3,pgd:1.0; pair classification)")
     parser.add_argument("--perturb-seed", type=int, default=0, help="seed of the text perturbations (default 0)")
     parser.add_argument("--muse", metavar="DIR", help="MUSE folder with dictionaries/en-XX.txt, for code_switch_*")
+    parser.add_argument("--max-examples", type=int, metavar="N",
+                        help="evaluate the first N examples of each language (parallel test sets stay parallel)")
     try:
         from fastxlt.retrieval.cli import add_retrieval_arguments
     except ImportError:

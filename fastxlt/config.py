@@ -224,6 +224,9 @@ class EvaluateConfig:
     # seeded by the experiment's seed. muse_dir: the MUSE folder (dictionaries/en-XX.txt) for code-switching.
     perturbations: list[str] = field(default_factory=list)
     muse_dir: str | None = None
+    # Evaluate the first N examples of each language (XNLI's and PAWS-X's test sets are parallel, so every
+    # language keeps the same items): a cheaper, still paired, evaluation for CPU studies. None: all of them.
+    max_examples: int | None = None
 
 
 @dataclass
@@ -274,6 +277,11 @@ class ExperimentConfig:
             _require(
                 phases.evaluate.batch_tokens is None or phases.evaluate.batch_tokens >= 1,
                 "phases.evaluate.batch_tokens",
+                "must be >= 1 or null",
+            )
+            _require(
+                phases.evaluate.max_examples is None or phases.evaluate.max_examples >= 1,
+                "phases.evaluate.max_examples",
                 "must be >= 1 or null",
             )
             _require(

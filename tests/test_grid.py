@@ -196,6 +196,12 @@ def test_grid_trains_each_phase_once_and_reports(reference_grid, synthetic_model
     assert len(keys) == 2
     assert "synth-para zero-shot" in result.stdout and "delta" in result.stdout
     assert "non-English average" in result.stdout
+    # the report: tidy rows for every cell and language, figures, and the paper-style table
+    import pandas as pd
+
+    rows = pd.read_csv(run_dir / "results.csv")
+    assert len(rows) == 8 * 3 and set(rows["seed"]) == {1, 2}
+    assert (run_dir / "report.md").is_file() and list((run_dir / "figures").glob("*.png"))
     # a second grid on the same store (another run directory) trains nothing and gives the same scores
     before = {p: (p / "phase.json").stat().st_mtime_ns for p in trained_phases(store, "target")}
     other = write_grid(root / "other.yaml", synthetic_model, root / "run2", store)
@@ -226,3 +232,25 @@ def test_two_concurrent_shards_equal_one_process(reference_grid, tmp_path, synth
         assert process.returncode == 0, err[-3000:]
     assert len(trained_phases(tmp_path / "store", "intermediate")) == 2  # each trained by one shard only
     assert cell_scores(tmp_path / "run") == cell_scores(root / "run")
+
+
+def test_max_examples_evaluates_the_first_n_of_each_language_and_keys_the_cache(tiny_run, tmp_path):
+    from fastxlt.evaluation.model_eval import evaluate_models, find_models
+    from fastxlt.tasks.base import get_task
+
+    models = find_models(tiny_run)
+    settings = dict(languages=["en", "xa"], split="test", data_dirs={}, max_length=64)
+    full = evaluate_models(models, ["synth-para"], out_root=tmp_path, **settings)
+    first = evaluate_models(models, ["synth-para"], out_root=tmp_path, max_examples=40, **settings)
+    (arm,) = models
+    saved = read_json(tmp_path / "eval" / arm / "synth-para" / "xa.json")
+    assert saved["examples"] == 40
+    gold = [example.label for example in get_task("synth-para").load("test", "xa")][:40]
+    import numpy as np
+
+    expected = 100 * float(np.mean(np.array(saved["predictions"]) == np.array(gold)))
+    assert first["arms"][arm]["tasks"]["synth-para"]["languages"]["xa"]["accuracy"] == pytest.approx(expected)
+    # the full evaluation is not served from the 40-example cache entry, and vice versa
+    again = evaluate_models(models, ["synth-para"], out_root=tmp_path, **settings)
+    assert again["arms"][arm]["tasks"] == full["arms"][arm]["tasks"]
+    assert read_json(tmp_path / "eval" / arm / "synth-para" / "xa.json")["examples"] > 40

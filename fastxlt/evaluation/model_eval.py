@@ -41,6 +41,7 @@ def evaluate_models(
     perturbations: str | list[str] | None = None,
     perturbation_seed: int = 0,
     muse_dir: str | None = None,
+    max_examples: int | None = None,
 ) -> dict[str, Any]:
     """Results for every (arm, task, language); written to ``out_root/results.json`` as well.
 
@@ -72,7 +73,7 @@ def evaluate_models(
                 out_dir=Path(out_root) / "eval" / arm, model_id=model_id,
                 data_dir=data_dirs.get(spec.name), max_length=max_length, batch_tokens=batch_tokens,
                 allow_constant_labels=allow_constant_labels, perturbations=perturbation_list,
-                perturbation_seed=perturbation_seed, muse_dir=muse_dir,
+                perturbation_seed=perturbation_seed, muse_dir=muse_dir, max_examples=max_examples,
             )
         arm_results["benchmark_score"] = xtreme_score({t: r["score"] for t, r in arm_results["tasks"].items()})
         results["arms"][arm] = arm_results
@@ -84,7 +85,7 @@ def evaluate_model(
     model: str, task_names: list[str], *, languages: str, split: str, data_dir: str | None, output: str | None,
     batch_tokens: int | None, max_length: int | None, backend: str = "torch", quantize: str | None = None,
     precision: str = "fp32", allow_constant_labels: bool = False, perturbations: str | None = None,
-    perturbation_seed: int = 0, muse_dir: str | None = None,
+    perturbation_seed: int = 0, muse_dir: str | None = None, max_examples: int | None = None,
 ) -> dict[str, Any]:
     """``fastxlt-eval``: evaluate every final model found under ``model`` (a run or a phase model dir);
     results go to ``output``, by default ``<model>/eval-cli`` (``CLI_OUTPUT_DIRNAME``)."""
@@ -96,7 +97,7 @@ def evaluate_model(
             data_dirs={task: data_dir for task in task_names}, max_length=max_length, batch_tokens=batch_tokens,
             name=str(model), backend=backend, quantize=quantize, precision=precision,
             allow_constant_labels=allow_constant_labels, perturbations=perturbations,
-            perturbation_seed=perturbation_seed, muse_dir=muse_dir,
+            perturbation_seed=perturbation_seed, muse_dir=muse_dir, max_examples=max_examples,
         )
 
 

@@ -38,12 +38,14 @@ def evaluate_task(
     perturbations: list | None = None,
     perturbation_seed: int = 0,
     muse_dir: str | None = None,
+    max_examples: int | None = None,
 ) -> dict[str, Any]:
     """Scores per language, their average and the task score; results cached in ``out_dir``.
 
     A cached language is reused only when its ``cache_key`` (model, backend/precision tag, split,
     max_length, data source and a fingerprint of the data files read) equals this run's; an
     evaluation file that cannot be scored (``fastxlt.tasks.sanity``) is refused before prediction.
+    ``max_examples`` evaluates the first N examples of each language (parallel test sets stay parallel).
     ``perturbations`` (``fastxlt.robustness.Perturbation``) are evaluated after the clean pass: results
     under ``["perturbations"][name:strength]``, files ``<out_dir>/<task>/<name>-<strength>-seed<seed>/``.
     """
@@ -55,12 +57,13 @@ def evaluate_task(
     per_language: dict[str, dict[str, float]] = {}
     for language in tqdm(languages, desc=f"{spec.name} ({split})", unit="lang", leave=False):
         path = Path(out_dir) / spec.name / f"{language}.json"
-        key = cache_key(spec, model_id=model_id, split=split, language=language, data_dir=data_dir, max_length=max_length)
+        key = cache_key(spec, model_id=model_id, split=split, language=language, data_dir=data_dir, max_length=max_length,
+                        max_examples=max_examples)
         cached = _cached(path, key)
         if cached is not None:
             per_language[language] = cached
             continue
-        examples = spec.load(split, language, data_dir)
+        examples = load_examples(spec, split, language, data_dir, max_examples)
         where = f"task '{spec.name}' {split} '{language}' ({data_dir or 'hub'})"
         check_scorable(spec, examples, where, allow_constant_labels=allow_constant_labels)
         features = ops.featurize(spec, examples, tokenizer, max_length)
@@ -90,13 +93,20 @@ def evaluate_task(
         result["perturbations"] = evaluate_perturbations(
             model, tokenizer, spec, perturbations, languages=languages, split=split, out_dir=Path(out_dir),
             model_id=model_id, clean_scores=per_language, seed=perturbation_seed, data_dir=data_dir,
-            max_length=max_length, batch_tokens=batch_tokens, muse_dir=muse_dir,
+            max_length=max_length, batch_tokens=batch_tokens, muse_dir=muse_dir, max_examples=max_examples,
         )
     return result
 
 
+def load_examples(spec: TaskSpec, split: str, language: str, data_dir: str | Path | None, max_examples: int | None) -> list:
+    """The evaluation examples of one language: all, or the first ``max_examples``."""
+    examples = spec.load(split, language, data_dir)
+    return examples if max_examples is None else examples[:max_examples]
+
+
 def cache_key(
-    spec: TaskSpec, *, model_id: str, split: str, language: str, data_dir: str | Path | None, max_length: int
+    spec: TaskSpec, *, model_id: str, split: str, language: str, data_dir: str | Path | None, max_length: int,
+    max_examples: int | None = None,
 ) -> dict[str, Any]:
     """Everything that changes a language's numbers: the model (its id carries the backend/precision tag),
     split, max_length, the task's options, the data directory and each data file read (path, size,
@@ -108,6 +118,7 @@ def cache_key(
         "options": {k: v for k, v in sorted(spec.extra.items()) if isinstance(v, (str, int, float, bool))},
         "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else "hub",
         "data_files": None if files is None else [_fingerprint(path) for path in files],
+        **({"max_examples": int(max_examples)} if max_examples is not None else {}),
     }  # fmt: skip
 
 

@@ -111,6 +111,7 @@ def evaluation_settings(config: ExperimentConfig) -> dict[str, Any]:
         batch_tokens=evaluate.batch_tokens, name=config.name, backend=evaluate.backend, quantize=evaluate.quantize,
         precision=evaluate.precision, allow_constant_labels=evaluate.allow_constant_labels,
         perturbations=evaluate.perturbations, perturbation_seed=config.seed, muse_dir=evaluate.muse_dir,
+        max_examples=evaluate.max_examples,
     )
 
 

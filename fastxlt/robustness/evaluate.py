@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fastxlt.evaluation.aggregate import task_score
 from fastxlt.evaluation.predict import score_examples
-from fastxlt.evaluation.zero_shot import cache_key
+from fastxlt.evaluation.zero_shot import cache_key, load_examples
 from fastxlt.robustness.attack import AttackConfig, attack_features
 from fastxlt.robustness.registry import Perturbation, PerturbationError
 from fastxlt.tasks.base import Family, TaskSpec
@@ -43,7 +43,7 @@ def evaluate_perturbations(
     model, tokenizer, spec: TaskSpec, perturbations: list[Perturbation], *, languages: list[str], split: str,
     out_dir: Path, model_id: str, clean_scores: Mapping[str, Mapping[str, float]], seed: int = 0,
     data_dir: str | None = None, max_length: int = 256, batch_tokens: int | None = None,
-    muse_dir: str | None = None,
+    muse_dir: str | None = None, max_examples: int | None = None,
 ) -> dict[str, Any]:
     """``{perturbation key: {"name", "strength", "seed", "languages": {lang: result}, "average_drop"}}``."""
     results: dict[str, Any] = {}
@@ -53,7 +53,7 @@ def evaluate_perturbations(
             per_language[language] = _one_language(
                 model, tokenizer, spec, perturbation, language, split=split, out_dir=Path(out_dir), model_id=model_id,
                 clean_scores=clean_scores, seed=seed, data_dir=data_dir, max_length=max_length,
-                batch_tokens=batch_tokens, muse_dir=muse_dir,
+                batch_tokens=batch_tokens, muse_dir=muse_dir, max_examples=max_examples,
             )
         drops = [r["drop"] for r in per_language.values() if r.get("drop") is not None]
         results[perturbation.key] = {
@@ -66,7 +66,7 @@ def evaluate_perturbations(
 
 
 def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: str, *, split, out_dir, model_id,
-                  clean_scores, seed, data_dir, max_length, batch_tokens, muse_dir) -> dict[str, Any]:
+                  clean_scores, seed, data_dir, max_length, batch_tokens, muse_dir, max_examples) -> dict[str, Any]:
     source = perturbation.source_language(language)
     reason = perturbation.unavailable(language, muse_dir)
     clean = clean_scores.get(source)
@@ -74,12 +74,13 @@ def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: 
         tqdm.write(f"{spec.name} {language}: {perturbation.key} not evaluated: {reason}")
         return {"clean": _score(spec, clean), "perturbed": None, "drop": None, "unavailable": reason}
     path = out_dir / spec.name / perturbation.folder(seed) / f"{language}.json"
-    key = cache_key(spec, model_id=model_id, split=split, language=source, data_dir=data_dir, max_length=max_length)
+    key = cache_key(spec, model_id=model_id, split=split, language=source, data_dir=data_dir, max_length=max_length,
+                    max_examples=max_examples)
     identity = {"cache_key": key, "perturbation": perturbation.key, "seed": seed, "muse_dir": _resolved(muse_dir)}
     cached = _cached(path, identity)
     if cached is not None:
         return cached
-    examples = spec.load(split, source, data_dir)
+    examples = load_examples(spec, split, source, data_dir, max_examples)
     ops = ops_for(spec)
     progress = f"{spec.name} {language} {perturbation.key}"
     if perturbation.is_attack:
