@@ -25,7 +25,7 @@ LANGUAGES: tuple[str, ...] = tuple(PROFILES)  # "en" first: the source language
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 TASK_MAX_CLAUSES = 2  # per premise / first sentence: short pairs a tiny model learns in a minute
 TEXT_MAX_CLAUSES = 3  # per sentence of raw and parallel text
-MLM_CODE_SWITCH, MLM_PARALLEL, MLM_MAX_SENTENCES = 0.3, 0.3, 3  # shares of sentences; sentences per document
+MLM_CODE_SWITCH, MLM_PARALLEL, MLM_MAX_SENTENCES = 0.4, 0.4, 2  # shares of sentences; sentences per document
 # share of the hash space each split owns (out of 20): 80% / 10% / 10%
 _SPLIT_BUCKETS: dict[str, range] = {"train": range(0, 16), "validation": range(16, 18), "test": range(18, 20)}
 
@@ -123,30 +123,40 @@ class World:
     ) -> list[str]:
         """``size`` short documents (1 to ``max_sentences`` sentences) of raw text in ``language``.
 
-        Each sentence is monolingual, code-switched (said in ``language`` with some stems borrowed
-        from English -- from another language, for English) or a parallel pair (an English sentence
-        next to its translation). Code-switching and parallel text are what let an MLM trained from
-        scratch line the languages up, as anchors and mixed text do in real multilingual pretraining.
+        Each sentence is monolingual, code-switched or a translation pair (see ``_mlm_sentence``).
+        Code-switching and parallel text are what let an MLM trained from scratch line the languages
+        up, as anchors, loanwords and mixed text do in real multilingual pretraining.
         """
         rng = self.rng("mlm", language, split)
         lengths = [rng.randint(1, max_sentences) for _ in range(size)]
         meanings = iter(self.sentence_meanings(split, sum(lengths), purpose=f"mlm-{language}"))
-        matrix = self.languages[language]
-        donors = [self.languages[code] for code in LANGUAGES if code != language] if language == "en" else [self.languages["en"]]
+        partners = [code for code in LANGUAGES if code != language] if language == "en" else ["en"]
         texts: list[str] = []
         for length in lengths:
-            sentences = []
-            for _ in range(length):
-                meaning, donor, roll = next(meanings), rng.choice(donors), rng.random()
-                if roll < code_switch:
-                    borrow = frozenset(c for c in CONTENT_CONCEPTS if rng.random() < 0.5)
-                    sentences.append(matrix.render(meaning, borrow, donor))
-                elif roll < code_switch + parallel:
-                    sentences.append(f"{donor.render(meaning)} {matrix.render(meaning)}")
-                else:
-                    sentences.append(matrix.render(meaning))
+            sentences = [
+                self._mlm_sentence(rng, next(meanings), language, rng.choice(partners), code_switch, parallel)
+                for _ in range(length)
+            ]
             texts.append(" ".join(sentences))
         return texts
+
+    def _mlm_sentence(
+        self, rng: random.Random, meaning: Meaning, language: str, partner: str, code_switch: float, parallel: float
+    ) -> str:
+        """One sentence of ``language``'s raw text, mixed with ``partner`` (English, or any language for English).
+
+        Code-switched: said in ``language`` with about half its content stems taken from ``partner``,
+        so stems of both languages fill the same slots. Parallel: the partner's sentence, then its
+        translation, so a masked word can be recovered from the other side (translation language modelling).
+        """
+        ours, theirs = self.languages[language], self.languages[partner]
+        roll = rng.random()
+        if roll < code_switch:
+            borrow = frozenset(c for c in CONTENT_CONCEPTS if rng.random() < 0.5)
+            return ours.render(meaning, borrow, theirs)
+        if roll < code_switch + parallel:
+            return f"{theirs.render(meaning)} {ours.render(meaning)}"
+        return ours.render(meaning)
 
     def parallel_pairs(self, language: str, split: str, size: int) -> list[tuple[str, str]]:
         """(English, ``language``) translations of the same meanings, for retrieval tasks."""
