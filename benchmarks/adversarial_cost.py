@@ -5,9 +5,9 @@
 Every method trains the same model from the same initial weights on the same batches (random token ids of
 fixed length, a 3-way pair-classification head) with AdamW, grad-accum 2, through fastxlt's
 ``adversarial_step`` (the function the training loop calls) on a plain-torch engine, each with its published
-defaults. The model is a tiny random XLM-R (4 layers, hidden 128) unless ``--model DIR`` names a Hugging Face
+defaults; the methods take their steps in turn (interleaved), so the shared machine's load hits them alike. The model is a tiny random XLM-R (4 layers, hidden 128) unless ``--model DIR`` names a Hugging Face
 encoder (e.g. multilingual-e5-small: ``bash ../shared/tools/me5-small/build.sh .cache/me5-small``). Each method
-runs one untimed warm-up step, then ``--steps`` timed optimizer steps; the median step time is reported and the
+takes one untimed warm-up step, then ``--steps`` timed optimizer steps; the median step time is reported and the
 ratio to standard training. ``--quick`` times 3 steps; ``--smoke`` a seconds-long run that measures nothing.
 
 A table on the terminal, one CSV row per method in ``benchmarks/results/adversarial_cost.csv``, and a last line
@@ -73,31 +73,32 @@ def make_batches(count: int, batch: int, length: int, vocab: int) -> list[dict[s
              "labels": torch.randint(0, 3, (batch,), generator=generator)} for _ in range(count)]  # fmt: skip
 
 
-def time_method(method: str, encoder_state: dict, build, batches, steps: int) -> list[float]:
-    """Seconds per optimizer step (after one warm-up step), from the same initial weights."""
-    encoder = build()
-    encoder.load_state_dict(encoder_state)
-    torch.manual_seed(0)
-    model = TransferModel(encoder, [get_task("mnli")]).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    engine, settings = PlainEngine(model), None if method == "standard" else AdversarialConfig(method=method)
-    head = model.head_for("mnli")
-    times = []
-    for step in range(steps + 1):
+class Trainer:
+    """One method's model, optimizer and engine, all from the same initial weights."""
+
+    def __init__(self, method: str, encoder_state: dict, build) -> None:
+        encoder = build()
+        encoder.load_state_dict(encoder_state)
+        torch.manual_seed(0)
+        self.model = TransferModel(encoder, [get_task("mnli")]).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
+        self.engine, self.head = PlainEngine(self.model), self.model.head_for("mnli")
+        self.settings = None if method == "standard" else AdversarialConfig(method=method)
+
+    def step(self, batches: list[dict[str, torch.Tensor]], step: int) -> float:
+        """Seconds for one optimizer step (GRAD_ACCUM micro-batches)."""
         started = time.perf_counter()
         for micro in range(GRAD_ACCUM):
-            batch = batches[(step * GRAD_ACCUM + micro) % len(batches)]
             index = step * GRAD_ACCUM + micro
-            if settings is None:
+            batch = batches[index % len(batches)]
+            if self.settings is None:
                 torch.manual_seed(index)
-                engine.backward(model(head=head, **batch)[0])
+                self.engine.backward(self.model(head=self.head, **batch)[0])
             else:
-                adversarial_step(engine, head, batch, settings, dropout_seed=index, noise_seed=10_000 + index)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step:  # step 0 warms up
-            times.append(time.perf_counter() - started)
-    return times
+                adversarial_step(self.engine, self.head, batch, self.settings, dropout_seed=index, noise_seed=10_000 + index)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
 
 
 def main() -> int:
@@ -126,8 +127,15 @@ def main() -> int:
     forwards = {"standard": 1, "freelb": 3, "pgd": 3, "smart": 3, "r3f": 2}  # per micro-batch, default settings
     medians, rows = {}, []
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    trainers = {method: Trainer(method, state, build) for method in METHODS}
+    times: dict[str, list[float]] = {method: [] for method in METHODS}
+    for step in range(args.steps + 1):  # interleaved: the shared machine's load hits every method alike
+        for method, trainer in trainers.items():
+            seconds = trainer.step(batches, step)
+            if step:  # step 0 warms up
+                times[method].append(seconds)
     for method in METHODS:
-        medians[method] = statistics.median(time_method(method, state, build, batches, args.steps))
+        medians[method] = statistics.median(times[method])
         ratio = medians[method] / medians["standard"]
         print(f"{method:<10}{medians[method]:>10.4f}{ratio:>8.2f}{forwards[method]:>10}")
         rows.append({"time": stamp, "benchmark": "adversarial_cost", "model": name, "method": method,
