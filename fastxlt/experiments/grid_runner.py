@@ -159,16 +159,18 @@ def _trained(cell_dir: Path) -> bool:
 
 
 def _snapshot_requests(spec: GridSpec) -> dict[str, list[int | float]]:
-    """Intermediate phase key -> every snapshot point that any cell of the grid starts from.
+    """Intermediate phase key -> every snapshot point that the config lists or any cell starts from.
 
-    Computed over the whole grid, not the shard: whichever shard trains a phase saves every snapshot.
+    Computed over the whole grid, not the shard: whichever shard trains a phase saves every snapshot; grids
+    that share a store list the same ``snapshots`` so that whichever trains a phase first saves them all.
     """
     requests: dict[str, set] = {}
     for cell in spec.cells:
         if not cell.has_intermediate:
             continue
         key = key_of(_intermediate_identity(spec, cell.config))
-        requests.setdefault(key, set()).update(_snapshot_points(cell.snapshot, cell.config))
+        listed = cell.config.phases.intermediate.snapshots  # saved whether or not a cell here starts from them
+        requests.setdefault(key, set()).update(listed, _snapshot_points(cell.snapshot, cell.config))
     return {key: sorted(points, key=lambda p: (isinstance(p, float), p)) for key, points in requests.items()}
 
 

@@ -44,6 +44,7 @@ from fastxlt.utils.io import read_json, write_json_atomic
 PHASE_DONE = "phase.json"
 MODEL_DIRNAME = "model"
 BEST_DIRNAME = "best"
+SNAPSHOTS_DIRNAME = "snapshots"
 KILL_ENV = "FASTXLT_DEBUG_KILL_AT_STEP"  # tests: SIGKILL this process right after checkpointing this optimizer step
 FINISH_KILL_ENV = "FASTXLT_DEBUG_KILL_IN_FINISH"  # tests: SIGKILL this process at this point (1-4) of _finish
 WEIGHTS_MARKER = "weights.json"  # in model/ and best/: the optimizer step whose weights the directory holds
@@ -125,17 +126,18 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
 
 
 def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
-    """English training examples (optionally capped) and the English dev set used for early stopping."""
+    """English training examples (optionally a seeded subset) and the English dev set used for early stopping."""
     data_dir = plan.data_dirs.get(spec.name)
     ops = ops_for(spec)
     max_length = plan.optimization.max_length
-    examples = [
-        example
+    splits = train_splits(plan.phase)
+    per_language = [
+        [example for split in splits for example in spec.load(split, language, data_dir)]
         for language in _train_languages(spec, plan.phase)
-        for example in spec.load(plan.phase.train_split, language, data_dir)
     ]
     dev_examples: list = []
     if plan.phase.dev_holdout:
+        examples = [example for rows in per_language for example in rows]
         if plan.phase.dev_holdout >= len(examples):
             raise ConfigError(
                 f"task '{spec.name}': dev_holdout {plan.phase.dev_holdout} leaves no training data of {len(examples)} examples"
@@ -143,16 +145,56 @@ def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
         order = np.random.default_rng(0).permutation(len(examples))  # a fixed random slice, not the file's tail
         held = set(order[: plan.phase.dev_holdout].tolist())
         dev_examples = [ex for i, ex in enumerate(examples) if i in held]
-        examples = [ex for i, ex in enumerate(examples) if i not in held]
-    elif spec.family is not Family.MASKED_LM and spec.dev_split in spec.splits and spec.dev_split != plan.phase.train_split:
+        per_language = [[ex for i, ex in enumerate(examples) if i not in held]]
+    elif reads_dev_split(spec, plan.phase):
         dev_examples = spec.load(spec.dev_split, spec.train_language, data_dir)
-    if plan.phase.train_examples is not None:
-        examples = examples[: plan.phase.train_examples]
+    examples = subset_examples(per_language, plan.phase)
     train = ops.featurize(spec, examples, tokenizer, max_length)
     if not train:
         raise DataNotFoundError(f"task '{spec.name}' has no training examples in split '{plan.phase.train_split}'; check the data directory")
     dev = ops.featurize(spec, dev_examples, tokenizer, max_length) if dev_examples else []
     return TaskData(spec, train, dev, list(dev_examples))
+
+
+def train_splits(phase: PhaseConfig) -> list[str]:
+    """``train_split`` may join splits with '+': "validation+test" trains on both (no training set at hand)."""
+    return [split for split in phase.train_split.split("+") if split]
+
+
+def reads_dev_split(spec: TaskSpec, phase: PhaseConfig) -> bool:
+    """Whether early stopping reads the task's English dev split: not when it is held out of, or part of, training."""
+    return (
+        not phase.dev_holdout and spec.family is not Family.MASKED_LM
+        and spec.dev_split in spec.splits and spec.dev_split not in train_splits(phase)
+    )  # fmt: skip
+
+
+def subset_examples(per_language: list[list[Any]], phase: PhaseConfig) -> list[Any]:
+    """The training examples a phase uses: all of them, or ``train_examples`` / ``train_fraction`` of them.
+
+    The subset is a prefix of one permutation seeded by ``phase.subset_seed``, so the 250-example set of a
+    target-size curve lies inside its 500-example set. With several languages the budget is the total over
+    languages, dealt round-robin along the permutation: each language gets an equal share and, when the
+    languages' files are parallel (same length), the shares are different items -- a multilingual phase sees
+    as many examples, and as much content, as a monolingual one.
+    """
+    if phase.train_examples is None and phase.train_fraction is None:
+        return [example for rows in per_language for example in rows]
+    total = sum(len(rows) for rows in per_language)
+    wanted = phase.train_examples if phase.train_examples is not None else max(1, round(phase.train_fraction * total))
+    rng = np.random.default_rng(phase.subset_seed)
+    lengths = {len(rows) for rows in per_language}
+    if len(per_language) > 1 and len(lengths) == 1:  # parallel files: one permutation of the shared item indices
+        order, count = rng.permutation(lengths.pop()), len(per_language)
+        # pass p gives item order[k] the language (k + p) % count: the first pass sees every item once, in
+        # balanced languages; all passes together hold every (language, item) pair exactly once
+        picks = [((k + p) % count, int(item)) for p in range(count) for k, item in enumerate(order)]
+    else:
+        orders = [rng.permutation(len(rows)).tolist() for rows in per_language]
+        picks = [(lang, orders[lang][k]) for k in range(max(map(len, orders), default=0))
+                 for lang in range(len(per_language)) if k < len(orders[lang])]
+    chosen = sorted(picks[:wanted])  # file order within each language: the schedule decides the training order
+    return [per_language[lang][index] for lang, index in chosen]
 
 
 def _train_languages(spec: TaskSpec, phase: PhaseConfig) -> list[str]:
@@ -214,6 +256,7 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
         disable=not distributed.is_main(),
         dynamic_ncols=True,
     )
+    snapshot_steps = resolve_snapshot_steps(plan.phase.snapshots, micro_steps // settings.grad_accum)
     engine.train()
     started, examples_seen, running_loss = time.perf_counter(), 0, None
     while state["micro_step"] < micro_steps and not state.get("stopped"):
@@ -246,6 +289,8 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
         if step % eval_every == 0 or state["micro_step"] == micro_steps:
             stop = _evaluate_and_track(engine, plan, task_data, tokenizer, state, step, running_loss)
             state["stopped"] = stop  # checkpointed: a phase resumed after an early stop does not train on
+        if step in snapshot_steps:
+            _save_snapshot(engine, plan, tokenizer, state, step)
         if step % checkpoint_every == 0 or stop or state["micro_step"] == micro_steps:
             checkpoints.save(engine, step, state)
             if kill_at and step == kill_at:
@@ -254,6 +299,33 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
             break
     bar.close()
     return state
+
+
+def resolve_snapshot_steps(points: list[int | float], total_steps: int) -> set[int]:
+    """Optimizer steps to snapshot: ints are steps, floats in (0, 1] fractions of the planned steps."""
+    steps = set()
+    for point in points:
+        step = point if isinstance(point, int) else max(1, round(point * total_steps))
+        if step > total_steps:
+            raise ConfigError(f"snapshot at step {step} is beyond the phase's {total_steps} optimizer steps; lower it or train longer")
+        steps.add(int(step))
+    return steps
+
+
+def snapshot_dir(phase_dir: Path, step: int) -> Path:
+    return Path(phase_dir) / SNAPSHOTS_DIRNAME / f"step-{step:08d}"
+
+
+def _save_snapshot(engine, plan: PhasePlan, tokenizer, state: dict, step: int) -> None:
+    """Encoder + heads at this step, and its English dev score when the step was also an evaluation.
+
+    Written before the step's checkpoint: a kill in between re-runs the step and rewrites the same snapshot.
+    """
+    _save_model(engine, plan, tokenizer, snapshot_dir(plan.phase_dir, step))
+    if distributed.is_main():
+        dev = next((entry.get("dev_mean") for entry in state["history"] if entry["step"] == step), None)
+        write_json_atomic(snapshot_dir(plan.phase_dir, step) / "snapshot.json", {"step": step, "dev_score": dev})
+    distributed.barrier()
 
 
 def _mix(seed: int, index: int, stream: int) -> int:
