@@ -75,6 +75,13 @@ def test_dotted_axes_and_errors(tmp_path):
     axes = {"phases.target.optimization.lr": [1.0e-4, 3.0e-4]}
     spec = load_grid(write_grid(tmp_path / "g.yaml", Path("m"), tmp_path / "run", tmp_path / "store", axes))
     assert [c.config.phase_optimization("target").lr for c in spec.cells] == [1.0e-4, 3.0e-4]
+    axes = {"intermediate": ["none", "synth-nli"], "phases.intermediate.adversarial": [None, {"method": "freelb"}]}
+    spec = load_grid(write_grid(tmp_path / "a.yaml", Path("m"), tmp_path / "run", tmp_path / "store", axes))
+    assert [c.cell_id for c in spec.cells] == [
+        "intermediate=none,adversarial=-", "intermediate=synth-nli,adversarial=null", "intermediate=synth-nli,adversarial=freelb"
+    ]
+    assert spec.cells[2].config.phases.intermediate.adversarial.method == "freelb"
+    assert spec.cells[1].config.phases.intermediate.adversarial is None
     with pytest.raises(ConfigError, match="snapshot"):
         load_grid(write_grid(tmp_path / "g.yaml", Path("m"), tmp_path / "r", tmp_path / "s", {"snapshot": ["later"]}))
     with pytest.raises(ConfigError, match="unknown task"):

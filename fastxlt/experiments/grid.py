@@ -139,6 +139,10 @@ def value_label(axis: str, value: Any) -> str:
         return snapshot_label(value)
     if value is None:
         return "null"
+    if isinstance(value, dict):  # e.g. adversarial: {method: freelb, steps: 3} -> freelb,steps-3
+        parts = [str(value["method"])] if "method" in value else []
+        parts += [f"{key}-{item}" for key, item in value.items() if key != "method"]
+        return ",".join(parts) or "default"
     return str(value)
 
 
