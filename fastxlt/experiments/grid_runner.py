@@ -38,7 +38,7 @@ from fastxlt.experiments.grid import (
     GridSpec,
     select_shard,
 )
-from fastxlt.experiments.preflight import check_experiment
+from fastxlt.experiments.preflight import check_experiment, check_run_dir
 from fastxlt.experiments.store import PhaseStore, key_of, model_identity, phase_identity
 from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
@@ -77,6 +77,8 @@ class EncoderRef:
 def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True) -> dict[str, Any]:
     """Run (or resume) this shard's cells; returns {'done': [...], 'skipped': [...]} (skipped: running elsewhere)."""
     distributed.prepare_environment()
+    check_run_dir(spec.run_dir)
+    check_run_dir(spec.store, "grid.store")
     _write_or_check_grid(spec)
     store = PhaseStore(spec.store)
     snapshot_requests = _snapshot_requests(spec)

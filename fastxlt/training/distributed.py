@@ -13,6 +13,9 @@ import socket
 import torch
 
 
+FILLED_IN_BY = "FASTXLT_ONE_RANK_PID"  # set beside RANK etc. when fastxlt, not a launcher, filled them in
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -23,11 +26,25 @@ def prepare_environment() -> None:
     """Choose DeepSpeed's accelerator and fill in a one-rank process group when not launched."""
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if "RANK" not in os.environ:
+    inherited = _filled_in_by_another_process()
+    if "RANK" not in os.environ or inherited:
         os.environ.update(
             {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
         )
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        if inherited:
+            os.environ["MASTER_PORT"] = str(_free_port())
+        else:
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ[FILLED_IN_BY] = f"{os.getpid()}:{os.environ['MASTER_PORT']}"
+
+
+def _filled_in_by_another_process() -> bool:
+    """A one-rank group that a parent process filled in and passed on in its environment is not ours: its
+    MASTER_PORT is the parent's listening socket, so a child fastxlt run picks its own. A launcher's ranks
+    (deepspeed, torchrun) get a MASTER_PORT of the launcher's, which differs from the recorded one."""
+    record = os.environ.get(FILLED_IN_BY, "")
+    owner, _, port = record.partition(":")
+    return bool(record) and owner != str(os.getpid()) and port == os.environ.get("MASTER_PORT")
 
 
 def init_distributed() -> None:
