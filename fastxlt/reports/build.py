@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fastxlt.reports import figures, tables
+from fastxlt.reports import figures, robustness, tables
 from fastxlt.reports.collect import Collection, collect, results_frame
 from fastxlt.reports.compare import XTREME, summarise
 from fastxlt.reports.resources import SOURCE
@@ -37,6 +37,7 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
         summary, lay = summarise(collection, frame, replicates=replicates, seed=seed)
         write_text_atomic(run_dir / "summary.csv", summary.to_csv(index=False))
         lines += _body(summary, lay, run_dir)
+        lines += robustness.section(collection, run_dir, replicates=replicates, seed=seed)
     lines.append(f"\n_Built from the run directory alone in {time.perf_counter() - started:.1f} s._")
     return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
 

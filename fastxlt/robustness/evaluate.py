@@ -8,6 +8,9 @@ Per-language results are cached as ``<out_dir>/<task>/<name>-<strength>-seed<see
 reused only when the clean evaluation's ``cache_key`` (model, split, max_length, data files), the
 perturbation, the seed and the MUSE folder are the same. Perturbed
 copies are scored: the examples, their labels and the clean results are never altered.
+Each file also keeps the per-example metric rows of both passes on the same examples
+(``clean_example_scores`` and ``example_scores``, as in the clean evaluation files) so a report can
+bootstrap a drop, and a difference of drops, over test examples (``fastxlt/reports/robustness.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import Any, Mapping
 from tqdm.auto import tqdm
 
 from fastxlt.evaluation.aggregate import task_score
-from fastxlt.evaluation.predict import score_examples
-from fastxlt.evaluation.zero_shot import cache_key, load_examples
+from fastxlt.evaluation.predict import predict_examples
+from fastxlt.evaluation.zero_shot import _example_scores, cache_key, load_examples
 from fastxlt.robustness.attack import AttackConfig, attack_features
 from fastxlt.robustness.registry import Perturbation, PerturbationError
 from fastxlt.tasks.base import Family, TaskSpec
+from fastxlt.tasks import metrics
 from fastxlt.tasks.features import ops_for
 from fastxlt.utils.io import read_json, write_json_atomic
 
@@ -84,25 +88,42 @@ def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: 
     ops = ops_for(spec)
     progress = f"{spec.name} {language} {perturbation.key}"
     if perturbation.is_attack:
-        result = _attack(model, tokenizer, spec, ops, examples, perturbation, max_length, batch_tokens)
+        result, rows = _attack(model, tokenizer, spec, ops, examples, perturbation, max_length, batch_tokens)
     else:
         perturbed = [perturbation.perturb_example(ex, language, seed, muse_dir) for ex in examples]
         features = ops.featurize(spec, perturbed, tokenizer, max_length)
-        scores, _ = score_examples(model, spec, perturbed, features, tokenizer, batch_tokens=batch_tokens, progress=progress)
-        if clean is None:  # the clean pass did not cover the source language (English for code_switch_from_en)
+        predictions, gold = predict_examples(model, spec, perturbed, features, tokenizer, batch_tokens=batch_tokens,
+                                             progress=progress)  # fmt: skip
+        clean_rows = _clean_rows(out_dir / spec.name / f"{source}.json", key)
+        if clean is None or clean_rows is None:  # the clean pass did not cover the source language, or kept no rows
             clean_features = ops.featurize(spec, examples, tokenizer, max_length)
-            clean, _ = score_examples(model, spec, examples, clean_features, tokenizer, batch_tokens=batch_tokens)
+            clean_predictions, clean_gold = predict_examples(model, spec, examples, clean_features, tokenizer,
+                                                             batch_tokens=batch_tokens)  # fmt: skip
+            clean = clean if clean is not None else metrics.compute(spec.metric, clean_predictions, clean_gold)
+            clean_rows = _example_scores(spec.metric, clean_predictions, clean_gold)
+        rows = {"clean_example_scores": clean_rows, "example_scores": _example_scores(spec.metric, predictions, gold)}
         changed = sum(p != e for p, e in zip(perturbed, examples)) / max(len(examples), 1)
-        result = {"clean": _score(spec, clean), "perturbed": _score(spec, scores), "changed": changed}
+        result = {"clean": _score(spec, clean), "perturbed": _score(spec, metrics.compute(spec.metric, predictions, gold)),
+                  "changed": changed}  # fmt: skip
     result["drop"] = result["clean"] - result["perturbed"]
     result["source_language"] = source
     result["examples"] = len(examples)
-    write_json_atomic(path, {**identity, "task": spec.name, "language": language, "result": result})
+    write_json_atomic(path, {**identity, "task": spec.name, "language": language, "result": result, **rows})
     return result
 
 
-def _attack(model, tokenizer, spec, ops, examples, perturbation: Perturbation, max_length, batch_tokens) -> dict[str, Any]:
-    """PGD on the clean examples: clean and attacked accuracy and the attack success rate."""
+def _clean_rows(path: Path, key: Mapping[str, Any]) -> list | None:
+    """The clean pass's per-example rows of the same examples (its file, when computed from the same inputs)."""
+    saved = _read(path)
+    if saved is None or saved.get("cache_key") != key:
+        return None
+    return saved.get("example_scores")
+
+
+def _attack(model, tokenizer, spec, ops, examples, perturbation: Perturbation, max_length,
+            batch_tokens) -> tuple[dict[str, Any], dict[str, Any]]:
+    """PGD on the clean examples: clean and attacked accuracy and the attack success rate, and the
+    per-example rows of both passes."""
     if not hasattr(model, "encoder"):
         raise PerturbationError("the pgd attacks need the PyTorch model: evaluate them with --backend torch")
     norm = "linf" if perturbation.name == "pgd_linf" else "l2"
@@ -112,8 +133,10 @@ def _attack(model, tokenizer, spec, ops, examples, perturbation: Perturbation, m
     n = max(len(outcome.gold), 1)
     clean = 100.0 * sum(p == g for p, g in zip(outcome.clean_predictions, outcome.gold)) / n
     attacked = 100.0 * sum(p == g for p, g in zip(outcome.adversarial_predictions, outcome.gold)) / n
+    rows = {"clean_example_scores": _example_scores(spec.metric, outcome.clean_predictions, outcome.gold),
+            "example_scores": _example_scores(spec.metric, outcome.adversarial_predictions, outcome.gold)}
     return {"clean": clean, "perturbed": attacked, "success_rate": outcome.success_rate, "norm": norm,
-            "epsilon": perturbation.strength}
+            "epsilon": perturbation.strength}, rows
 
 
 def _resolved(muse_dir: str | None) -> str | None:
@@ -124,13 +147,18 @@ def _score(spec: TaskSpec, scores: Mapping[str, float] | None) -> float | None:
     return None if scores is None else task_score(spec.metric, scores)
 
 
-def _cached(path: Path, identity: Mapping[str, Any]) -> dict[str, Any] | None:
+def _read(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
         saved = read_json(path)
     except ValueError:
         return None  # a damaged file is recomputed, not trusted
-    if any(saved.get(key) != value for key, value in identity.items()):
+    return saved if isinstance(saved, dict) else None
+
+
+def _cached(path: Path, identity: Mapping[str, Any]) -> dict[str, Any] | None:
+    saved = _read(path)
+    if saved is None or any(saved.get(key) != value for key, value in identity.items()):
         return None
     return saved.get("result")
