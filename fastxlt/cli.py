@@ -148,6 +148,15 @@ def _check_results(results: object, path: Path) -> None:
                                "with the same config to rewrite it")
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Memory per GPU of each training phase (fastxlt/plan.py); imported here so `--help` stays torch-free."""
+    from fastxlt.plan import run_plan
+
+    print("\n".join(run_plan(args.config, gpus=args.gpus, nodes=args.nodes, gpu_memory_gb=args.gpu_memory,
+                              overrides=args.set)))
+    return 0
+
+
 def check_length_arguments(args: argparse.Namespace) -> None:
     """--batch-tokens and --max-length must be positive: refused here, before any model is loaded."""
     batch_tokens = getattr(args, "batch_tokens", None)
@@ -306,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the tables of a finished run directory")
     report.add_argument("run_dir")
     report.set_defaults(handler=cmd_report)
+    plan = commands.add_parser("plan", help="GPU memory per training phase for ZeRO 0-3 and the smallest setting that fits")
+    plan.add_argument("--config", "-c", required=True, help="experiment or grid YAML (e.g. configs/plan/*.yaml)")
+    plan.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config field")
+    plan.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1)")
+    plan.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GiB",
+                      help="memory of one GPU in GiB (default 80; an 80 GB H100 shows 79.6)")
+    plan.set_defaults(handler=cmd_plan)
     return parser
 
 
