@@ -76,7 +76,8 @@ def write_cell(root: Path, intermediate: str, adversarial: str, seed: int, rng, 
         task["perturbations"] = {key: {"name": key.split(":")[0], "strength": float(key.split(":")[1]), "seed": 0,
                                        "languages": per_language} for key, per_language in perturbations.items()}  # fmt: skip
     _write(directory / "results.json", {"name": cell_id, "arms": {arm: {"model": "m", "tasks": {"xnli": task}}}})
-    axes = {"model": "me5-small", "intermediate": intermediate, "adversarial": adversarial, "target": "xnli", "seed": seed}
+    axes = {"model": "me5-small", "intermediate": intermediate, "phases.intermediate.adversarial": adversarial,
+            "target": "xnli", "seed": seed}  # as a grid writes cell.json
     _write(directory / "cell.json", {"cell_id": cell_id, "axes": axes})
     return cell_id
 
@@ -205,7 +206,6 @@ def test_no_perturbations_no_section(tmp_path):
 # ------------------------------------------------------------------------------------------ toy grid end to end
 
 
-@pytest.mark.slow
 def test_toy_grid_adversarial_perturbed_evaluation_and_report(tmp_path, synthetic_model, shared_data):
     """grid (none / synth-nli x {null, freelb}) -> cells -> perturbed evaluation -> report with drops."""
     config = {
@@ -231,7 +231,7 @@ def test_toy_grid_adversarial_perturbed_evaluation_and_report(tmp_path, syntheti
     run = tmp_path / "run"
     build_report(run, replicates=100)
     text = (run / "report.md").read_text()
-    frame = pd.read_csv(run / "robustness.csv")
+    frame = pd.read_csv(run / "robustness.csv", keep_default_na=False)  # "null" is a label, not a missing value
     assert set(frame["adversarial"].astype(str)) == {"-", "null", "freelb"}
     assert set(frame["perturbation"]) == {"word_order:0.5", "code_switch_to_en:0.3", "pgd:1"}
     # the per-language files keep both passes' rows, which reproduce the stored clean and perturbed scores

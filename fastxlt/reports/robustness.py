@@ -86,10 +86,13 @@ def robustness_frame(collection: Collection) -> pd.DataFrame:
 
 
 def pairing_axis(frame: pd.DataFrame, collection: Collection) -> str | None:
-    """The axis whose ``null`` value is standard training: ``adversarial``, else any axis with a null value."""
-    if PAIRING_AXIS in frame.columns:
-        return PAIRING_AXIS
-    for axis in collection.axis_names:
+    """The axis whose ``null`` value is standard training: ``adversarial`` (a grid stores the dotted
+    ``phases.intermediate.adversarial``), else any axis with a null value."""
+    names = [axis for axis in collection.axis_names if axis in frame.columns]
+    for axis in names:
+        if axis == PAIRING_AXIS or axis.endswith("." + PAIRING_AXIS):
+            return axis
+    for axis in names:
         if axis in frame.columns and axis != "seed" and (frame[axis].astype(str) == STANDARD).any():
             return axis
     return None
@@ -349,6 +352,9 @@ def drop_heatmaps(summary: Summary, context: str, task: str, path: Path) -> Path
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """``robustness.csv``: known columns first, then any further axes (the internal folder column dropped)."""
     frame = frame.drop(columns=["folder"], errors="ignore")
+    dotted = [c for c in frame.columns if c.endswith("." + PAIRING_AXIS)]
+    if PAIRING_AXIS not in frame.columns and dotted:  # phases.intermediate.adversarial -> adversarial
+        frame = frame.rename(columns={dotted[0]: PAIRING_AXIS})
     ordered = [c for c in CSV_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in CSV_COLUMNS]
     return write_text_atomic(path, frame[ordered].to_csv(index=False))
 
