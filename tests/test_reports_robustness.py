@@ -241,6 +241,10 @@ def test_toy_grid_adversarial_perturbed_evaluation_and_report(tmp_path, syntheti
         assert len(clean) == len(perturbed) == 24
         assert saved["result"]["clean"] == pytest.approx(100 * clean.mean())
         assert saved["result"]["perturbed"] == pytest.approx(100 * perturbed.mean())
+    for path in (run / "cells").glob("*/eval/*/synth-para/pgd-1-seed1/en.json"):
+        saved = json.loads(path.read_text())
+        assert saved["result"]["perturbed"] == pytest.approx(100 * np.mean(saved["example_scores"]))
+        assert saved["result"]["clean"] == pytest.approx(100 * np.mean(saved["clean_example_scores"]))
     assert "synth-nli: freelb - null" in text and "Attack success rate" in text
     assert "code_switch_to_en:0.3 unavailable in" in text
     assert list((run / "figures").glob("robustness_*.png"))

@@ -207,7 +207,7 @@ def _drop_rows(scored: pd.DataFrame, cells, replicates: int, seed: int) -> pd.Da
         metric = str(part["metric"].iloc[0])
         rows = {lang: [_rows_of(row, cells) for _, row in group.iterrows()] for lang, group in part.groupby("language", sort=False)}
         complete = {lang: r for lang, r in rows.items() if all(x is not None for x in r)}
-        intervals = drop_intervals(metric, complete, replicates=replicates, seed=seed) if complete else {}
+        intervals = _guarded(lambda: drop_intervals(metric, complete, replicates=replicates, seed=seed)) if complete else {}
         languages = list(dict.fromkeys(part["language"]))
         for language in languages + [AVERAGE]:
             if language == AVERAGE:
@@ -257,7 +257,7 @@ def _difference_rows(scored: pd.DataFrame, cells, axis: str | None, lay, replica
         if not values:
             continue
         usable = {lang: pair for lang, pair in samples.items() if complete.get(lang) and pair[0]}
-        intervals = drop_difference(metric, usable, replicates=replicates, seed=seed) if usable else {}
+        intervals = _guarded(lambda: drop_difference(metric, usable, replicates=replicates, seed=seed)) if usable else {}
         comparison = f"{intermediate}: {method} - {STANDARD}"
         averages = np.mean([np.mean(v) for v in values.values()])
         for language in list(values) + [AVERAGE]:
@@ -268,6 +268,14 @@ def _difference_rows(scored: pd.DataFrame, cells, axis: str | None, lay, replica
                             "seeds": len(values[language]) if language != AVERAGE else min(len(v) for v in values.values()),
                             "low": interval.low if interval else np.nan, "high": interval.high if interval else np.nan})  # fmt: skip
     return pd.DataFrame.from_records(records)
+
+
+def _guarded(compute) -> dict[str, Delta]:
+    """Intervals, or none when the passes were scored on different examples (shown as `?`, not a crash)."""
+    try:
+        return compute()
+    except ValueError:
+        return {}
 
 
 # ------------------------------------------------------------------------------------------ tables and figures
@@ -375,7 +383,10 @@ def section(collection: Collection, run_dir: Path, *, replicates: int = DEFAULT_
              "intermediate training A (same other axes and seed; negative = adversarial training is more robust; "
              "`*` = the interval excludes 0, `?` = no per-example rows). `average` is over the languages a "
              "perturbation covers (those without a MUSE dictionary are listed below). Rows per cell: `robustness.csv`."]  # fmt: skip
-    for (context, task), part in summary.drops.groupby(["context", "task"], sort=False):
+    groups = [] if summary.drops.empty else summary.drops.groupby(["context", "task"], sort=False)
+    if summary.drops.empty:
+        lines.append("\nNo perturbation has a score yet (every language unavailable).")
+    for (context, task), part in groups:
         for key in dict.fromkeys(part["perturbation"]):
             title = f"{task}, {key}" + ("" if context == "all cells" else f": {context}")
             lines += ["", f"### Drop: {title}", "", to_markdown(drop_table(summary, context, task, key))]
