@@ -39,9 +39,9 @@ What it counts, per GPU, for one training phase:
   the MLM head's 250k-way logits are never materialised, see ``fastxlt/kernels/linear_ce.py``).
 
 A setting *fits* when model states + activations <= ``USABLE_FRACTION`` of the GPU's memory (``--gpu-memory``, GiB) (the rest: the CUDA
-context, allocator fragmentation, communication buckets). The recommendation takes the fewest GPUs first and, at
-equal GPUs, the cheapest setting: more sharding before any offload (offload moves every step's optimizer work to
-the CPU).
+context, allocator fragmentation, communication buckets). The recommendation avoids offload whenever some GPU
+count up to ``--gpus x --nodes`` fits without it (offload moves every step's optimizer work to the CPU), then takes
+the fewest GPUs, then the lowest stage.
 
 Parameter counts come from the model's config, never its weights: a local directory's ``config.json`` (or a
 cached hub config), else ``BUILTIN_MODELS``; the model is built on the meta device (no memory) and its unique
@@ -82,7 +82,7 @@ BUILTIN_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 _ALIASES = {"facebookai/xlm-roberta-base": "xlm-roberta-base", "facebookai/xlm-roberta-large": "xlm-roberta-large"}
 
-# (stage, offload) in the order the recommendation prefers them at equal GPUs: sharding before offload.
+# (stage, offload) in the order the recommendation tries them at equal GPUs (offloaded ones only after no GPU count fits without).
 SETTINGS: tuple[tuple[int, str], ...] = (
     (0, "none"), (1, "none"), (2, "none"), (3, "none"),
     (1, "optimizer"), (2, "optimizer"), (3, "optimizer"), (3, "optimizer+params"),
@@ -269,19 +269,23 @@ def total_need(plan: ModelPlan, phase: PhaseNeeds, stage: int, offload: str, gpu
 
 
 def recommend(plan: ModelPlan, gpus_per_node: int, nodes: int, gpu_memory_gb: float) -> str:
-    """ONE line: the fewest GPUs, then the cheapest (stage, offload), at which every phase fits."""
+    """ONE line: the first setting at which every phase fits, without offload if any GPU count allows it, then
+    the fewest GPUs, then the lowest stage (offload needs ~16 bytes/parameter of CPU memory and runs every step's
+    optimizer update on the CPU, so it is the last resort, not a way to save a GPU)."""
     budget = USABLE_FRACTION * gpu_memory_gb * GIB
-    for gpus in gpu_counts(gpus_per_node, nodes):
-        for stage, offload in SETTINGS:
-            if offload != "none" and any(p.optimizer == "adafactor" for p in plan.phases):
-                continue  # DeepSpeed's CPU offload runs its own AdamW (the config refuses adafactor with offload)
-            worst = max(total_need(plan, p, stage, offload, gpus) for p in plan.phases)
-            if worst <= budget:
-                where = f"{gpus} GPU{'s' if gpus > 1 else ''}" + (
-                    f" ({math.ceil(gpus / gpus_per_node)} nodes x {gpus_per_node})" if gpus > gpus_per_node else "")
-                return (f"recommendation ({plan.shape.name}): ZeRO stage {stage}, offload {offload}, {where}: "
-                        f"{worst / GIB:.1f} GiB of {gpu_memory_gb:g} GiB per GPU at the largest phase "
-                        f"(deepspeed: zero_stage: {stage}{_offload_fields(offload)})")
+    adafactor = any(p.optimizer == "adafactor" for p in plan.phases)
+    candidates = [(gpus, stage, offload) for offloaded in (False, True) for gpus in gpu_counts(gpus_per_node, nodes)
+                  for stage, offload in SETTINGS if (offload != "none") == offloaded]
+    for gpus, stage, offload in candidates:
+        if offload != "none" and adafactor:
+            continue  # DeepSpeed's CPU offload runs its own AdamW (the config refuses adafactor with offload)
+        worst = max(total_need(plan, p, stage, offload, gpus) for p in plan.phases)
+        if worst <= budget:
+            where = f"{gpus} GPU{'s' if gpus > 1 else ''}" + (
+                f" ({math.ceil(gpus / gpus_per_node)} nodes x {gpus_per_node})" if gpus > gpus_per_node else "")
+            return (f"recommendation ({plan.shape.name}): ZeRO stage {stage}, offload {offload}, {where}: "
+                    f"{worst / GIB:.1f} GiB of {gpu_memory_gb:g} GiB per GPU at the largest phase "
+                    f"(deepspeed: zero_stage: {stage}{_offload_fields(offload)})")
     return (f"recommendation ({plan.shape.name}): nothing fits {gpus_per_node * nodes} GPUs of {gpu_memory_gb:g} GiB "
             "(even ZeRO 3 with parameter offload); lower optimization.batch_size or max_length, or add --nodes")
 
