@@ -388,6 +388,11 @@ def main() -> int:
     if not args.smoke and not (Path(args.data) / "xnli.dev.tsv").is_file() and not any(Path(args.data).glob("**/*dev*")):
         raise SystemExit(f"no XNLI English dev file under {args.data}; pass --data DIR")
     args.steps = args.steps or (3 if args.smoke else 20 if args.quick else math.ceil(2 * 2000 / BATCH))
+    # A one-rank group of our own: a RANK/MASTER_PORT inherited from a parent fastxlt process (a test run) would
+    # make the Trainer's accelerate listen on the parent's port (EADDRINUSE).
+    from fastxlt.training.distributed import prepare_environment
+
+    prepare_environment()
     if args.worker:
         print(WORKER_TAG + json.dumps(run_worker(args.worker, args)))
         return 0
