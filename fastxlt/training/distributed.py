@@ -7,8 +7,10 @@ local port. Without CUDA the backend is gloo (DeepSpeed's CPU accelerator, ``DS_
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
+from pathlib import Path
 
 import torch
 
@@ -36,6 +38,7 @@ def prepare_environment() -> None:
         else:
             os.environ.setdefault("MASTER_PORT", str(_free_port()))
         os.environ[FILLED_IN_BY] = f"{os.getpid()}:{os.environ['MASTER_PORT']}"
+        atexit.register(release_shared_memory_name)  # engines set up without init_distributed (tests, benchmarks)
 
 
 def _filled_in_by_another_process() -> bool:
@@ -54,6 +57,27 @@ def init_distributed() -> None:
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+        barrier()  # every local rank has mapped every other rank's all-reduce buffer
+        release_shared_memory_name()
+
+
+def shared_memory_buffer() -> Path:
+    """The /dev/shm file DeepSpeed's CPU all-reduce (its shm comm op) creates for this rank.
+
+    DeepSpeed maps one ~66 MB file per local rank when all ranks are on one machine and never unlinks it:
+    every phase of every run would leave one behind in memory-backed /dev/shm (13 GB after one test suite).
+    """
+    name = f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_{os.environ.get('MASTER_PORT', '')}_{rank()}"
+    return Path("/dev/shm") / name
+
+
+def release_shared_memory_name() -> None:
+    """Unlink this rank's buffer name once every rank has mapped it: the mappings stay valid, the memory
+    is returned when the processes exit, however they exit."""
+    try:
+        shared_memory_buffer().unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def rank() -> int:
