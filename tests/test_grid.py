@@ -261,3 +261,23 @@ def test_max_examples_evaluates_the_first_n_of_each_language_and_keys_the_cache(
     again = evaluate_models(models, ["synth-para"], out_root=tmp_path, **settings)
     assert again["arms"][arm]["tasks"] == full["arms"][arm]["tasks"]
     assert read_json(tmp_path / "eval" / arm / "synth-para" / "xa.json")["examples"] > 40
+
+
+def test_grid_table_deltas_pair_equal_seeds(tmp_path):
+    """A cut-short grid: the intermediate arm has seed 1 only, the baseline seeds 1 and 2; the delta is
+    against seed 1's baseline (hand-computed), not the two-seed mean."""
+    from fastxlt.experiments.grid_table import grid_tables
+    from fastxlt.utils.io import write_json_atomic
+
+    cells = {("none", 1): {"en": 50.0, "de": 40.0}, ("none", 2): {"en": 60.0, "de": 50.0}, ("x", 1): {"en": 55.0, "de": 46.0}}
+    ids = []
+    for (arm, seed), scores in cells.items():
+        cell_id = f"intermediate={arm},seed={seed}"
+        ids.append(cell_id)
+        write_json_atomic(tmp_path / "cells" / cell_id / "cell.json", {"axes": {"intermediate": arm, "seed": str(seed)}})
+        languages = {lang: {"accuracy": value} for lang, value in scores.items()}
+        write_json_atomic(tmp_path / "cells" / cell_id / "results.json",
+                          {"arms": {arm: {"tasks": {"t": {"metric": "accuracy", "languages": languages}}}}})
+    write_json_atomic(tmp_path / "grid.json", {"cells": ids})
+    _, sentences = grid_tables(tmp_path)
+    assert "x +6.00" in sentences[0]  # de: 46 - 40 (seed 1), not 46 - 45 (mean of seeds 1 and 2)

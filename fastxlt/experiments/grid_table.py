@@ -38,14 +38,14 @@ def collect_cells(run_dir: str | Path) -> list[dict[str, Any]]:
             task: {lang: task_score(result["metric"], values) for lang, values in result["languages"].items()}
             for task, result in arm["tasks"].items()
         }
-        cells.append({"axes": record["axes"], "scores": scores})
+        cells.append({"axes": record["axes"], "scores": scores, "seed": record["axes"].get("seed")})
     return cells
 
 
 def grid_tables(run_dir: str | Path) -> tuple[list[Table], list[str]]:
     """One table per (task, other axes) and a sentence per table on the non-English average delta."""
     cells = collect_cells(run_dir)
-    groups: dict[tuple, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     for cell in cells:
         axes = cell["axes"]
         column = " ".join(axes[a] for a in COLUMN_AXES if a in axes and axes[a] != "-") or NONE_LABEL
@@ -53,7 +53,7 @@ def grid_tables(run_dir: str | Path) -> tuple[list[Table], list[str]]:
             column = NONE_LABEL
         rest = tuple((a, v) for a, v in axes.items() if a not in COLUMN_AXES and a != "seed")
         for task, per_language in cell["scores"].items():
-            groups[(task, rest)][column].append(per_language)
+            groups[(task, rest)][column][cell["seed"]] = per_language
     tables, sentences = [], []
     for (task, rest), columns in groups.items():
         title = f"{task} zero-shot" + "".join(f", {axis} {value}" for axis, value in rest)
@@ -64,10 +64,16 @@ def grid_tables(run_dir: str | Path) -> tuple[list[Table], list[str]]:
     return tables, sentences
 
 
-def _table(title: str, columns: dict[str, list[dict[str, float]]]) -> tuple[Table, str | None]:
+def _table(title: str, columns: dict[str, dict]) -> tuple[Table, str | None]:
+    """``columns``: setting -> seed -> per-language scores. A delta compares seed with seed: the baseline
+    is averaged over the seeds its setting has (a cut-short grid may have fewer seeds in some columns)."""
     names = sorted(columns, key=lambda c: (c != NONE_LABEL, c))
-    means = {name: _mean_over_seeds(columns[name]) for name in names}
+    means = {name: _mean_over_seeds(list(columns[name].values())) for name in names}
     seeds = {name: len(columns[name]) for name in names}
+    baselines = {
+        name: _mean_over_seeds([columns[NONE_LABEL][s] for s in columns[name] if s in columns[NONE_LABEL]] or [{}])
+        for name in names if NONE_LABEL in columns
+    }
     languages = list(next(iter(means.values())))
     table = Table(title=title + f" (mean of {max(seeds.values())} seed(s))", title_justify="left")
     table.add_column("language")
@@ -85,18 +91,24 @@ def _table(title: str, columns: dict[str, list[dict[str, float]]]) -> tuple[Tabl
             value = float(np.mean([means[name][lang] for lang in langs]))
             cells.append(f"{value:.2f}")
             if name != NONE_LABEL and NONE_LABEL in means:
-                base = float(np.mean([means[NONE_LABEL][lang] for lang in langs]))
-                cells.append(f"{value - base:+.2f}")
+                cells.append(_delta(value, baselines[name], langs))
         if label.startswith("average"):
             table.add_section()
         table.add_row(label, *cells, style="bold" if label.startswith("average") else None)
     sentence = None
     if NONE_LABEL in means and len(names) > 1 and zero_shot:
         base = float(np.mean([means[NONE_LABEL][lang] for lang in zero_shot]))
-        parts = [f"{name} {float(np.mean([means[name][lang] for lang in zero_shot])) - base:+.2f}" for name in names[1:]]
+        parts = [f"{name} {_delta(float(np.mean([means[name][lang] for lang in zero_shot])), baselines[name], zero_shot)}"
+                 for name in names[1:]]
         sentence = (f"{title}: intermediate training changes the non-English average by " + ", ".join(parts)
-                    + f" points against no intermediate training ({base:.2f}).")
+                    + f" points against no intermediate training ({base:.2f}; deltas pair equal seeds).")
     return table, sentence
+
+
+def _delta(value: float, baseline: dict[str, float], languages: list[str]) -> str:
+    if not all(lang in baseline for lang in languages):
+        return "n/a"  # no baseline cell with these seeds
+    return f"{value - float(np.mean([baseline[lang] for lang in languages])):+.2f}"
 
 
 def _mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, float]:
