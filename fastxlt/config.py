@@ -476,17 +476,22 @@ def resolve_model_family(config: ExperimentConfig) -> None:
         check_masked_lm(model_type)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override (``key.sub=value`` strings, values parsed as YAML) and validate a config file."""
-    path = Path(path)
+def read_yaml_file(path: Path) -> Any:
+    """A config file's YAML, with one-line errors for a missing file or invalid YAML (and its line)."""
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found; pass an existing YAML file (see configs/)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{line}: {getattr(error, 'problem', error)}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override (``key.sub=value`` strings, values parsed as YAML) and validate a config file."""
+    path = Path(path)
+    data = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

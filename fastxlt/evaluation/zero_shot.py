@@ -127,14 +127,20 @@ def _fingerprint(path: Path) -> list[Any]:
     return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
 
 
-def _cached(path: Path, key: dict[str, Any]) -> dict[str, float] | None:
+def read_cached(path: Path) -> dict[str, Any] | None:
+    """A cached per-language result file, or None when it is absent or damaged (then it is recomputed)."""
     if not path.is_file():
         return None
     try:
         saved = read_json(path)
     except ValueError:
         return None  # a damaged file is recomputed, not trusted
-    if not isinstance(saved, dict) or saved.get("cache_key") != key or "scores" not in saved:
+    return saved if isinstance(saved, dict) else None
+
+
+def _cached(path: Path, key: dict[str, Any]) -> dict[str, float] | None:
+    saved = read_cached(path)
+    if saved is None or saved.get("cache_key") != key or "scores" not in saved:
         return None  # computed from other inputs (or by a version that did not record them)
     return saved["scores"]
 

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import yaml
 
-from fastxlt.config import ExperimentConfig, apply_override, config_from_dict
+from fastxlt.config import ExperimentConfig, apply_override, config_from_dict, read_yaml_file
 from fastxlt.errors import ConfigError
 
 NONE_LABEL = "none"
@@ -196,14 +196,14 @@ class GridSpec:
 
 
 def has_grid_section(path: str | Path) -> bool:
-    data = _read_yaml(Path(path))
+    data = read_yaml_file(Path(path))
     return isinstance(data, dict) and "grid" in data
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
     """Read a grid file (overrides apply to the base, e.g. ``run_dir=...``), validate it and expand its cells."""
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml_file(path)
     if not isinstance(data, dict) or not isinstance(data.get("grid"), dict):
         raise ConfigError(f"{path}: no 'grid' section; a grid file is an experiment file with grid: {{axes: ...}}")
     section = data.pop("grid")
@@ -289,14 +289,3 @@ def _cell_config(spec: GridSpec, values: dict[str, Any], cell_id: str) -> Experi
     data["name"] = f"{spec.name}/{cell_id}"
     where = f"{spec.source} (cell {cell_id})" if spec.source else f"cell {cell_id}"
     return config_from_dict(data, source=where)
-
-
-def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found; pass an existing YAML file (see configs/)")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{line}: {getattr(error, 'problem', error)}") from None

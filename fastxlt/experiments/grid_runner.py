@@ -20,6 +20,7 @@ Grid run directory::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,6 +255,7 @@ def _base_encoder(spec: GridSpec, config: ExperimentConfig, store: PhaseStore) -
     return EncoderRef(str(directory / "model"), str(directory / "model"), identity)
 
 
+@functools.lru_cache(maxsize=1)
 def _synthetic_source_digest() -> str:
     """The synthetic world is code: a changed generator must not reuse assets built by the old one."""
     import fastxlt.synthetic as package

@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from fastxlt.evaluation.aggregate import task_score
 from fastxlt.evaluation.predict import predict_examples
-from fastxlt.evaluation.zero_shot import _example_scores, cache_key, load_examples
+from fastxlt.evaluation.zero_shot import _example_scores, cache_key, load_examples, read_cached
 from fastxlt.robustness.attack import AttackConfig, attack_features
 from fastxlt.robustness.registry import Perturbation, PerturbationError
 from fastxlt.tasks.base import Family, TaskSpec
 from fastxlt.tasks import metrics
 from fastxlt.tasks.features import ops_for
-from fastxlt.utils.io import read_json, write_json_atomic
+from fastxlt.utils.io import write_json_atomic
 
 
 def check_supported(spec: TaskSpec, perturbations: list[Perturbation], backend: str = "torch") -> None:
@@ -114,7 +114,7 @@ def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: 
 
 def _clean_rows(path: Path, key: Mapping[str, Any]) -> list | None:
     """The clean pass's per-example rows of the same examples (its file, when computed from the same inputs)."""
-    saved = _read(path)
+    saved = read_cached(path)
     if saved is None or saved.get("cache_key") != key:
         return None
     return saved.get("example_scores")
@@ -147,18 +147,8 @@ def _score(spec: TaskSpec, scores: Mapping[str, float] | None) -> float | None:
     return None if scores is None else task_score(spec.metric, scores)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        saved = read_json(path)
-    except ValueError:
-        return None  # a damaged file is recomputed, not trusted
-    return saved if isinstance(saved, dict) else None
-
-
 def _cached(path: Path, identity: Mapping[str, Any]) -> dict[str, Any] | None:
-    saved = _read(path)
+    saved = read_cached(path)
     if saved is None or any(saved.get(key) != value for key, value in identity.items()):
         return None
     return saved.get("result")
