@@ -83,8 +83,11 @@ def test_xquad_mlqa_tydiqa_layouts(tmp_path):
 def test_reader_errors_name_the_problem(tmp_path):
     with pytest.raises(DataNotFoundError, match=r"xquad\.el\.json"):
         get_task("xquad").load("test", "el", tmp_path)
-    with pytest.raises(UnknownLanguageError, match="split 'train' exists only in en"):
+    # a non-English SQuAD train split is XTREME's translate-train file (tests/test_translate_train.py)
+    with pytest.raises(DataNotFoundError, match=r"squad\.translate\.train\.en-de\.json"):
         get_task("xquad").load("train", "de", tmp_path)
+    with pytest.raises(UnknownLanguageError, match="task 'squad_v2' has no language 'de'"):
+        get_task("squad_v2").load("train", "de", tmp_path)
     broken = tmp_path / "xquad.ar.json"
     broken.write_text('{"data": [', encoding="utf-8")
     with pytest.raises(CorruptDataError, match="not valid UTF-8 JSON"):

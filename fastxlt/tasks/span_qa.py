@@ -26,6 +26,11 @@ Local layouts (``data_dir``), tried in order per split; all are SQuAD json
 - SQuAD: ``train-v1.1.json`` / ``dev-v1.1.json`` (v2.0: ``train-v2.0.json`` / ``dev-v2.0.json``);
 - XQuAD: ``xquad.{lang}.json``;
 - MLQA: ``[MLQA_V1/]{dev,test}/{dev,test}-context-{lang}-question-{lang}.json`` (or flat in data_dir);
+- SQuAD translate-train (XTREME's machine translations, training data "in any language"): the ``train`` split of
+  squad, xquad and mlqa in a language other than English reads ``[translate-train/]squad.translate.train.en-{lang}.json``
+  (``validation``: ``[translate-dev/]squad.translate.dev.en-{lang}.json``), e.g. ``train_languages: [de, fr]``.
+  Machine translation misplaces some answers; a translated question whose ``answer_start`` misses its answer text
+  is skipped and counted in a warning, as XTREME's ``run_squad.py`` skips it (an English file refuses it instead);
 - TyDiQA-GoldP, XTREME layout: ``tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json``,
   ``tydiqa-goldp-v1.1-dev/tydiqa.{lang}.dev.json`` (or ``tydiqa.goldp.{lang}.dev.json``); the original
   all-language release files ``tydiqa-goldp-v1.1-{train,dev}.json`` are split by the language prefix
@@ -42,6 +47,7 @@ Decoding merges all windows of a question with the n-best decoder of :mod:`fastx
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +63,8 @@ from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 from fastxlt.tasks.qa_metrics import QAGold
 from fastxlt.tasks.readers import utf8_error
 from fastxlt.tasks.span_decode import MAX_ANSWER_LENGTH, N_BEST, PackedLogits, decode_spans, pack, select_answers
+
+logger = logging.getLogger(__name__)
 
 DOC_STRIDE = 128
 XQUAD_LANGUAGES = tuple(sorted(langs.XQUAD + ("ro",)))  # the 12 files of the XQuAD release
@@ -90,10 +98,14 @@ class QAExample:
 # --------------------------------------------------------------------------------------------
 
 
-def read_squad_json(path: str | Path, language: str = "en", id_prefix: str | None = None) -> list[QAExample]:
+def read_squad_json(
+    path: str | Path, language: str = "en", id_prefix: str | None = None, *, skip_misaligned: bool = False
+) -> list[QAExample]:
     """All questions of a SQuAD-format json file, in file order.
 
     ``id_prefix`` keeps only the questions whose id starts with it (TyDiQA's all-language files).
+    ``skip_misaligned`` drops (and counts in a warning) a question whose ``answer_start`` misses its answer text
+    instead of refusing the file: machine-translated training sets have such questions, and XTREME skips them.
     """
     path = Path(path)
     if not path.is_file():
@@ -108,6 +120,7 @@ def read_squad_json(path: str | Path, language: str = "en", id_prefix: str | Non
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise CorruptDataError(f"{path} has no top-level 'data' list; is it a SQuAD-format json file?")
     examples: list[QAExample] = []
+    misaligned = 0
     for article in document["data"]:
         for paragraph in article.get("paragraphs", ()):
             context = paragraph.get("context")
@@ -116,7 +129,16 @@ def read_squad_json(path: str | Path, language: str = "en", id_prefix: str | Non
             for qa in paragraph.get("qas", ()):
                 if id_prefix is not None and not str(qa.get("id", "")).startswith(id_prefix):
                     continue
-                examples.append(_example(path, qa, context, language))
+                example = _example(path, qa, context, language)
+                if misaligned_answer(example) is None:
+                    examples.append(example)
+                elif skip_misaligned:
+                    misaligned += 1
+                else:
+                    check_answer_offsets(example, str(path))
+    if misaligned:
+        logger.warning("skipped %d of %d questions of %s whose answer_start misses the answer text (as XTREME does "
+                       "for machine-translated training data)", misaligned, misaligned + len(examples), path)
     return examples
 
 
@@ -135,8 +157,15 @@ def _example(path: Path, qa: Mapping[str, Any], context: str, language: str) -> 
             f"{path}: question {qa.get('id', '?')!r} lacks or mangles {error}; expected id, question, "
             "answers[{text, answer_start}]"
         ) from None
-    check_answer_offsets(example, str(path))
     return example
+
+
+def misaligned_answer(example: QAExample) -> tuple[str, int] | None:
+    """The first (text, answer_start) whose offset does not point at its text in the context; None if all do."""
+    for text, start in zip(example.answer_texts, example.answer_starts):
+        if text and example.context[start : start + len(text)] != text:
+            return text, start
+    return None
 
 
 def check_answer_offsets(example: QAExample, where: str) -> None:
@@ -145,14 +174,15 @@ def check_answer_offsets(example: QAExample, where: str) -> None:
     Training labels come from the offset, so a wrong one would silently train the question as
     "no answer" (its span is found in no window); a shifted offset means a broken conversion.
     """
-    for text, start in zip(example.answer_texts, example.answer_starts):
-        if text and example.context[start : start + len(text)] != text:
-            found = example.context.find(text)
-            hint = f"the text occurs at {found}" if found >= 0 else "the text does not occur in the context"
-            raise CorruptDataError(
-                f"{where}: question {example.id!r}: answer_start {start} does not point at its answer {text!r} "
-                f"({hint}); fix answer_start to the answer's character offset in the context"
-            )
+    wrong = misaligned_answer(example)
+    if wrong is not None:
+        text, start = wrong
+        found = example.context.find(text)
+        hint = f"the text occurs at {found}" if found >= 0 else "the text does not occur in the context"
+        raise CorruptDataError(
+            f"{where}: question {example.id!r}: answer_start {start} does not point at its answer {text!r} "
+            f"({hint}); fix answer_start to the answer's character offset in the context"
+        )
 
 
 def _from_hub_rows(rows: Mapping[str, list[Any]], language: str, id_prefix: str | None) -> list[QAExample]:
@@ -181,6 +211,8 @@ class SplitSource:
     ``languages`` limits the split to the languages the source has (SQuAD: English); ``by_id_prefix``
     marks multilingual sources whose questions are selected by their id prefix (TyDiQA). A local
     pattern in ``all_language_files`` holds every language and is filtered the same way.
+    ``translated``: local patterns of machine-translated copies of the split, read for a language outside
+    ``languages`` (SQuAD translate-train); there is no hub copy of them.
     """
 
     hub_path: str
@@ -190,6 +222,11 @@ class SplitSource:
     languages: tuple[str, ...] | None = None
     by_id_prefix: bool = False
     all_language_files: tuple[str, ...] = ()
+    translated: tuple[str, ...] = ()
+
+    def is_translated(self, language: str) -> bool:
+        """Whether ``language`` reads the machine-translated copy of this split."""
+        return bool(self.translated) and self.languages is not None and language not in self.languages
 
 
 @dataclass(frozen=True)
@@ -203,9 +240,16 @@ class SpanQAAdapter:
         source = self.sources[split]
         prefix = f"{TYDIQA_NAMES[language]}-" if source.by_id_prefix else None
         if data_dir is None:
+            if source.is_translated(language):
+                raise DataNotFoundError(
+                    f"task '{spec.name}' split '{split}' in '{language}' is machine-translated data, which "
+                    f"{source.hub_path} does not have; set data: {{{spec.name}: DIR}} with "
+                    f"{source.translated[0].format(lang=language)}"
+                )
             return _read_hub(source, language, prefix)
         path, all_languages = self._locate(spec, split, language, data_dir)
-        return read_squad_json(path, language, id_prefix=prefix if all_languages else None)
+        return read_squad_json(path, language, id_prefix=prefix if all_languages else None,
+                               skip_misaligned=source.is_translated(language))
 
     def data_files(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[Path]:
         """The one json file a read of this split opens."""
@@ -214,7 +258,7 @@ class SpanQAAdapter:
 
     def _check_language(self, spec: TaskSpec, split: str, language: str) -> None:
         source = self.sources[split]
-        if source.languages is not None and language not in source.languages:
+        if source.languages is not None and language not in source.languages and not source.translated:
             raise UnknownLanguageError(
                 f"task '{spec.name}': split '{split}' exists only in {', '.join(source.languages)} "
                 f"(it is {source.hub_path}); evaluate '{language}' on another split"
@@ -224,7 +268,7 @@ class SpanQAAdapter:
         """The file of this split and language, and whether it holds every language (filtered by id prefix)."""
         source = self.sources[split]
         tried = []
-        for pattern in source.patterns:
+        for pattern in source.translated if source.is_translated(language) else source.patterns:
             path = data_dir / pattern.format(lang=language, name=TYDIQA_NAMES.get(language, language))
             tried.append(str(path))
             if path.is_file():
@@ -262,8 +306,13 @@ def _read_hub(source: SplitSource, language: str, id_prefix: str | None) -> list
 def _squad_source(version: str, split: str) -> SplitSource:
     hub = "rajpurkar/squad" if version == "1.1" else "rajpurkar/squad_v2"
     own = "train" if split == "train" else "dev"
+    # XTREME's translations of SQuAD v1.1 train and dev (gs://xtreme_translations/SQuAD/translate-{train,dev}/)
+    translated = () if version != "1.1" else tuple(
+        f"{folder}squad.translate.{own}.en-{{lang}}.json"
+        for folder in (f"translate-{own}/", "", f"SQuAD/translate-{own}/", f"squad/translate-{own}/")
+    )  # fmt: skip
     return SplitSource(hub, None, "train" if split == "train" else "validation",
-                       (f"{own}-v{version}.json",), languages=("en",))  # fmt: skip
+                       (f"{own}-v{version}.json",), languages=("en",), translated=translated)  # fmt: skip
 
 
 def _mlqa_source(split: str) -> SplitSource:
@@ -293,12 +342,14 @@ def _builtin_tasks() -> list[TaskSpec]:
     mlqa = {"train": squad["train"], "validation": _mlqa_source("validation"), "test": _mlqa_source("test")}
     tydiqa = {"train": _tydiqa_source("train"), "validation": _tydiqa_source("validation"),
               "test": _tydiqa_source("validation")}  # fmt: skip
-    spec = lambda name, languages, sources, metric, head, hub, text, **extra: TaskSpec(  # noqa: E731
+    spec = lambda name, languages, sources, metric, head, hub, text, more=(), **extra: TaskSpec(  # noqa: E731
         name=name, family=Family.SPAN_QA, languages=languages, splits=tuple(sources), metric=metric,
-        adapter=SpanQAAdapter(sources), head=head, hub_id=hub, description=text, extra=extra,
+        adapter=SpanQAAdapter(sources), head=head, hub_id=hub, description=text, extra=extra, extra_languages=more,
     )  # fmt: skip
+    translated = tuple(language for language in langs.XTREME_R_ALL if language != "en")  # SQuAD translate-train
     return [
-        spec("squad", ("en",), squad, "squad", "squad", "rajpurkar/squad", "SQuAD v1.1 extractive QA"),
+        spec("squad", ("en",), squad, "squad", "squad", "rajpurkar/squad",
+             "SQuAD v1.1 extractive QA; other languages: XTREME's translate-train/dev files", more=translated),
         spec("squad_v2", ("en",), squad_v2, "squad_v2", "squad_v2", "rajpurkar/squad_v2",
              "SQuAD v2.0: extractive QA with unanswerable questions", null_threshold=0.0),
         spec("xquad", XQUAD_LANGUAGES, xquad, "squad", "squad", "google/xquad",

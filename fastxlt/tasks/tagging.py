@@ -5,10 +5,14 @@ Registered tasks (``Family.TOKEN_TAGGING``, metric ``seqeval_f1`` as in XTREME, 
 ======  ==========================================  =========  ==========================================
 task    hub (``datasets``)                          languages  labels
 ======  ==========================================  =========  ==========================================
-udpos   google/xtreme, ``udpos.<English name>``     33         the 17 UPOS tags (hub order, alphabetical)
-panx    unimelb-nlp/wikiann, ``<lang>``             40         O B-PER I-PER B-ORG I-ORG B-LOC I-LOC
+udpos   google/xtreme, ``udpos.<English name>``     33 (+5)    the 17 UPOS tags (hub order, alphabetical)
+panx    unimelb-nlp/wikiann, ``<lang>``             40 (+8)    O B-PER I-PER B-ORG I-ORG B-LOC I-LOC
 ccg     none (CCGbank is licensed)                  en         the supertags of the training file
 ======  ==========================================  =========  ==========================================
+
+``languages: all`` is XTREME's list; XTREME-R's additions (in brackets: udpos lt, pl, ro, uk, wo; panx az, gu, lt,
+pa, pl, qu, ro, uk) are read when named (``extra_languages``): from local files for udpos (the hub's XTREME copy has
+only XTREME's 33), from the hub or local files for panx.
 
 Splits are ``train``, ``validation``, ``test``. Local layouts, tried in this order under ``data_dir``:
 
@@ -519,11 +523,13 @@ def _builtin_tasks() -> list[TaskSpec]:
     return [
         TaskSpec(name="udpos", family=Family.TOKEN_TAGGING, languages=langs.UDPOS, splits=splits,
                  metric="seqeval_f1", labels=UPOS_TAGS, hub_id="google/xtreme",
+                 extra_languages=tuple(sorted(set(langs.XTREME_R_UDPOS) - set(langs.UDPOS))),
                  adapter=TaggingAdapter(TagHub("google/xtreme", "udpos.{name}", "tokens", "pos_tags", UDPOS_HUB_NAMES),
                                         (_conllu_layout(), _xtreme_layout(), _export_layout("tokens", "pos_tags", UPOS_TAGS))),
                  description="Universal Dependencies POS tagging (XTREME UD-POS); seqeval F1"),
         TaskSpec(name="panx", family=Family.TOKEN_TAGGING, languages=langs.PANX, splits=splits,
                  metric="seqeval_f1", labels=PANX_TAGS, hub_id="unimelb-nlp/wikiann",
+                 extra_languages=tuple(sorted(set(langs.XTREME_R_PANX) - set(langs.PANX))),
                  adapter=TaggingAdapter(TagHub("unimelb-nlp/wikiann", "{lang}", "tokens", "ner_tags"),
                                         (_xtreme_layout(), _panx_raw_layout(), _export_layout("tokens", "ner_tags", PANX_TAGS))),
                  description="PAN-X / WikiANN named entities (Rahimi et al. 2019 splits); seqeval F1"),
