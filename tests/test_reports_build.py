@@ -171,3 +171,15 @@ def test_evaluate_task_stores_example_scores_that_reproduce_the_scores(tmp_path,
         saved = json.loads((tmp_path / "eval" / "baseline" / "synth-para" / f"{language}.json").read_text())
         assert len(saved["example_scores"]) == saved["examples"]
         assert metric_from_statistics("accuracy", saved["example_scores"]) == saved["scores"]
+
+
+def test_target_size_fixed_in_the_base_config_is_reported(tmp_path):
+    """A grid without a target_size axis whose base config trains on 500 pairs reports size 500, not "all"."""
+    cell = tmp_path / "cells" / "i=none"
+    write_cell(cell, {"intermediate": "none", "seed": 1}, {"en": 0.7, "fr": 0.6}, np.random.default_rng(0))
+    (cell / "config.yaml").write_text("seed: 1\nphases:\n  target: {tasks: [xnli], train_examples: 500}\n")
+    (tmp_path / "grid.json").write_text(json.dumps({"name": "fixed", "axes": {}, "cells": ["i=none"]}))
+    build_report(tmp_path, replicates=50)
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert set(frame["target_size"]) == {500}
+    assert set(frame["target"]) == {"xnli"}

@@ -103,8 +103,9 @@ def _collect_grid(run_dir: Path) -> Collection:
             pending.append(cell_id)
             continue
         meta, results = _read(directory / "cell.json"), _read(directory / "results.json")
+        axes = {**_fixed_by_config(directory), **meta.get("axes", {})}
         for arm, arm_results in results.get("arms", {}).items():
-            cells.append(Cell(cell_id, _normalised(meta.get("axes", {})), directory, arm, arm_results,
+            cells.append(Cell(cell_id, _normalised(axes), directory, arm, arm_results,
                               meta.get("intermediate_steps"), meta.get("intermediate_dev_score")))  # fmt: skip
     return Collection(str(grid.get("name", run_dir.name)), "grid", dict(grid.get("axes", {})), cells, pending)
 
@@ -134,9 +135,18 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
         axes["target"] = "+".join(target["tasks"])
     if target.get("train_examples"):
         axes["target_size"] = target["train_examples"]
+    elif target.get("train_fraction"):
+        axes["target_size"] = target["train_fraction"]
     if intermediate.get("train_languages"):
         axes["intermediate_languages"] = "+".join(intermediate["train_languages"])
     return axes
+
+
+def _fixed_by_config(cell_dir: Path) -> dict[str, Any]:
+    """Target task and size that a grid fixes in its base config rather than on an axis (read from the
+    cell's resolved config.yaml), so a grid at one size of 500 is not labelled "all"."""
+    fixed = _run_config(cell_dir)
+    return {axis: fixed[axis] for axis in ("target", "target_size") if axis in fixed}
 
 
 def _normalised(axes: dict[str, Any]) -> dict[str, Any]:
