@@ -1,7 +1,13 @@
-"""``fastxlt-eval --retrieval tatoeba|bucc``: evaluate any encoder on sentence retrieval.
+"""``fastxlt-eval --retrieval tatoeba|bucc|lareqa|mewsli-x``: evaluate any encoder on sentence retrieval.
 
     fastxlt-eval --retrieval tatoeba --model M [--data DIR] [--languages de,fr,...|all] [--layer L]
                  [--pooling mean|cls] [--protocol NAME] [--output DIR] [--batch-tokens N]
+    fastxlt-eval --retrieval lareqa --model M --data DIR [--max-questions N] [--candidate-format pair|concat]
+    fastxlt-eval --retrieval mewsli-x --model M --data DIR [--split dev|test]
+
+LAReQA and Mewsli-X (XTREME-R, mAP@20) are dual-encoder tasks: they read local files only, the last
+hidden layer and mean pooling unless ``--layer`` / ``--pooling`` say otherwise, and ignore ``--protocol``
+(``fastxlt.retrieval.lareqa``, ``fastxlt.retrieval.mewsli``).
 
 The model is loaded once and every language runs through it; a per-language table is printed and
 the scores are written as JSON (atomically) into the output directory. ``python -m
@@ -21,14 +27,17 @@ import os
 import re
 import statistics
 import sys
+from functools import partial
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastxlt.errors import ConfigError, FastXLTError
+from fastxlt.errors import ConfigError, DataNotFoundError, FastXLTError
 from fastxlt.retrieval.languages import BUCC_DEFAULT, TATOEBA_DEFAULT, split_languages
 from fastxlt.retrieval.options import (
+    CANDIDATE_FORMATS,
     DIRECTIONS,
+    DUAL_ENCODER_TASKS,
     ENCODER_PRECISIONS,
     POOLINGS,
     RETRIEVAL_MAX_LENGTH,
@@ -42,6 +51,7 @@ if TYPE_CHECKING:
     from fastxlt.retrieval.embed import TorchSentenceEncoder
 
 TASKS = RETRIEVAL_TASKS
+DUAL_ENCODER_MAX_LENGTH = 256  # evaluate_lareqa / evaluate_mewsli's default (a LAReQA candidate is a whole paragraph)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,7 +71,8 @@ def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory for the JSON scores (default: <model>/eval, or runs/eval/<name> for a hub name)",
     )
     add("--batch-tokens", type=int, help="token budget of a padded batch (default: 2048 on a CPU, 16384 on a GPU)")
-    add("--layer", type=int, help="hidden state to pool (0 = embeddings, -1 = last; default: the protocol's)")
+    add("--layer", type=int, help="hidden state to pool (0 = embeddings, -1 = last; default: the protocol's, "
+        "the last for lareqa and mewsli-x)")
     add("--pooling", choices=POOLINGS, help="token pooling (default: the protocol's)")
     names = sorted(PROTOCOLS) + sorted(ALIASES)
     add(
@@ -87,6 +98,15 @@ def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
         help="kNN products: fp32 (exact) or bf16/int8/auto candidates re-scored in fp32",
     )
     add("--device", help="torch device (default: cuda when available, else cpu)")
+    add("--max-questions", type=int, help="LAReQA: score the first N questions of each language (the pool stays whole)")
+    add(
+        "--candidate-format",
+        default="pair",
+        choices=CANDIDATE_FORMATS,
+        help="LAReQA: encode a candidate as (sentence, paragraph) pair (XTREME-R's training input) or sentence+paragraph "
+        "as one text (its evaluation script)",
+    )
+    add("--split", default="test", help="Mewsli-X: the WikiNews split to score, dev or test (default test)")
     add(
         "--bucc-drop-duplicates",
         action="store_true",
@@ -119,6 +139,8 @@ def run_retrieval(args: argparse.Namespace) -> dict:
         raise ConfigError(f"unknown retrieval task '{task}'; choose {' or '.join(TASKS)}")
     if not getattr(args, "model", None):
         raise ConfigError("--retrieval needs --model (a hub name, a Hugging Face directory or a fastxlt run)")
+    if task in DUAL_ENCODER_TASKS:
+        return run_dual_encoder_task(args)
     protocol = get_protocol(getattr(args, "protocol", None) or "xtreme").with_overrides(
         layer=getattr(args, "layer", None), pooling=getattr(args, "pooling", None)
     )
@@ -134,6 +156,83 @@ def run_retrieval(args: argparse.Namespace) -> dict:
     result["output_file"] = str(_write(result, args, protocol, encoder.layer))
     print(format_table(result))
     return result
+
+
+def run_dual_encoder_task(args: argparse.Namespace) -> dict:
+    """LAReQA or Mewsli-X (XTREME-R, mAP@20): check the data, load the encoder once, score, print, write JSON."""
+    task, data = args.retrieval, getattr(args, "data", None)
+    if not data:
+        raise ConfigError(f"--retrieval {task} reads local files only; pass --data DIR "
+                          f"({'xquad-r/XX.json from LAReQA' if task == 'lareqa' else 'XTREME-R download_data.sh mewslix/'})")
+    languages = None if getattr(args, "languages", None) in (None, "", "all") else split_languages(args.languages, ())
+    if task == "lareqa":
+        from fastxlt.retrieval.lareqa import evaluate_lareqa, locate_xquad_r
+
+        _refuse_skipped(task, languages, locate_xquad_r(data, languages)[1])
+        max_questions = getattr(args, "max_questions", None)
+        if max_questions is not None and max_questions < 1:
+            raise ConfigError(f"--max-questions must be a positive number, got {max_questions}; leave it out to score all")
+        run = partial(evaluate_lareqa, data_dir=data, languages=languages, max_questions=max_questions,
+                      candidate_format=getattr(args, "candidate_format", None) or "pair")
+    else:
+        from fastxlt.retrieval.mewsli import evaluate_mewsli, locate_mewsli
+
+        split = getattr(args, "split", None) or "test"
+        _refuse_skipped(task, languages, locate_mewsli(data, languages, split=split)[1])
+        run = partial(evaluate_mewsli, data_dir=data, languages=languages, split=split)
+    encoder = _load_dual_encoder(args)
+    result = run(encoder)
+    result["details"]["model"] = str(args.model)
+    result["output_file"] = str(_write_dual_encoder_result(result, args))
+    print(format_dual_encoder_table(result))
+    return result
+
+
+def _refuse_skipped(task: str, languages: list[str] | None, skipped: dict[str, str]) -> None:
+    """Languages the user named but the data lacks: one line, before any model is loaded ("all" skips them)."""
+    named = {lang: why for lang, why in skipped.items() if languages is not None and lang in languages}
+    if named:
+        lang, why = next(iter(named.items()))
+        raise DataNotFoundError(f"--retrieval {task} --languages {lang}: {why}; drop it or pass --languages all")
+
+
+def _load_dual_encoder(args: argparse.Namespace):
+    from fastxlt.retrieval.dual_encoder import load_dual_encoder
+
+    max_length = getattr(args, "max_length", None)
+    if max_length is not None and max_length < 1:
+        raise ConfigError(f"--max-length must be a positive number of tokens, got {max_length}")
+    return load_dual_encoder(
+        args.model, max_length=max_length or DUAL_ENCODER_MAX_LENGTH, pooling=getattr(args, "pooling", None) or "mean",
+        layer=getattr(args, "layer", None), device=getattr(args, "device", None),
+        batch_tokens=getattr(args, "batch_tokens", None), precision=getattr(args, "precision", None) or "fp32",
+    )
+
+
+def _write_dual_encoder_result(result: dict, args: argparse.Namespace) -> Path:
+    from fastxlt.utils.io import write_json_atomic
+
+    details = result["details"]
+    output = Path(args.output) if getattr(args, "output", None) else default_output_dir(str(args.model))
+    name = f"{result['task']}-layer{details['layer']}-{details['pooling']}"
+    if result["task"] == "lareqa":
+        name += f"-{details['candidate_format']}" + (f"-q{details['max_questions']}" if details["max_questions"] else "")
+    else:
+        name += f"-{details['split']}"
+    return write_json_atomic(output / f"{name}.json", result)
+
+
+def format_dual_encoder_table(result: dict) -> str:
+    """Per-language mAP@20, the mean, and what was skipped."""
+    details = result["details"]
+    header = (f"{result['task']}  model={details['model']}  layer={details['layer']}/{details['num_layers']}  "
+              f"pooling={details['pooling']}  candidates={details['candidates']}")
+    count = "questions" if result["task"] == "lareqa" else "mentions"
+    lines = [f"{'language':<10}{result['metric']:>10}{count:>11}"]
+    lines += [f"{lang:<10}{score:>10.2f}{details[count].get(lang, 0):>11}" for lang, score in result["languages"].items()]
+    lines.append(f"{'mean':<10}{_num(result['score']):>10}")
+    lines += [f"skipped {lang}: {why}" for lang, why in result["skipped"].items()]
+    return "\n".join([header, *lines, f"scores written to {result.get('output_file', '-')}"])
 
 
 def _load_encoder(args: argparse.Namespace, protocol: RetrievalProtocol) -> TorchSentenceEncoder:
@@ -246,7 +345,7 @@ def _num(value: float | None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fastxlt-eval --retrieval", description="sentence retrieval: Tatoeba and BUCC 2018"
+        prog="fastxlt-eval --retrieval", description="sentence retrieval: Tatoeba, BUCC 2018, LAReQA and Mewsli-X"
     )
     add_retrieval_arguments(parser)
     parser.add_argument("--max-length", type=int, default=None, help="truncate sentences to this many tokens")
@@ -257,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     if not args.retrieval:
-        print("fastxlt-eval: error: pass --retrieval tatoeba or --retrieval bucc", file=sys.stderr)
+        print(f"fastxlt-eval: error: pass --retrieval {'|'.join(TASKS)}", file=sys.stderr)
         return 2
     try:
         run_retrieval(args)

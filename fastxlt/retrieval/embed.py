@@ -141,12 +141,27 @@ class TorchSentenceEncoder:
         """(n, dim) float32, L2-normalised, in input order."""
         return self.encode_layers(sentences, [self.layer])[self.layer]
 
+    def encode_pairs(self, first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+        """(n, dim) embeddings of text pairs encoded as one sequence (``<s> A </s></s> B </s>`` for XLM-R):
+        a LAReQA answer candidate is its sentence paired with its paragraph. ``longest_first`` truncation
+        shortens the longer text (the paragraph) first. No token type ids are passed (XLM-R and mT5 have none)."""
+        if len(first) != len(second):
+            raise ConfigError(f"encode_pairs needs as many second texts as first texts ({len(first)} != {len(second)})")
+        if len(first) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encoded = self.tokenizer(list(first), list(second), truncation="longest_first", max_length=self.max_length)
+        return self._embed_ids(encoded["input_ids"], [self.layer])[self.layer]
+
     def encode_layers(self, sentences: Sequence[str], layers: Sequence[int]) -> dict[int, np.ndarray]:
         """Embeddings from several hidden layers in one forward pass (e.g. the paper's layer and the last)."""
         layers = sorted({check_layer(layer, self.num_layers) for layer in layers})
         if len(sentences) == 0:
             return {layer: np.zeros((0, self.dim), dtype=np.float32) for layer in layers}
         encoded = self.tokenizer(list(sentences), truncation=True, max_length=self.max_length)["input_ids"]
+        return self._embed_ids(encoded, layers)
+
+    def _embed_ids(self, encoded: list[list[int]], layers: list[int]) -> dict[int, np.ndarray]:
+        """Pooled, L2-normalised embeddings of tokenised inputs at the (checked) ``layers``, in input order."""
         order, offsets = pack_batches([len(ids) for ids in encoded], self.batch_tokens, self.max_batch_size)
         outputs: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
         with torch.inference_mode(), self._autocast(), only_first_layers(self.model, max(1, *layers)):

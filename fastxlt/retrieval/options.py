@@ -7,7 +7,9 @@ round: printing the help must not load torch.
 
 from __future__ import annotations
 
-RETRIEVAL_TASKS = ("tatoeba", "bucc")
+RETRIEVAL_TASKS = ("tatoeba", "bucc", "lareqa", "mewsli-x")
+DUAL_ENCODER_TASKS = ("lareqa", "mewsli-x")  # XTREME-R's mAP@20 tasks (fastxlt.retrieval.lareqa / .mewsli)
+CANDIDATE_FORMATS = ("pair", "concat")  # LAReQA: a candidate as (sentence, paragraph) pair or one concatenated text
 POOLINGS = ("mean", "cls")  # token pooling of a sentence embedding
 EMBEDDING_BACKENDS = ("torch", "onnx")  # what computes the embeddings
 SEARCH_BACKENDS = ("torch", "faiss")  # what computes the kNN
