@@ -186,4 +186,8 @@ def make_head(spec: TaskSpec, encoder: nn.Module, pooling: str = "cls") -> nn.Mo
         return TokenTaggingHead(config.hidden_size, len(tag_names(spec)), dropout)
     if spec.family is Family.MULTIPLE_CHOICE:
         return MultipleChoiceHead(config.hidden_size, dropout, pooling)
+    if spec.family is Family.RETRIEVAL:  # parameter-free: pooling + in-batch softmax (the encoder is the dual encoder)
+        from fastxlt.retrieval.dual_encoder import DualEncoderHead
+
+        return DualEncoderHead(pooling)
     raise NotImplementedError(f"task '{spec.name}': family '{spec.family.value}' has no head yet")

@@ -155,4 +155,5 @@ def _ensure_builtin_tasks() -> None:
     import fastxlt.tasks.span_qa  # noqa: F401
     import fastxlt.tasks.tagging  # noqa: F401
     import fastxlt.tasks.multiple_choice  # noqa: F401
+    import fastxlt.retrieval.dual_encoder  # noqa: F401  - squad_retrieval, mewslix_wikipedia (retrieval family)
     import fastxlt.synthetic.tasks  # noqa: F401
