@@ -266,6 +266,7 @@ def test_cli(tiny_xquad_r, tiny_encoder, tmp_path, capsys):
     (["--data", "DATA", "--languages", "en,ro"], "--languages ro: XQuAD-R has no language 'ro'"),
     (["--data", "DATA", "--languages", "zh"], "--languages zh:"),
     (["--data", "DATA", "--max-questions", "0"], "--max-questions must be a positive number"),
+    (["--data", "DATA", "--backend", "onnx"], "torch backend only"),
 ])  # fmt: skip
 def test_cli_errors(tiny_xquad_r, capsys, extra, message):
     from fastxlt.cli import eval_main

@@ -164,6 +164,8 @@ def run_dual_encoder_task(args: argparse.Namespace) -> dict:
     if not data:
         raise ConfigError(f"--retrieval {task} reads local files only; pass --data DIR "
                           f"({'xquad-r/XX.json from LAReQA' if task == 'lareqa' else 'XTREME-R download_data.sh mewslix/'})")
+    if (getattr(args, "backend", None) or "torch") != "torch":
+        raise ConfigError(f"--retrieval {task} embeds with the torch backend only (LAReQA encodes text pairs); drop --backend")
     languages = None if getattr(args, "languages", None) in (None, "", "all") else split_languages(args.languages, ())
     if task == "lareqa":
         from fastxlt.retrieval.lareqa import evaluate_lareqa, locate_xquad_r
