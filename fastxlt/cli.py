@@ -176,6 +176,11 @@ def check_length_arguments(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Zero-shot evaluation of a trained model (a run directory or a phase's model directory)."""
     check_length_arguments(args)
+    if getattr(args, "suite", None):
+        from fastxlt.evaluation.xtreme_r import run_suite_cli
+
+        run_suite_cli(args)
+        return 0
     if getattr(args, "retrieval", None):
         from fastxlt.retrieval.cli import run_retrieval
 
@@ -275,6 +280,12 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--muse", metavar="DIR", help="MUSE folder with dictionaries/en-XX.txt, for code_switch_*")
     parser.add_argument("--max-examples", type=int, metavar="N",
                         help="evaluate the first N examples of each language (parallel test sets stay parallel)")
+    parser.add_argument("--suite", choices=("xtreme-r",),
+                        help="every XTREME-R task whose data is under --data-root, with the XTREME-R score and what "
+                             "was skipped (sequence tasks need a run or grid with fine-tuned heads; any encoder runs retrieval; "
+                             "--model may list several, comma-separated)")
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="--suite: the folder holding each task's files (xnli/, ud/, panx/, xquad/, tatoeba/, xquad_r/ ...)")
     try:
         from fastxlt.retrieval.cli import add_retrieval_arguments
     except ImportError:
