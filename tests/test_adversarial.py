@@ -359,6 +359,32 @@ def test_zero2_freelb_on_two_ranks_resumes_after_a_kill(tmp_path, synthetic_mode
     assert_same_weights(final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed"))
 
 
+def test_freelb_under_zero3_and_bf16(tmp_path, synthetic_model):
+    """FreeLB through ``fastxlt train`` on one rank: ZeRO-3 (parameters partitioned, gathered on use) ends
+    with the weights of ZeRO-0 in fp32, and the same run in bf16 trains (finite loss, weights near fp32)."""
+    from test_training import run_cli
+
+    def train(name: str, stage: int, precision: str) -> dict[str, torch.Tensor]:
+        run_dir = tmp_path / name
+        config = write_config(
+            tmp_path, synthetic_model, run_dir, optimization__max_steps=3, deepspeed={"zero_stage": stage, "precision": precision},
+            phases={"target": {"tasks": ["synth-para"], "train_examples": 48, "adversarial": {"method": "freelb"}}},
+        )
+        run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config))
+        history = read_json(run_dir / "target" / "baseline" / "phase.json")["history"]
+        assert all(math.isfinite(h["train_loss"]) for h in history if "train_loss" in h)
+        return final_weights(run_dir)
+
+    fp32 = train("fp32-zero3", 3, "fp32")
+    assert_same_weights(fp32, train("fp32-zero0-reference", 0, "fp32"), atol=1e-5)
+    bf16 = train("bf16-zero3", 3, "bf16")
+    initial = load_encoder(str(synthetic_model)).state_dict()
+    moved = [name for name in initial if name in bf16 and not torch.equal(initial[name].float(), bf16[name].float())]
+    assert moved, "bf16 FreeLB did not change the encoder"
+    for name in moved:
+        torch.testing.assert_close(bf16[name].float(), fp32[name].float(), atol=5e-2, rtol=0, msg=name)
+
+
 # ------------------------------------------------------------------ the mT5 encoder family
 
 
