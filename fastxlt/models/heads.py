@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from fastxlt.tasks.base import Family, TaskSpec
 
 POOLINGS = ("cls", "mean")
+MLM_LOSS_BACKENDS = ("auto", "triton", "torch", "none")  # MaskedLMHead.kernel_backend; "none" = unfused
 
 
 class ClassificationHead(nn.Module):
@@ -54,17 +55,43 @@ def pool(sequence_output: torch.Tensor, attention_mask: torch.Tensor, pooling: s
 class MaskedLMHead(nn.Module):
     """XLM-R's MLM head (dense, GELU, LayerNorm, decoder tied to the word embeddings).
 
-    The loss goes through ``fastxlt.kernels.linear_cross_entropy`` so that the (tokens x vocabulary)
-    logits are never materialised; logits are only returned when no labels are given.
+    With labels, the loss goes through the chunked linear + cross-entropy of
+    ``fastxlt.kernels.linear_cross_entropy`` on every device, whatever the experiment's ``kernels:``
+    says: at XLM-R's 250,002-piece vocabulary the unfused pair materialises (tokens x vocabulary)
+    fp32 logits plus their softmax gradient (4 GB each at 4,096 tokens), and the chunked path gives
+    the same loss and gradients (to fp32 rounding) while skipping the 85 % of positions that carry no
+    label. ``kernel_backend`` picks the implementation:
+
+    - ``"auto"`` (default): Triton on CUDA tensors, the torch chunk loop elsewhere (resolved per call
+      from the tensors' device, ``fastxlt.kernels.dispatch.use_triton``);
+    - ``"triton"`` / ``"torch"``: force one implementation (``kernels: triton|torch`` sets these);
+    - ``"none"``: the explicit opt-out, the unfused ``F.cross_entropy(F.linear(...))`` (the reference
+      the tests compare against; for debugging or comparing memory, as ``benchmarks/train_throughput.py``
+      does). Set it with ``MaskedLMHead(..., kernel_backend="none")`` or ``head.kernel_backend = "none"``.
+
+    Logits are only returned when no labels are given.
     """
 
-    def __init__(self, hidden_size: int, word_embeddings: nn.Embedding, layer_norm_eps: float) -> None:
+    def __init__(
+        self, hidden_size: int, word_embeddings: nn.Embedding, layer_norm_eps: float, kernel_backend: str = "auto"
+    ) -> None:
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.word_embeddings = [word_embeddings]  # a list: tied, not registered twice as a submodule
         self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
-        self.kernel_backend = "none"  # "none": plain logits + cross-entropy; else a fastxlt.kernels backend
+        self.kernel_backend = kernel_backend
+
+    @property
+    def kernel_backend(self) -> str:
+        return self._kernel_backend
+
+    @kernel_backend.setter
+    def kernel_backend(self, value: str) -> None:
+        name = str(value).strip().lower()
+        if name not in MLM_LOSS_BACKENDS:
+            raise ValueError(f"kernel_backend={value!r} is not one of {', '.join(MLM_LOSS_BACKENDS)}")
+        self._kernel_backend = name
 
     @property
     def decoder_weight(self) -> torch.Tensor:
