@@ -14,21 +14,50 @@ examples in the same optimizer steps, for:
 (c) fastxlt fp32 through its DeepSpeed engine: the pieces ``fastxlt.training.loop.run_phase`` uses
     (``make_optimizer``, ``lr_schedule``, ``build_deepspeed_config``, ``deepspeed.initialize``, ``engine.backward``,
     ``engine.step``), without its dev evaluations and checkpoints;
-(d) fastxlt's fastest path here: the engine of (c) in bf16 where ``fastxlt.utils.hardware.fast_bf16`` says so (AMX
-    CPUs, bf16 GPUs; fp32 otherwise), length-grouped batches (the same 32-example batches' examples, sorted by
-    length within groups of 16 batches, the batch order then shuffled), and ``torch.optim.AdamW(fused=True)`` when
-    a check here shows that it matches the unfused update to fp32 rounding (``fused_adamw_max_diff``).
+(d) fastxlt's fastest path here, training every parameter: the engine of (c) with
+    - bf16 products where they are faster than fp32 products here: ``torch.autocast`` to bf16 around the forward
+      (matrix products and attention in bf16; LayerNorm, softmax, the loss, the fp32 weights, their gradients and
+      the optimizer stay fp32), where ``fastxlt.utils.hardware.fast_bf16`` says so (AMX CPUs, bf16 GPUs) or where
+      a check here measures an encoder-sized bf16 product at least 1.2x faster than the fp32 one
+      (``bf16_product_speedup``: CPUs with AVX-512 BF16 but no AMX, e.g. AMD Zen 4, where oneDNN runs bf16 products
+      natively and fp32 ones go to MKL);
+    - length-grouped batches (the same 32-example batches' examples, sorted by length within groups of 16 batches,
+      the batch order then shuffled);
+    - ``torch.optim.AdamW(fused=True)`` when a check here shows that it matches the unfused update to fp32 rounding
+      (``fused_adamw_max_diff``);
+    - on one rank, no gradient all-reduce: DeepSpeed's data-parallel reduction flattens every gradient into a fresh
+      118M-element buffer and copies it back even when it reduces over a single rank (the identity); measured at
+      about a fifth of (d)'s step on 2 cores. The update is the same up to fp32 rounding of the clipping norm's sum;
+      parameters that get no gradient (the encoder's unused pooler) are left alone, as in (b), instead of decayed.
+(e) the same as (d) with the word embeddings frozen (``optimization.freeze_embeddings``: 96M of me5-small's 118M
+    parameters): a documented option that changes the recipe, never counted as (d).
 
 Every path runs in its own process (``--worker``), so peak memory is that process's peak resident set (``getrusage``;
 on a GPU ``torch.cuda.max_memory_allocated``). Speed counts optimizer steps 2..N (step 1 warms up): examples/s and
-real (non-pad) tokens/s. The loss is the mean training loss of the last 5 steps; accuracy is on the held-out pairs,
-for (a) and (d). ``--quick``: 20 steps; the full run: 2 epochs over the 2,000 pairs (126 steps). ``--smoke``: the
-synthetic tiny model and synthetic NLI, 3 steps, every path in one process. The machine may be shared: rows carry the
-load average.
+real (non-pad) tokens/s, and examples per second of the process's CPU time (all threads), which a shared machine's
+load stretches far less than the wall time (``fast_cpu_speedup``, ``engine_vs_torch_cpu``). The loss is the mean
+training loss of the last 5 steps; accuracy is on the held-out pairs, for (a), (d) and (e). ``--quick``: 20 steps;
+the full run: 2 epochs over the 2,000 pairs (126 steps). ``--smoke``: the synthetic tiny model and synthetic NLI,
+3 steps, every path in one process. The machine may be shared: rows carry the load average.
+
+Then the masked-LM head at XLM-R's vocabulary (issue 13 item 3): ``MaskedLMHead`` tied to the encoder's own
+word embeddings (250,037 x 384 for multilingual-e5-small), on a batch of 32 x 128 hidden states with 15 % of the positions labelled (614), one
+forward + backward of head and loss per step, fp32, in two processes:
+
+- ``mlm-unfused``: the head's opt-out (``kernel_backend="none"``): the full (4,096 x vocabulary) fp32 logits, then
+  ``F.cross_entropy`` over every position (what a Hugging Face ``...ForMaskedLM`` does);
+- ``mlm-chunked``: the head's default (``kernel_backend="auto"``: the torch chunk loop on a CPU, Triton on CUDA).
+
+Memory is the step's peak above what the process held before it: on a CPU the peak resident set (``VmHWM``, reset
+through ``/proc/self/clear_refs`` before the steps) minus the resident set before them; on a GPU
+``max_memory_allocated`` minus ``memory_allocated``. Time is the mean of the steps after a first, untimed one.
+The unfused row is skipped (said so in the table) when the machine's available memory could not hold its logits.
+``--part train|mlm`` runs one half.
 
 A table, one CSV row per path in ``benchmarks/results/train_throughput.csv``, and a last line
-``RESULT engine_vs_torch= fast_speedup= accuracy_delta= ...``: (c)/(b) examples/s, (d)/(a) examples/s, and (d)'s
-held-out accuracy minus (a)'s in points.
+``RESULT engine_vs_torch= fast_speedup= accuracy_delta= ... mlm_memory_ratio= mlm_time_ratio= ...``: (c)/(b)
+examples/s, (d)/(a) examples/s, (d)'s held-out accuracy minus (a)'s in points, and the unfused MLM step's peak memory
+and time divided by the chunked step's (above 1: the chunked head is leaner / faster).
 """
 
 from __future__ import annotations
@@ -67,9 +96,11 @@ SEED = 0
 HOLDOUT = 490
 GROUP_BATCHES = 16  # length grouping: batches sorted together (Hugging Face's group_by_length uses 50)
 LOSS_WINDOW = 5
-PATHS = ("trainer", "torch", "engine", "fast")
+PATHS = ("trainer", "torch", "engine", "fast", "frozen")
 LABELS = {"trainer": "(a) HF Trainer fp32", "torch": "(b) torch loop fp32", "engine": "(c) fastxlt engine fp32",
-          "fast": "(d) fastxlt fastest"}
+          "fast": "(d) fastxlt fastest", "frozen": "(e) (d) + frozen embeddings"}
+FAST_PATHS = ("fast", "frozen")  # the paths with (d)'s settings
+BF16_MIN_SPEEDUP = 1.2  # a measured bf16 product must beat fp32 this much for (d) to use bf16 where fast_bf16 says no
 WORKER_TAG = "WORKER_JSON "
 
 
@@ -140,23 +171,56 @@ def fused_adamw_max_diff(steps: int = 5) -> float | None:
         return max(float((a - b).abs().max()) for a, b in zip(fused_params, plain_params)) / spacing
 
 
+def bf16_product_speedup(repeats: int = 10) -> float:
+    """fp32 time / bf16 time of one encoder-sized product (2,048 tokens x 384 -> 1,536, me5-small's feed-forward),
+    best of ``repeats`` each, on the CPU."""
+    gen = torch.Generator().manual_seed(SEED)
+    a, b = torch.randn(2048, 384, generator=gen), torch.randn(384, 1536, generator=gen)
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x, w = a.to(dtype), b.to(dtype)
+        torch.mm(x, w)  # first-call set-up
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            torch.mm(x, w)
+            times.append(time.perf_counter() - started)
+        best[dtype] = min(times)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def fast_precision(device: torch.device) -> tuple[str, float | None]:
+    """(d)'s precision, ``bf16`` (autocast) or ``fp32``, and the measured bf16 product speedup on a CPU."""
+    if fast_bf16(device):
+        return "bf16", None
+    if device.type != "cpu":
+        return "fp32", None
+    speedup = bf16_product_speedup()
+    return ("bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"), speedup
+
+
 # ------------------------------------------------------------------------------------------ the paths
 
 
 class StepClock:
-    """Wall time of optimizer steps 2..N, and the loss of every step."""
+    """Wall time and process CPU time of optimizer steps 2..N, and the loss of every step.
+
+    The CPU time (all threads) is the load-robust measure on a shared machine: other processes stretch the wall
+    time of every step, not the work a step does (spinning OpenMP threads aside)."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
         self.started: float | None = None
         self.ended: float | None = None
+        self.cpu_started: float | None = None
+        self.cpu_ended: float | None = None
 
     def step_done(self, loss: float) -> None:
         self.losses.append(loss)
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if len(self.losses) == 1:
-            self.started = now
-        self.ended = now
+            self.started, self.cpu_started = now, cpu
+        self.ended, self.cpu_ended = now, cpu
 
 
 def run_trainer(model_dir: Path, train_features: list[dict], batches: list[list[int]], steps: int) -> tuple[Any, StepClock]:
@@ -234,9 +298,13 @@ def run_torch(model_dir: Path, task: str, train_features, batches, steps: int, t
     return model, clock
 
 
-def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, tokenizer, *, precision: str,
-               fused: bool) -> tuple[Any, StepClock]:
-    """(c)/(d) fastxlt's DeepSpeed engine, built from the pieces ``run_phase`` uses."""
+def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, tokenizer, *, autocast: bool = False,
+               fused: bool = False, one_rank_allreduce: bool = True, freeze_embeddings: bool = False
+               ) -> tuple[Any, StepClock]:
+    """(c)/(d)/(e) fastxlt's DeepSpeed engine in fp32, built from the pieces ``run_phase`` uses; (d) adds bf16
+    autocast, fused AdamW and no one-rank all-reduce; (e) freezes the word embeddings as the config option does."""
+    import contextlib
+
     import deepspeed
 
     from fastxlt.tasks.base import get_task
@@ -248,15 +316,22 @@ def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, 
     distributed.init_distributed()
     spec, plan = get_task(task), settings(steps)
     ops, model = ops_for(spec), build_transfer_model(model_dir, task)
+    if freeze_embeddings:
+        model.encoder.get_input_embeddings().weight.requires_grad_(False)
     optimizer = (torch.optim.AdamW(parameter_groups(model, plan.weight_decay), lr=plan.lr, betas=(0.9, 0.999),
                                    eps=1e-8, fused=True) if fused else make_optimizer(model, plan))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=lr_schedule(steps, plan),
-                                           config=build_deepspeed_config(DeepSpeedConfig(precision=precision), plan))
+                                           config=build_deepspeed_config(DeepSpeedConfig(), plan))
+    if not one_rank_allreduce and engine.dp_world_size == 1:
+        engine.enable_backward_allreduce = False  # a one-rank all-reduce is the identity; its flatten/copy is not free
     clock, head = StepClock(), model.head_for(task)
     engine.train()
     for rows in batches:
         batch = {k: v.to(engine.device) for k, v in ops.collate([train_features[i] for i in rows], tokenizer).items()}
-        loss, _ = engine(head=head, **batch)
+        precision = (torch.autocast(engine.device.type, dtype=torch.bfloat16) if autocast
+                     else contextlib.nullcontext())
+        with precision:
+            loss, _ = engine(head=head, **batch)
         engine.backward(loss)
         engine.step()
         clock.step_done(float(loss.detach()))
@@ -296,10 +371,10 @@ def run_worker(path: str, args) -> dict[str, Any]:
     held_features = ops.featurize(get_task(task), held, tokenizer, MAX_LENGTH)
     lengths = [len(f["input_ids"]) for f in train_features]
     batches = step_batches(len(train_features), steps)
-    precision, fused_diff, fused = "fp32", None, False
-    if path == "fast":
+    precision, fused_diff, fused, bf16_speedup = "fp32", None, False, None
+    if path in FAST_PATHS:
         batches = length_grouped(batches, lengths)
-        precision = "bf16" if fast_bf16(default_device()) else "fp32"
+        precision, bf16_speedup = fast_precision(default_device())
         fused_diff = fused_adamw_max_diff()
         fused = fused_diff is not None and fused_diff <= 4.0
     if torch.cuda.is_available():
@@ -309,33 +384,184 @@ def run_worker(path: str, args) -> dict[str, Any]:
     elif path == "torch":
         model, clock = run_torch(model_dir, task, train_features, batches, steps, tokenizer)
     else:
-        model, clock = run_engine(model_dir, task, train_features, batches, steps, tokenizer, precision=precision,
-                                  fused=fused)
+        fast = path in FAST_PATHS
+        model, clock = run_engine(model_dir, task, train_features, batches, steps, tokenizer,
+                                  autocast=precision == "bf16", fused=fused, one_rank_allreduce=not fast,
+                                  freeze_embeddings=path == "frozen")
     seconds = (clock.ended - clock.started) if steps > 1 else math.nan
+    cpu_seconds = (clock.cpu_ended - clock.cpu_started) if steps > 1 else math.nan
     timed = batches[1:]
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    accuracy = held_out_accuracy(model, path, task, held_features, tokenizer) if path in ("trainer", "fast") else None
+    accuracy = (held_out_accuracy(model, path, task, held_features, tokenizer)
+                if path in ("trainer", *FAST_PATHS) else None)
     return {
         "path": path, "steps": steps, "seconds": seconds,
         "examples_per_s": sum(len(b) for b in timed) / seconds,
+        "examples_per_cpu_s": sum(len(b) for b in timed) / cpu_seconds,
         "tokens_per_s": sum(lengths[i] for b in timed for i in b) / seconds,
         "peak_mb": peak / 2**20, "loss": float(np.nanmean(clock.losses[-LOSS_WINDOW:])),
-        "accuracy": accuracy, "precision": precision,
-        "optimizer": "AdamW fused" if fused else "AdamW", "grouping": "length" if path == "fast" else "random",
-        "fused_adamw_max_diff": fused_diff, "train_pairs": len(train), "held_out_pairs": len(held),
+        "accuracy": accuracy, "precision": "bf16 autocast" if precision == "bf16" else precision,
+        "optimizer": "AdamW fused" if fused else "AdamW", "grouping": "length" if path in FAST_PATHS else "random",
+        "fused_adamw_max_diff": fused_diff, "bf16_product_speedup": bf16_speedup,
+        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "train_pairs": len(train), "held_out_pairs": len(held),
     }
 
 
 def spawn_worker(path: str, args) -> dict[str, Any]:
     """Run one path in a fresh process (its own peak memory, no state left by another path)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--model", str(args.model),
-               "--data", str(args.data), "--steps", str(args.steps)] + (["--smoke"] if args.smoke else [])
+               "--data", str(args.data), "--steps", str(args.steps)]
+    command += [flag for flag, on in (("--smoke", args.smoke), ("--quick", args.quick)) if on]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     tagged = [line for line in result.stdout.splitlines() if line.startswith(WORKER_TAG)]
     if result.returncode != 0 or not tagged:
         raise SystemExit(f"path {path} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     return json.loads(tagged[-1][len(WORKER_TAG):])
+
+
+# ------------------------------------------------------------------------------------------ the masked-LM head
+
+
+MLM_PATHS = ("mlm-unfused", "mlm-chunked")
+MLM_LABELS = {"mlm-unfused": "MLM head unfused (opt-out)", "mlm-chunked": "MLM head chunked (default)"}
+MLM_BACKENDS = {"mlm-unfused": "none", "mlm-chunked": "auto"}
+MLM_MASKED = 0.15
+MLM_UNFUSED_COPIES = 3  # logits-sized fp32 tensors the unfused pair holds at its peak (logits, log-softmax, gradient)
+
+
+def mlm_shape(args) -> tuple[int, int]:
+    """(batch, length) of the MLM step: the recipe's 32 x 128, or 4 x 32 in smoke mode."""
+    return (4, 32) if args.smoke else (BATCH, MAX_LENGTH)
+
+
+def mlm_steps(args) -> int:
+    """Timed MLM steps (after one untimed): 1 in smoke and quick mode, 3 in the full run."""
+    return 1 if args.smoke or args.quick else 3
+
+
+def resident_bytes(field: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status`` (None where there is no procfs)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_resident() -> bool:
+    """Reset ``VmHWM`` to the current resident set (Linux >= 4.0); False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def available_bytes() -> int | None:
+    """``MemAvailable`` of the machine (None where there is no procfs)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def mlm_inputs(hidden_size: int, vocab: int, args, device: torch.device):
+    """Hidden states ``[B, T, H]`` (a leaf: its gradient is part of the step), a full attention mask, and labels with
+    exactly 15 % of the positions set to a random word piece (seeded, so both processes see the same batch)."""
+    batch, length = mlm_shape(args)
+    gen = torch.Generator().manual_seed(SEED)
+    sequence_output = torch.randn(batch, length, hidden_size, generator=gen)
+    labels = torch.full((batch * length,), -100, dtype=torch.long)
+    positions = torch.randperm(batch * length, generator=gen)[:round(MLM_MASKED * batch * length)]
+    labels[positions] = torch.randint(0, vocab, (positions.numel(),), generator=gen)
+    return (sequence_output.to(device).requires_grad_(), torch.ones(batch, length, dtype=torch.long, device=device),
+            labels.view(batch, length).to(device))
+
+
+def run_mlm_worker(path: str, args) -> dict[str, Any]:
+    """One MLM head variant: a fresh head tied to the encoder's word embeddings, forward + backward per step."""
+    from fastxlt.models.encoder import load_encoder
+    from fastxlt.models.heads import MaskedLMHead
+
+    device = default_device()
+    encoder = load_encoder(args.model).to(device)
+    embeddings = encoder.get_input_embeddings()
+    vocab, hidden_size = embeddings.weight.shape
+    batch, length = mlm_shape(args)
+    logits_gb = batch * length * vocab * 4 / 1e9
+    row = {"path": path, "case": MLM_LABELS[path], "vocab": vocab, "tokens": batch * length,
+           "labelled": round(MLM_MASKED * batch * length), "logits_gb": logits_gb, "mlm_steps": mlm_steps(args)}
+    available = available_bytes() if device.type == "cpu" else None
+    if path == "mlm-unfused" and available is not None and MLM_UNFUSED_COPIES * logits_gb * 1e9 > 0.8 * available:
+        return {**row, "skipped": f"needs ~{MLM_UNFUSED_COPIES * logits_gb:.1f} GB, {available / 1e9:.1f} GB available"}
+    torch.manual_seed(SEED)
+    eps = getattr(encoder.config, "layer_norm_eps", 1e-5)
+    head = MaskedLMHead(hidden_size, embeddings, eps, kernel_backend=MLM_BACKENDS[path]).to(device)
+    sequence_output, mask, labels = mlm_inputs(hidden_size, vocab, args, device)
+    leaves = [sequence_output, embeddings.weight, *head.parameters()]
+
+    def step() -> float:
+        for leaf in leaves:
+            leaf.grad = None
+        loss, _ = head(sequence_output, mask, labels)
+        loss.backward()
+        return float(loss.detach())
+
+    loss = step()  # untimed: first-call set-up; its gradients are dropped by the next step
+    for leaf in leaves:
+        leaf.grad = None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        before, reset = resident_bytes("VmRSS"), reset_peak_resident()
+        before = before if reset else None  # without a reset VmHWM would include the encoder's loading
+    seconds = []
+    for _ in range(mlm_steps(args)):
+        started = time.perf_counter()
+        loss = step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        high = resident_bytes("VmHWM")
+        peak = high - before if before is not None and high is not None else math.nan
+    return {**row, "skipped": None, "seconds_per_step": float(np.mean(seconds)), "peak_mb": peak / 2**20,
+            "loss": loss, "memory": "cuda allocated" if device.type == "cuda" else "resident set (VmHWM - VmRSS)"}
+
+
+def print_mlm_table(results: dict[str, dict]) -> None:
+    first = next(iter(results.values()))
+    print(f"\nMLM head + loss, forward + backward: {first['tokens']} tokens ({first['labelled']} labelled) x "
+          f"{first['vocab']:,} vocabulary, fp32 (the unfused logits alone: {first['logits_gb']:.2f} GB)")
+    print(f"{'path':<28} {'s/step':>8} {'peak MB':>9} {'loss':>9}")
+    for row in results.values():
+        if row["skipped"]:
+            print(f"{row['case']:<28} skipped: {row['skipped']}")
+            continue
+        print(f"{row['case']:<28} {row['seconds_per_step']:>8.3f} {row['peak_mb']:>9.0f} {row['loss']:>9.4f}")
+
+
+def mlm_ratios(results: dict[str, dict]) -> dict[str, Any]:
+    """Unfused over chunked (above 1: the chunked head is leaner / faster), and their loss difference."""
+    unfused, chunked = results["mlm-unfused"], results["mlm-chunked"]
+    if unfused["skipped"] or not chunked["peak_mb"] > 0:  # skipped, or too small for the resident set to show
+        return {"mlm_memory_ratio": "nan", "mlm_time_ratio": "nan", "mlm_loss_diff": "nan",
+                "mlm_chunked_peak_mb": f"{chunked['peak_mb']:.0f}", "mlm_unfused_skipped": bool(unfused["skipped"])}
+    return {"mlm_memory_ratio": f"{unfused['peak_mb'] / chunked['peak_mb']:.2f}",
+            "mlm_time_ratio": f"{unfused['seconds_per_step'] / chunked['seconds_per_step']:.2f}",
+            "mlm_loss_diff": f"{abs(unfused['loss'] - chunked['loss']):.1e}",
+            "mlm_chunked_peak_mb": f"{chunked['peak_mb']:.0f}", "mlm_unfused_peak_mb": f"{unfused['peak_mb']:.0f}"}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -351,41 +577,66 @@ def environment() -> dict[str, Any]:
 
 def print_table(results: dict[str, dict]) -> None:
     base = results["trainer"]["examples_per_s"]
-    print(f"{'path':<26} {'precision':<9} {'optimizer':<12} {'batches':<8} {'ex/s':>7} {'tok/s':>8} {'vs (a)':>7} "
-          f"{'peak MB':>8} {'loss':>7} {'acc':>6}")
+    print(f"{'path':<28} {'precision':<13} {'optimizer':<11} {'batches':<7} {'trained':>8} {'ex/s':>6} {'tok/s':>6} "
+          f"{'vs (a)':>7} {'ex/CPU-s':>8} {'vs (a)':>7} {'peak MB':>8} {'loss':>7} {'acc':>5}")
+    cpu_base = results["trainer"]["examples_per_cpu_s"]
     for path, row in results.items():
         accuracy = f"{row['accuracy']:.1f}" if row["accuracy"] is not None else "-"
-        print(f"{LABELS[path]:<26} {row['precision']:<9} {row['optimizer']:<12} {row['grouping']:<8} "
-              f"{row['examples_per_s']:>7.1f} {row['tokens_per_s']:>8.0f} {row['examples_per_s'] / base:>6.2f}x "
-              f"{row['peak_mb']:>8.0f} {row['loss']:>7.4f} {accuracy:>6}")
+        trained = f"{row['trained_parameters'] / 1e6:.1f}M" if row.get("trained_parameters") else "all"
+        print(f"{LABELS[path]:<28} {row['precision']:<13} {row['optimizer']:<11} {row['grouping']:<7} {trained:>8} "
+              f"{row['examples_per_s']:>6.1f} {row['tokens_per_s']:>6.0f} {row['examples_per_s'] / base:>6.2f}x "
+              f"{row['examples_per_cpu_s']:>8.2f} {row['examples_per_cpu_s'] / cpu_base:>6.2f}x "
+              f"{row['peak_mb']:>8.0f} {row['loss']:>7.4f} {accuracy:>5}")
 
 
-def write_rows(results: dict[str, dict], args, env: dict) -> None:
+def write_rows(results: dict[str, dict], mlm: dict[str, dict], args, env: dict) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    base = results["trainer"]["examples_per_s"]
-    rows = [{"time": stamp, "benchmark": "train_throughput", "mode": mode, "case": LABELS[path], "model": args.model,
-             **row, "speedup": row["examples_per_s"] / base, **env} for path, row in results.items()]
+    common = {"time": stamp, "benchmark": "train_throughput", "mode": mode, "model": args.model, **env}
+    base = results["trainer"]["examples_per_s"] if "trainer" in results else math.nan
+    rows = [{**common, "case": LABELS[path], **row, "speedup": row["examples_per_s"] / base}
+            for path, row in results.items()]
+    rows += [{**common, **row, "seconds": row.get("seconds_per_step")} for row in mlm.values()]
     fields = ["time", "benchmark", "mode", "case", "model", "steps", "train_pairs", "held_out_pairs", "seconds",
-              "examples_per_s", "tokens_per_s", "speedup", "peak_mb", "loss", "accuracy", "precision", "optimizer",
-              "grouping", "fused_adamw_max_diff"] + list(env)
+              "examples_per_s", "tokens_per_s", "speedup", "examples_per_cpu_s", "peak_mb", "loss", "accuracy",
+              "precision", "optimizer", "grouping", "fused_adamw_max_diff", "bf16_product_speedup",
+              "trained_parameters", "vocab", "tokens", "labelled", "mlm_steps", "memory", "skipped"] + list(env)
     append_rows(RESULTS, fields, rows)
+
+
+def train_result(results: dict[str, dict]) -> dict[str, Any]:
+    """The RESULT keys of paths (a)-(d)."""
+    a, b, c, d, e = (results[p] for p in PATHS)
+    speedup = d["bf16_product_speedup"]
+    return {"engine_vs_torch": f"{c['examples_per_s'] / b['examples_per_s']:.2f}",
+            "fast_speedup": f"{d['examples_per_s'] / a['examples_per_s']:.2f}",
+            "accuracy_delta": f"{d['accuracy'] - a['accuracy']:+.2f}",
+            "fast_cpu_speedup": f"{d['examples_per_cpu_s'] / a['examples_per_cpu_s']:.2f}",
+            "engine_vs_torch_cpu": f"{c['examples_per_cpu_s'] / b['examples_per_cpu_s']:.2f}",
+            "frozen_speedup": f"{e['examples_per_s'] / a['examples_per_s']:.2f}",
+            "frozen_accuracy_delta": f"{e['accuracy'] - a['accuracy']:+.2f}",
+            "trainer_examples_per_s": f"{a['examples_per_s']:.1f}", "fast_precision": d["precision"].replace(" ", "_"),
+            "bf16_product_speedup": "n/a" if speedup is None else f"{speedup:.2f}",
+            "fast_optimizer": d["optimizer"].replace(" ", "_"), "fused_adamw_max_diff": d["fused_adamw_max_diff"]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / ".cache" / "me5-small"), help="the encoder directory")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "xnli"), help="XNLI directory")
-    parser.add_argument("--quick", action="store_true", help="20 optimizer steps")
+    parser.add_argument("--quick", action="store_true", help="20 optimizer steps, 1 timed MLM step")
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (synthetic data, 3 steps, one process)")
     parser.add_argument("--steps", type=int, help="optimizer steps (default: 3 smoke, 20 quick, 2 epochs full)")
-    parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--part", choices=("all", "train", "mlm"), default="all",
+                        help="train: paths (a)-(d) only; mlm: the masked-LM head pair only")
+    parser.add_argument("--worker", choices=PATHS + MLM_PATHS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (Path(args.model) / "config.json").is_file():
         if args.smoke:
             return skip(f"no encoder at {args.model}")
         raise SystemExit(f"no encoder at {args.model}; build it: bash ../shared/tools/me5-small/build.sh .cache/me5-small")
-    if not args.smoke and not (Path(args.data) / "xnli.dev.tsv").is_file() and not any(Path(args.data).glob("**/*dev*")):
+    if (not args.smoke and args.part != "mlm" and not (Path(args.data) / "xnli.dev.tsv").is_file()
+            and not any(Path(args.data).glob("**/*dev*"))):
         raise SystemExit(f"no XNLI English dev file under {args.data}; pass --data DIR")
     args.steps = args.steps or (3 if args.smoke else 20 if args.quick else math.ceil(2 * 2000 / BATCH))
     # A one-rank group of our own: a RANK/MASTER_PORT inherited from a parent fastxlt process (a test run) would
@@ -394,22 +645,25 @@ def main() -> int:
 
     prepare_environment()
     if args.worker:
-        print(WORKER_TAG + json.dumps(run_worker(args.worker, args)))
+        row = run_mlm_worker(args.worker, args) if args.worker in MLM_PATHS else run_worker(args.worker, args)
+        print(WORKER_TAG + json.dumps(row))
         return 0
-    results = {}
-    for path in PATHS:
+    results, mlm = {}, {}
+    for path in PATHS if args.part != "mlm" else ():
         print(f"{LABELS[path]}: {args.steps} steps ...", flush=True)
         results[path] = run_worker(path, args) if args.smoke else spawn_worker(path, args)
+    for path in MLM_PATHS if args.part != "train" else ():
+        print(f"{MLM_LABELS[path]}: 1 + {mlm_steps(args)} steps ...", flush=True)
+        mlm[path] = run_mlm_worker(path, args) if args.smoke else spawn_worker(path, args)
     env = environment()
-    print_table(results)
-    write_rows(results, args, env)
-    a, b, c, d = (results[p] for p in PATHS)
-    print(f"RESULT engine_vs_torch={c['examples_per_s'] / b['examples_per_s']:.2f} "
-          f"fast_speedup={d['examples_per_s'] / a['examples_per_s']:.2f} "
-          f"accuracy_delta={d['accuracy'] - a['accuracy']:+.2f} "
-          f"trainer_examples_per_s={a['examples_per_s']:.1f} fast_precision={d['precision']} "
-          f"fast_optimizer={d['optimizer'].replace(' ', '_')} fused_adamw_max_diff={d['fused_adamw_max_diff']} "
-          f"steps={args.steps} load_1min={env['load_1min']}")
+    if results:
+        print_table(results)
+    if mlm:
+        print_mlm_table(mlm)
+    write_rows(results, mlm, args, env)
+    keys = {**(train_result(results) if results else {}), **(mlm_ratios(mlm) if mlm else {}),
+            "steps": args.steps, "load_1min": env["load_1min"]}
+    print("RESULT " + " ".join(f"{key}={value}" for key, value in keys.items()))
     return 0
 
 
