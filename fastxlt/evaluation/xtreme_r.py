@@ -239,16 +239,18 @@ def _pretrained(run_dir: Path) -> str:
 
 
 def _grid_models(grid_dir: Path) -> list[SuiteModel]:
-    """A grid: one column per group of done cells that differ only in their target task."""
+    """A grid: one column per group of done cells that differ only in their target task, named by the axes that
+    vary between groups."""
     from fastxlt.utils.io import read_json
 
+    cells = [read_json(grid_dir / "cells" / cell_id / "cell.json") for cell_id in read_json(grid_dir / "grid.json")["cells"]
+             if (grid_dir / "cells" / cell_id / "cell.json").is_file()]  # the cells trained so far
+    varying = [axis for axis in dict.fromkeys(a for cell in cells for a in cell["axes"])
+               if axis != "target" and len({cell["axes"].get(axis) for cell in cells}) > 1]  # name columns by these
     columns: dict[str, SuiteModel] = {}
-    for cell_id in read_json(grid_dir / "grid.json")["cells"]:
-        cell_dir = grid_dir / "cells" / cell_id
-        if not (cell_dir / "cell.json").is_file():
-            continue  # not trained yet
-        cell = read_json(cell_dir / "cell.json")
-        name = ",".join(f"{axis}={label}" for axis, label in cell["axes"].items() if axis != "target") or "grid"
+    for cell in cells:
+        cell_dir = grid_dir / "cells" / cell["cell_id"]
+        name = ",".join(f"{axis}={cell['axes'].get(axis)}" for axis in varying) or "grid"
         store = Path(cell["store"])
         keys = cell["phase_keys"]
         model_dir = store / "target" / keys["target"] / "model"
@@ -373,7 +375,8 @@ def _run_head_task(
     spec = get_task(task.task)
     data_dir = find_data_dir(task, data_root)
     if spec.head_key not in column.heads:
-        present = "" if data_dir is None else f"; data for {len(_languages_with_files(spec, data_dir, languages))}/{len(languages)} languages"
+        present = "" if data_dir is None else (
+            f"; {spec.test_split} files for {len(_languages_with_files(spec, data_dir, languages))}/{len(languages)} languages")
         return f"no fine-tuned head (a '{spec.head_key}' head from a target phase on {spec.name}){present}"
     if data_dir is None:
         return _no_data(task, data_root)
@@ -551,8 +554,9 @@ def format_suite(result: Mapping[str, Any]) -> str:
         if column["skipped_tasks"]:
             lines.append(f"skipped ({name}):")
             lines += [f"  {key}: {reason}" for key, reason in column["skipped_tasks"].items()]
-        lines.append(f"deviations from the official score ({name}):")
-        lines += [f"  - {line}" for line in column["deviations"]]
+        lines.append(f"deviations from the official score ({name}; skipped tasks as above):")
+        skipped = tuple(f"{key}: not scored (" for key in column["skipped_tasks"])
+        lines += [f"  - {line}" for line in column["deviations"] if not line.startswith(skipped)]
     lines.append(f"results written to {result.get('output_file', '-')}")
     return "\n".join(lines)
 
