@@ -41,8 +41,8 @@ the full run: 2 epochs over the 2,000 pairs (126 steps). ``--smoke``: the synthe
 3 steps, every path in one process. The machine may be shared: rows carry the load average.
 
 Then the masked-LM head at XLM-R's vocabulary (issue 13 item 3): ``MaskedLMHead`` tied to the encoder's own
-word embeddings (250,037 x 384 for multilingual-e5-small), on a batch of 32 x 128 hidden states with 15 % of the positions labelled (614), one
-forward + backward of head and loss per step, fp32, in two processes:
+word embeddings (250,037 x 384 for multilingual-e5-small), on a batch of 32 x 128 hidden states with 15 % of the
+positions labelled (614), one forward + backward of head and loss per step, fp32, in two processes:
 
 - ``mlm-unfused``: the head's opt-out (``kernel_backend="none"``): the full (4,096 x vocabulary) fp32 logits, then
   ``F.cross_entropy`` over every position (what a Hugging Face ``...ForMaskedLM`` does);
@@ -262,6 +262,7 @@ def run_trainer(model_dir: Path, train_features: list[dict], batches: list[list[
         trainer = FixedOrderTrainer(model=model, args=arguments, train_dataset=rows,
                                     data_collator=DataCollatorWithPadding(tokenizer), callbacks=[Clock()])
         trainer.train()
+    clock.optimizer = "AdamW fused" if "fused" in str(arguments.optim).lower() else "AdamW"  # its default
     return model, clock
 
 
@@ -402,7 +403,8 @@ def run_worker(path: str, args) -> dict[str, Any]:
         "tokens_per_s": sum(lengths[i] for b in timed for i in b) / seconds,
         "peak_mb": peak / 2**20, "loss": float(np.nanmean(clock.losses[-LOSS_WINDOW:])),
         "accuracy": accuracy, "precision": "bf16 autocast" if precision == "bf16" else precision,
-        "optimizer": "AdamW fused" if fused else "AdamW", "grouping": "length" if path in FAST_PATHS else "random",
+        "optimizer": getattr(clock, "optimizer", "AdamW fused" if fused else "AdamW"),
+        "grouping": "length" if path in FAST_PATHS else "random",
         "fused_adamw_max_diff": fused_diff, "bf16_product_speedup": bf16_speedup,
         "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_pairs": len(train), "held_out_pairs": len(held),
