@@ -307,6 +307,29 @@ def test_parallel_pairs(world):
         synth_tasks.load_parallel("zz")
 
 
+def test_bitext_pairs_every_language_with_english_translations(world):
+    """synth-bitext: English queries, their translations as candidates, each synthetic language equally,
+    from the parallel meanings of the split asked for (train and validation disjoint)."""
+    spec = synth_tasks.SYNTH_BITEXT
+    assert spec.family is Family.RETRIEVAL and spec.languages == ("en",) and spec.head_key == "dual_encoder"
+    size = spec.extra["sizes"]["validation"]
+    examples = spec.load("validation", "en")
+    others = [lang for lang in LANGUAGES if lang != "en"]
+    assert len(examples) == size * len(others)
+    assert Counter(ex.candidate_id.split(":")[0] for ex in examples) == {lang: size for lang in others}
+    meanings = world.sentence_meanings("validation", size, purpose="parallel")
+    for example in examples:
+        lang, index = example.candidate_id.split(":")
+        meaning = meanings[int(index)]
+        assert example.query == world.render(meaning, "en") and example.candidate == world.render(meaning, lang)
+        assert _anchors(example.query) == _anchors(example.candidate) and example.candidate_context is None
+    train_meanings = set(world.sentence_meanings("train", 1000, purpose="parallel"))
+    assert not train_meanings & set(meanings)
+    assert all(split_of(m) == "validation" for m in meanings)
+    with pytest.raises(UnknownLanguageError, match="no language 'xd'"):
+        spec.load("train", "xd")
+
+
 def test_registered_in_the_registry_when_it_loads():
     try:
         from fastxlt.tasks.base import get_task

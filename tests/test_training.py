@@ -179,3 +179,42 @@ def test_damaged_checkpoint_gives_a_one_line_error(tmp_path, synthetic_model):
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("fastxlt: error: cannot resume from") and "delete that folder" in last_line
+
+
+def _bitext_loss(encoder_dir: Path, pairs: list) -> float:
+    """Mean in-batch ranking loss of (English, translation) pairs under an encoder, mean pooling (batches of 25)."""
+    from fastxlt.models.encoder import load_tokenizer
+    from fastxlt.retrieval.dual_encoder import in_batch_softmax_loss
+
+    tokenizer, encoder = load_tokenizer(encoder_dir), AutoModel.from_pretrained(encoder_dir).eval()
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    losses = [in_batch_softmax_loss(embed([e.query for e in chunk]), embed([e.candidate for e in chunk])).item()
+              for chunk in (pairs[i:i + 25] for i in range(0, len(pairs), 25))]
+    return sum(losses) / len(losses)
+
+
+def test_pretraining_mixes_masked_lm_and_translation_ranking(tmp_path, synthetic_model):
+    """The embedded default's pretraining phase: one phase, two families (masked LM and the synth-bitext dual
+    encoder), both in the schedule; held-out translation pairs rank better (lower in-batch loss) after it than
+    after the same steps of masked LM alone (the objective reaches the encoder)."""
+    held_out = get_task("synth-bitext").load("validation", "en")[::5]
+    losses = {}
+    for name, tasks in (("mlm-only", ["synth-mlm"]), ("mlm+bitext", ["synth-mlm", "synth-bitext"])):
+        run_dir = tmp_path / name
+        config = write_config(tmp_path, synthetic_model, run_dir, optimization__lr=1e-3, optimization__max_steps=100,
+                              optimization__eval_every=None, optimization__grad_accum=1, optimization__batch_size=16,
+                              phases={"mlm": {"tasks": tasks, "train_examples": 960},
+                                      "target": {"tasks": ["synth-para"], "train_examples": 16,
+                                                 "optimization": {"max_steps": 1}}})
+        run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config))
+        summary = read_json(run_dir / "mlm" / "phase.json")
+        assert len(summary["mixing_rates"]) == len(tasks) and min(summary["mixing_rates"]) > 0.1
+        losses[name] = _bitext_loss(run_dir / "mlm" / "model" / "encoder", held_out)
+    assert losses["mlm+bitext"] < losses["mlm-only"] - 0.5, losses
