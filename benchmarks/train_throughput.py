@@ -13,7 +13,10 @@ examples in the same optimizer steps, for:
 (b) a plain PyTorch loop: fastxlt's ``TransferModel``, ``make_optimizer`` (torch AdamW) and schedule, no engine;
 (c) fastxlt fp32 through its DeepSpeed engine: the pieces ``fastxlt.training.loop.run_phase`` uses
     (``make_optimizer``, ``lr_schedule``, ``build_deepspeed_config``, ``deepspeed.initialize``, ``engine.backward``,
-    ``engine.step``), without its dev evaluations and checkpoints;
+    ``engine.step``), without its dev evaluations and checkpoints. Like ``run_phase``, on one rank without ZeRO in
+    fp32 it turns off DeepSpeed's gradient all-reduce, the identity there that still flattens every gradient
+    into a fresh 118M-element buffer and copies it back, and zero-fills missing gradients as that all-reduce
+    would (``fastxlt.training.loop.skip_one_rank_allreduce``: the same weights, a test checks);
 (d) fastxlt's fastest path here, training every parameter: the engine of (c) with
     - bf16 products where they are faster than fp32 products here: ``torch.autocast`` to bf16 around the forward
       (matrix products and attention in bf16; LayerNorm, softmax, the loss, the fp32 weights, their gradients and
@@ -25,10 +28,6 @@ examples in the same optimizer steps, for:
       the batch order then shuffled);
     - ``torch.optim.AdamW(fused=True)`` when a check here shows that it matches the unfused update to fp32 rounding
       (``fused_adamw_max_diff``);
-    - on one rank, no gradient all-reduce: DeepSpeed's data-parallel reduction flattens every gradient into a fresh
-      118M-element buffer and copies it back even when it reduces over a single rank (the identity); measured at
-      about a fifth of (d)'s step on 2 cores. The update is the same up to fp32 rounding of the clipping norm's sum;
-      parameters that get no gradient (the encoder's unused pooler) are left alone, as in (b), instead of decayed.
 (e) the same as (d) with the word embeddings frozen (``optimization.freeze_embeddings``: 96M of me5-small's 118M
     parameters): a documented option that changes the recipe, never counted as (d).
 
@@ -300,10 +299,10 @@ def run_torch(model_dir: Path, task: str, train_features, batches, steps: int, t
 
 
 def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, tokenizer, *, autocast: bool = False,
-               fused: bool = False, one_rank_allreduce: bool = True, freeze_embeddings: bool = False
-               ) -> tuple[Any, StepClock]:
-    """(c)/(d)/(e) fastxlt's DeepSpeed engine in fp32, built from the pieces ``run_phase`` uses; (d) adds bf16
-    autocast, fused AdamW and no one-rank all-reduce; (e) freezes the word embeddings as the config option does."""
+               fused: bool = False, freeze_embeddings: bool = False) -> tuple[Any, StepClock]:
+    """(c)/(d)/(e) fastxlt's DeepSpeed engine in fp32, built from the pieces ``run_phase`` uses (one rank, ZeRO-0,
+    fp32: no identity all-reduce, missing gradients zero-filled, as ``run_phase`` does); (d) adds bf16 autocast
+    and fused AdamW; (e) freezes the word embeddings as the config option does."""
     import contextlib
 
     import deepspeed
@@ -312,6 +311,7 @@ def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, 
     from fastxlt.tasks.features import ops_for
     from fastxlt.training import distributed
     from fastxlt.training.deepspeed_config import build_deepspeed_config
+    from fastxlt.training.loop import fill_missing_gradients, skip_one_rank_allreduce
     from fastxlt.training.optim import lr_schedule, make_optimizer, parameter_groups
 
     distributed.init_distributed()
@@ -323,8 +323,7 @@ def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, 
                                    eps=1e-8, fused=True) if fused else make_optimizer(model, plan))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=lr_schedule(steps, plan),
                                            config=build_deepspeed_config(DeepSpeedConfig(), plan))
-    if not one_rank_allreduce and engine.dp_world_size == 1:
-        engine.enable_backward_allreduce = False  # a one-rank all-reduce is the identity; its flatten/copy is not free
+    fill_missing = skip_one_rank_allreduce(engine, DeepSpeedConfig())
     clock, head = StepClock(), model.head_for(task)
     engine.train()
     for rows in batches:
@@ -334,6 +333,8 @@ def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, 
         with precision:
             loss, _ = engine(head=head, **batch)
         engine.backward(loss)
+        if fill_missing and engine.is_gradient_accumulation_boundary():
+            fill_missing_gradients(engine.module)
         engine.step()
         clock.step_done(float(loss.detach()))
     return engine.module, clock
@@ -385,10 +386,8 @@ def run_worker(path: str, args) -> dict[str, Any]:
     elif path == "torch":
         model, clock = run_torch(model_dir, task, train_features, batches, steps, tokenizer)
     else:
-        fast = path in FAST_PATHS
         model, clock = run_engine(model_dir, task, train_features, batches, steps, tokenizer,
-                                  autocast=precision == "bf16", fused=fused, one_rank_allreduce=not fast,
-                                  freeze_embeddings=path == "frozen")
+                                  autocast=precision == "bf16", fused=fused, freeze_embeddings=path == "frozen")
     seconds = (clock.ended - clock.started) if steps > 1 else math.nan
     cpu_seconds = (clock.cpu_ended - clock.cpu_started) if steps > 1 else math.nan
     timed = batches[1:]

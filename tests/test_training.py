@@ -218,3 +218,30 @@ def test_pretraining_mixes_masked_lm_and_translation_ranking(tmp_path, synthetic
         assert len(summary["mixing_rates"]) == len(tasks) and min(summary["mixing_rates"]) > 0.1
         losses[name] = _bitext_loss(run_dir / "mlm" / "model" / "encoder", held_out)
     assert losses["mlm+bitext"] < losses["mlm-only"] - 0.5, losses
+
+
+def test_one_rank_fp32_skips_the_identity_allreduce_with_the_same_weights(tmp_path, synthetic_model):
+    """One rank, ZeRO-0, fp32: DeepSpeed's gradient all-reduce is the identity, so the loop turns it off (a
+    speed-up measured in benchmarks/train_throughput.py); the trained weights are bit-identical to a run that
+    keeps it, and ZeRO stages keep it (their optimizers reduce through it)."""
+    from types import SimpleNamespace
+
+    from fastxlt.config import DeepSpeedConfig
+    from fastxlt.training.loop import KEEP_ALLREDUCE_ENV, skip_one_rank_allreduce
+
+    weights = {}
+    for name, env in (("skipped", {}), ("kept", {KEEP_ALLREDUCE_ENV: "1"})):
+        run_dir = tmp_path / name
+        config = write_config(tmp_path, synthetic_model, run_dir, optimization__max_steps=4)
+        run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config), env=env)
+        weights[name] = final_weights(run_dir)
+    assert_same_weights(weights["skipped"], weights["kept"])
+
+    def decision(stage: int, precision: str, ranks: int = 1) -> bool:
+        engine = SimpleNamespace(dp_world_size=ranks, enable_backward_allreduce=True)
+        skipped = skip_one_rank_allreduce(engine, DeepSpeedConfig(zero_stage=stage, precision=precision))
+        assert engine.enable_backward_allreduce is not skipped
+        return skipped
+
+    assert decision(0, "fp32") and not decision(0, "fp32", ranks=2)
+    assert not any(decision(stage, "fp32") for stage in (1, 2, 3)) and not decision(0, "bf16")

@@ -47,6 +47,7 @@ BEST_DIRNAME = "best"
 SNAPSHOTS_DIRNAME = "snapshots"
 KILL_ENV = "FASTXLT_DEBUG_KILL_AT_STEP"  # tests: SIGKILL this process right after checkpointing this optimizer step
 FINISH_KILL_ENV = "FASTXLT_DEBUG_KILL_IN_FINISH"  # tests: SIGKILL this process at this point (1-4) of _finish
+KEEP_ALLREDUCE_ENV = "FASTXLT_KEEP_ONE_RANK_ALLREDUCE"  # tests: keep DeepSpeed's identity all-reduce on one rank
 WEIGHTS_MARKER = "weights.json"  # in model/ and best/: the optimizer step whose weights the directory holds
 
 
@@ -110,19 +111,48 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
         lr_scheduler=lr_schedule(total_steps, settings),
         config=build_deepspeed_config(plan.deepspeed, settings),
     )
+    fill_missing = skip_one_rank_allreduce(engine, plan.deepspeed)
     checkpoints = CheckpointManager(phase_dir / "checkpoints", keep=settings.keep_checkpoints)
     state = checkpoints.resume(engine) or {"micro_step": 0, "best_score": None, "bad_evals": 0, "history": []}
     if distributed.is_main():
         phase_dir.mkdir(parents=True, exist_ok=True)
         _describe_phase(plan, sizes, rates, total_steps, world, state["micro_step"])
 
-    state = _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints)
+    state = _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints,
+                   fill_missing_grads=fill_missing)
     summary = _finish(engine, plan, tokenizer, state, total_steps, sizes, rates)
     checkpoints.remove_all()
     return summary
 
 
 # ---------------------------------------------------------------------------------------- set-up
+
+
+def skip_one_rank_allreduce(engine, deepspeed_settings) -> bool:
+    """Turn off DeepSpeed's gradient all-reduce where it is the identity: one rank, no ZeRO, fp32.
+
+    There it still flattens every gradient into a fresh buffer, divides by 1 and copies it back: about a fifth
+    of an fp32 step of multilingual-e5-small on 2 CPU cores (issue 13). Returns whether it did: the caller then
+    fills missing gradients with zeros (``fill_missing_gradients``), the one other thing that all-reduce does. ZeRO stages >= 1 reduce through their
+    own optimizer, and DeepSpeed's fp16/bf16 optimizers keep gradient buffers of their own, so both keep it.
+    ``FASTXLT_KEEP_ONE_RANK_ALLREDUCE=1`` keeps it everywhere (a test compares the weights both ways).
+    """
+    skip = (
+        engine.dp_world_size == 1 and deepspeed_settings.zero_stage == 0 and deepspeed_settings.precision == "fp32"
+        and os.environ.get(KEEP_ALLREDUCE_ENV) != "1"
+    )
+    if skip:
+        engine.enable_backward_allreduce = False
+    return skip
+
+
+def fill_missing_gradients(model: torch.nn.Module) -> None:
+    """Give every trainable parameter without a gradient a zero one, as DeepSpeed's all-reduce does before it
+    reduces: AdamW then decays those parameters (another task's head in a multi-task phase, an unused pooler)
+    exactly as in a run that keeps the all-reduce, so skipping it changes no weight."""
+    for param in model.parameters():
+        if param.requires_grad and param.grad is None and param.numel():
+            param.grad = torch.zeros_like(param)
 
 
 def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
@@ -243,7 +273,8 @@ def _describe_phase(plan, sizes, rates, total_steps, world, start_micro_step) ->
 # ---------------------------------------------------------------------------------------- the loop
 
 
-def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints) -> dict:
+def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints,
+           *, fill_missing_grads: bool = False) -> dict:
     settings = plan.optimization
     rank, world = distributed.rank(), distributed.world_size()
     micro_steps = schedule.total_batches // world
@@ -275,6 +306,8 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
         else:  # its own forward/backward passes; dropout and noise still depend on (seed, batch) only
             loss = adversarial_step(engine, engine.module.head_for(data.spec.name), batch, plan.phase.adversarial,
                                     _mix(plan.seed, global_index, 2), _mix(plan.seed, global_index, 3))
+        if fill_missing_grads and engine.is_gradient_accumulation_boundary():
+            fill_missing_gradients(engine.module)
         engine.step()
         state["micro_step"] = micro_step + 1
         examples_seen += len(rows)
