@@ -577,10 +577,10 @@ def environment() -> dict[str, Any]:
 
 
 def print_table(results: dict[str, dict]) -> None:
-    base = results["trainer"]["examples_per_s"]
+    base = results["trainer"]["examples_per_s"] if "trainer" in results else math.nan
     print(f"{'path':<28} {'precision':<13} {'optimizer':<11} {'batches':<7} {'trained':>8} {'ex/s':>6} {'tok/s':>6} "
           f"{'vs (a)':>7} {'ex/CPU-s':>8} {'vs (a)':>7} {'peak MB':>8} {'loss':>7} {'acc':>5}")
-    cpu_base = results["trainer"]["examples_per_cpu_s"]
+    cpu_base = results["trainer"]["examples_per_cpu_s"] if "trainer" in results else math.nan
     for path, row in results.items():
         accuracy = f"{row['accuracy']:.1f}" if row["accuracy"] is not None else "-"
         trained = f"{row['trained_parameters'] / 1e6:.1f}M" if row.get("trained_parameters") else "all"
@@ -606,19 +606,43 @@ def write_rows(results: dict[str, dict], mlm: dict[str, dict], args, env: dict) 
 
 
 def train_result(results: dict[str, dict]) -> dict[str, Any]:
-    """The RESULT keys of paths (a)-(d)."""
-    a, b, c, d, e = (results[p] for p in PATHS)
-    speedup = d["bf16_product_speedup"]
-    return {"engine_vs_torch": f"{c['examples_per_s'] / b['examples_per_s']:.2f}",
-            "fast_speedup": f"{d['examples_per_s'] / a['examples_per_s']:.2f}",
-            "accuracy_delta": f"{d['accuracy'] - a['accuracy']:+.2f}",
-            "fast_cpu_speedup": f"{d['examples_per_cpu_s'] / a['examples_per_cpu_s']:.2f}",
-            "engine_vs_torch_cpu": f"{c['examples_per_cpu_s'] / b['examples_per_cpu_s']:.2f}",
-            "frozen_speedup": f"{e['examples_per_s'] / a['examples_per_s']:.2f}",
-            "frozen_accuracy_delta": f"{e['accuracy'] - a['accuracy']:+.2f}",
-            "trainer_examples_per_s": f"{a['examples_per_s']:.1f}", "fast_precision": d["precision"].replace(" ", "_"),
-            "bf16_product_speedup": "n/a" if speedup is None else f"{speedup:.2f}",
-            "fast_optimizer": d["optimizer"].replace(" ", "_"), "fused_adamw_max_diff": d["fused_adamw_max_diff"]}
+    """The RESULT keys of the paths that ran (``--paths``): each ratio needs both of its paths."""
+    keys: dict[str, Any] = {}
+
+    def ratio(key: str, top: str, bottom: str, field: str) -> None:
+        if top in results and bottom in results:
+            keys[key] = f"{results[top][field] / results[bottom][field]:.2f}"
+
+    def accuracy_delta(key: str, path: str) -> None:
+        if path in results and "trainer" in results:
+            keys[key] = f"{results[path]['accuracy'] - results['trainer']['accuracy']:+.2f}"
+
+    ratio("engine_vs_torch", "engine", "torch", "examples_per_s")
+    ratio("fast_speedup", "fast", "trainer", "examples_per_s")
+    accuracy_delta("accuracy_delta", "fast")
+    ratio("fast_cpu_speedup", "fast", "trainer", "examples_per_cpu_s")
+    ratio("engine_vs_torch_cpu", "engine", "torch", "examples_per_cpu_s")
+    ratio("frozen_speedup", "frozen", "trainer", "examples_per_s")
+    accuracy_delta("frozen_accuracy_delta", "frozen")
+    if "trainer" in results:
+        keys["trainer_examples_per_s"] = f"{results['trainer']['examples_per_s']:.1f}"
+    if "fast" in results:
+        d = results["fast"]
+        speedup = d["bf16_product_speedup"]
+        keys |= {"fast_precision": d["precision"].replace(" ", "_"),
+                 "bf16_product_speedup": "n/a" if speedup is None else f"{speedup:.2f}",
+                 "fast_optimizer": d["optimizer"].replace(" ", "_"), "fused_adamw_max_diff": d["fused_adamw_max_diff"]}
+    return keys
+
+
+def selected_paths(text: str) -> tuple[str, ...]:
+    """``--paths a,d`` -> ("trainer", "fast"): letters or names, in the table's order."""
+    letters = dict(zip("abcde", PATHS))
+    wanted = {letters.get(part.strip(), part.strip()) for part in text.split(",") if part.strip()}
+    unknown = wanted - set(PATHS)
+    if unknown:
+        raise SystemExit(f"--paths: unknown path(s) {', '.join(sorted(unknown))}; choose from a-e or {', '.join(PATHS)}")
+    return tuple(path for path in PATHS if path in wanted)
 
 
 def main() -> int:
@@ -630,6 +654,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, help="optimizer steps (default: 3 smoke, 20 quick, 2 epochs full)")
     parser.add_argument("--part", choices=("all", "train", "mlm"), default="all",
                         help="train: paths (a)-(d) only; mlm: the masked-LM head pair only")
+    parser.add_argument("--paths", default="a,b,c,d,e",
+                        help="training paths to run, e.g. a,d (the accuracy goal's pair in a long full run)")
     parser.add_argument("--worker", choices=PATHS + MLM_PATHS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (Path(args.model) / "config.json").is_file():
@@ -650,7 +676,7 @@ def main() -> int:
         print(WORKER_TAG + json.dumps(row))
         return 0
     results, mlm = {}, {}
-    for path in PATHS if args.part != "mlm" else ():
+    for path in selected_paths(args.paths) if args.part != "mlm" else ():
         print(f"{LABELS[path]}: {args.steps} steps ...", flush=True)
         results[path] = run_worker(path, args) if args.smoke else spawn_worker(path, args)
     for path in MLM_PATHS if args.part != "train" else ():

@@ -36,3 +36,21 @@ def test_benchmark_runs_in_smoke_mode(script, tmp_path, tiny_encoder):
     assert list(tmp_path.glob("*.csv")), "the smoke run wrote no CSV row into FASTXLT_BENCH_OUT"
     after = {p: p.stat().st_mtime_ns for p in results.glob("*")} if results.is_dir() else {}
     assert after == before, "a smoke run wrote into benchmarks/results/"
+
+
+def test_train_throughput_runs_a_subset_of_paths(tmp_path, tiny_encoder):
+    """``--paths a,d`` (the accuracy goal's pair, for a long full run): only those rows, and the RESULT keys that
+    need only them; an unknown path is refused in one line."""
+    env = {**os.environ, "FASTXLT_BENCH_OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    script = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--smoke", "--part", "train",
+              "--model", str(tiny_encoder)]
+    result = subprocess.run([*script, "--paths", "a,d"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("(")]
+    assert [line[:3] for line in table if " steps ..." not in line] == ["(a)", "(d)"]
+    fields = dict(field.split("=", 1) for field in result.stdout.strip().splitlines()[-1].split()[1:])
+    assert {"fast_speedup", "accuracy_delta", "fast_cpu_speedup"} <= fields.keys()
+    assert not {"engine_vs_torch", "frozen_speedup"} & fields.keys()
+    refused = subprocess.run([*script, "--paths", "a,z"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "unknown path(s) z" in refused.stderr
