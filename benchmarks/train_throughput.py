@@ -17,7 +17,9 @@ examples in the same optimizer steps, for:
     fp32 it turns off DeepSpeed's gradient all-reduce, the identity there that still flattens every gradient
     into a fresh 118M-element buffer and copies it back, and zero-fills missing gradients as that all-reduce
     would (``fastxlt.training.loop.skip_one_rank_allreduce``: the same weights, a test checks);
-(d) fastxlt's fastest path here, training every parameter: the engine of (c) with
+(d) fastxlt's fastest path here, training every parameter: the engine of (c) with the three settings a config
+    turns on (``deepspeed.precision: bf16_autocast``, ``optimization.group_by_length: 16``,
+    ``optimization.fused_adamw: true``; the training loop's own functions run them here):
     - bf16 products where they are faster than fp32 products here: ``torch.autocast`` to bf16 around the forward
       (matrix products and attention in bf16; LayerNorm, softmax, the loss, the fp32 weights, their gradients and
       the optimizer stay fp32), where ``fastxlt.utils.hardware.fast_bf16`` says so (AMX CPUs, bf16 GPUs) or where
@@ -25,7 +27,7 @@ examples in the same optimizer steps, for:
       (``bf16_product_speedup``: CPUs with AVX-512 BF16 but no AMX, e.g. AMD Zen 4, where oneDNN runs bf16 products
       natively and fp32 ones go to MKL);
     - length-grouped batches (the same 32-example batches' examples, sorted by length within groups of 16 batches,
-      the batch order then shuffled);
+      the batch order within each group then shuffled);
     - ``torch.optim.AdamW(fused=True)`` when a check here shows that it matches the unfused update to fp32 rounding
       (``fused_adamw_max_diff``);
 (e) the same as (d) with the word embeddings frozen (``optimization.freeze_embeddings``: 96M of me5-small's 118M
@@ -128,13 +130,16 @@ def step_batches(n_train: int, steps: int) -> list[list[int]]:
 
 
 def length_grouped(batches: list[list[int]], lengths: list[int]) -> list[list[int]]:
-    """The same examples in the same number of 32-example batches, sorted by length within groups of batches."""
+    """The same examples in the same number of 32-example batches, sorted by length within groups of batches
+    (``optimization.group_by_length``: the training loop's own function, ``group_batches_by_length``)."""
+    from fastxlt.training.samplers import group_batches_by_length
+
     grouped: list[list[int]] = []
     for start in range(0, len(batches), GROUP_BATCHES):
-        pool = sorted((i for batch in batches[start:start + GROUP_BATCHES] for i in batch), key=lambda i: lengths[i])
-        grouped += [pool[j:j + BATCH] for j in range(0, len(pool), BATCH)]
-    order = np.random.default_rng(SEED + 2).permutation(len(grouped))
-    return [grouped[i] for i in order]
+        pool = np.concatenate(batches[start:start + GROUP_BATCHES])
+        rng = np.random.default_rng([SEED + 2, start])
+        grouped += [rows.tolist() for rows in group_batches_by_length(pool, np.asarray(lengths), BATCH, rng)]
+    return grouped
 
 
 def settings(steps: int) -> OptimizationConfig:
@@ -303,34 +308,31 @@ def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, 
     """(c)/(d)/(e) fastxlt's DeepSpeed engine in fp32, built from the pieces ``run_phase`` uses (one rank, ZeRO-0,
     fp32: no identity all-reduce, missing gradients zero-filled, as ``run_phase`` does); (d) adds bf16 autocast
     and fused AdamW; (e) freezes the word embeddings as the config option does."""
-    import contextlib
-
     import deepspeed
 
     from fastxlt.tasks.base import get_task
     from fastxlt.tasks.features import ops_for
     from fastxlt.training import distributed
     from fastxlt.training.deepspeed_config import build_deepspeed_config
-    from fastxlt.training.loop import fill_missing_gradients, skip_one_rank_allreduce
-    from fastxlt.training.optim import lr_schedule, make_optimizer, parameter_groups
+    from fastxlt.training.loop import fill_missing_gradients, forward_precision, skip_one_rank_allreduce
+    from fastxlt.training.optim import lr_schedule, make_optimizer
 
     distributed.init_distributed()
     spec, plan = get_task(task), settings(steps)
     ops, model = ops_for(spec), build_transfer_model(model_dir, task)
     if freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
-    optimizer = (torch.optim.AdamW(parameter_groups(model, plan.weight_decay), lr=plan.lr, betas=(0.9, 0.999),
-                                   eps=1e-8, fused=True) if fused else make_optimizer(model, plan))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=lr_schedule(steps, plan),
-                                           config=build_deepspeed_config(DeepSpeedConfig(), plan))
-    fill_missing = skip_one_rank_allreduce(engine, DeepSpeedConfig())
+    plan.fused_adamw = fused
+    section = DeepSpeedConfig(precision="bf16_autocast" if autocast else "fp32")
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=make_optimizer(model, plan),
+                                           lr_scheduler=lr_schedule(steps, plan),
+                                           config=build_deepspeed_config(section, plan))
+    fill_missing = skip_one_rank_allreduce(engine, section)
     clock, head = StepClock(), model.head_for(task)
     engine.train()
     for rows in batches:
         batch = {k: v.to(engine.device) for k, v in ops.collate([train_features[i] for i in rows], tokenizer).items()}
-        precision = (torch.autocast(engine.device.type, dtype=torch.bfloat16) if autocast
-                     else contextlib.nullcontext())
-        with precision:
+        with forward_precision(engine.device, section.precision):
             loss, _ = engine(head=head, **batch)
         engine.backward(loss)
         if fill_missing and engine.is_gradient_accumulation_boundary():

@@ -21,7 +21,7 @@ import yaml
 from fastxlt.errors import ConfigError
 
 SAMPLERS = ("proportional", "temperature", "uniform")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16_autocast")
 KERNEL_BACKENDS = ("auto", "triton", "torch", "none")
 
 
@@ -48,6 +48,12 @@ class OptimizationConfig:
     eval_batch_tokens: int | None = None  # token budget of an English dev batch (None: 2048 on a CPU, 16384 on a GPU)
     dropout: float | None = None  # override the encoder's hidden/attention dropout (None: keep the model's)
     freeze_embeddings: bool = False  # keep the word embeddings fixed (XLM-R's are 2/3 of base's weights): faster, less memory
+    # torch.optim.AdamW(fused=True): one kernel for all parameters instead of a Python loop over them; the same update
+    # to fp32 rounding (a test compares them), ~10x faster on a CPU at XLM-R's 250k-row embedding matrix (issue 13)
+    fused_adamw: bool = False
+    # Sort the examples of this many consecutive micro-batches of a task by length, cut them into batches again and
+    # shuffle those: the same examples in the same stretch of training, with far less padding (0: off; issue 13)
+    group_by_length: int = 0
 
     def validate(self, path: str) -> None:
         _require(self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
@@ -60,6 +66,12 @@ class OptimizationConfig:
             value = getattr(self, name)
             _require(value is None or value >= 1, f"{path}.{name}", f"must be >= 1 or null, got {value}")
         _require(self.epochs > 0, f"{path}.epochs", f"must be > 0, got {self.epochs}")
+        _require(self.group_by_length >= 0, f"{path}.group_by_length", f"must be >= 0 (0: off), got {self.group_by_length}")
+        _require(
+            not self.fused_adamw or self.optimizer == "adamw",
+            f"{path}.fused_adamw",
+            f"fuses AdamW's update, but the optimizer is {self.optimizer}; set fused_adamw: false",
+        )
         _require(self.max_grad_norm >= 0, f"{path}.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
         _require(
             self.dropout is None or 0 <= self.dropout < 1, f"{path}.dropout", f"must be in [0, 1), got {self.dropout}"
@@ -71,7 +83,10 @@ class DeepSpeedConfig:
     """The DeepSpeed engine every phase runs on (ZeRO stage 0 = plain data parallelism)."""
 
     zero_stage: int = 0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # fp32; bf16 / fp16: DeepSpeed's own modes (16-bit weights with fp32 master copies); bf16_autocast: fp32
+    # weights, gradients and optimizer, with torch.autocast running the forward's products and attention in bf16
+    # (the faster of the two bf16 choices on AMX CPUs: benchmarks/train_throughput.py)
+    precision: Literal["fp32", "bf16", "fp16", "bf16_autocast"] = "fp32"
     offload_optimizer: bool = False
     offload_param: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # merged verbatim into the generated DeepSpeed config

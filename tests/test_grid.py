@@ -114,11 +114,27 @@ def _identity(**changes):
 
 def test_phase_key_follows_what_determines_the_weights():
     base = key_of(_identity())
+    # computed by the code before fused_adamw / group_by_length existed: phases stored then keep their keys
+    assert base == "7f4407e3f8709380"
     assert key_of(_identity()) == base
     assert key_of(_identity(snapshots=[1, 3])) == base  # snapshots only add files
     assert key_of(_identity(train_examples=32)) != base
     assert key_of(_identity(train_languages=["en", "xa"])) != base
     assert key_of(_identity(tasks=["synth-para"])) != base
+
+
+def test_phase_key_changes_with_the_fast_training_options():
+    from fastxlt.experiments.store import phase_identity
+
+    def key(**optimization) -> str:
+        config = config_from_dict({**BASE, "optimization": {**BASE["optimization"], **optimization}})
+        return key_of(phase_identity("intermediate", {"pretrained": "m"}, config.phases.intermediate,
+                                     config.phase_optimization("intermediate"), seed=1, deepspeed=config.deepspeed,
+                                     kernels="none", pooling="cls", data_dirs={}))
+
+    base = key()
+    assert key(fused_adamw=False, group_by_length=0) == base  # written out at their defaults: the same phase
+    assert len({base, key(fused_adamw=True), key(group_by_length=16)}) == 3
 
 
 # ------------------------------------------------------------------------------------------- subsets

@@ -62,3 +62,41 @@ def test_a_batch_depends_on_its_index_only():
         assert t1 == t2 and np.array_equal(i1, i2)
     with pytest.raises(IndexError):
         fresh.batch(50)
+
+
+def _padded_tokens(schedule: MultiTaskSchedule, lengths: list[list[int]], batches: int) -> int:
+    """Tokens a batch holds once padded to its longest example, summed over the schedule."""
+    total = 0
+    for index in range(batches):
+        task, rows = schedule.batch(index)
+        total += len(rows) * max(lengths[task][i] for i in rows)
+    return total
+
+
+def test_length_grouping_sorts_each_groups_examples_into_batches():
+    """group_by_length = G: each task's G consecutive batches hold exactly the examples the ungrouped schedule
+    puts there (brute-force comparison), cut from their length order, and padding falls."""
+    rng = np.random.default_rng(0)
+    sizes, batch_size, group, total = [50, 23], 4, 5, 160
+    lengths = [rng.integers(5, 200, size=n).tolist() for n in sizes]
+    rates = mixing_rates(sizes, "proportional")
+    plain = MultiTaskSchedule(sizes, rates, batch_size, total, seed=3)
+    grouped = MultiTaskSchedule(sizes, rates, batch_size, total, seed=3, lengths=lengths, group_by_length=group)
+    assert [plain.batch(i)[0] for i in range(total)] == [grouped.batch(i)[0] for i in range(total)]
+    checked = 0
+    for task in range(len(sizes)):
+        positions = [i for i in range(total) if plain.batch(i)[0] == task]
+        for start in range(0, len(positions) - group + 1, group):
+            block = positions[start:start + group]
+            before = np.concatenate([plain.batch(i)[1] for i in block])
+            after = [grouped.batch(i)[1] for i in block]
+            assert sorted(before.tolist()) == sorted(np.concatenate(after).tolist())
+            spans = sorted((min(lengths[task][j] for j in rows), max(lengths[task][j] for j in rows)) for rows in after)
+            assert all(high <= next_low for (_, high), (next_low, _) in zip(spans, spans[1:]))
+            checked += 1
+    assert checked >= 6
+    assert _padded_tokens(grouped, lengths, total) < 0.8 * _padded_tokens(plain, lengths, total)
+    fresh = MultiTaskSchedule(sizes, rates, batch_size, total, seed=3, lengths=lengths, group_by_length=group)
+    assert np.array_equal(fresh.batch(151)[1], grouped.batch(151)[1])  # still a pure function of the index
+    with pytest.raises(ValueError, match="length of every training example"):
+        MultiTaskSchedule(sizes, rates, batch_size, total, seed=3, lengths=[lengths[0]], group_by_length=group)

@@ -7,6 +7,7 @@ training run is a subprocess, as users run it (``fastxlt train`` / the ``deepspe
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -245,3 +246,62 @@ def test_one_rank_fp32_skips_the_identity_allreduce_with_the_same_weights(tmp_pa
 
     assert decision(0, "fp32") and not decision(0, "fp32", ranks=2)
     assert not any(decision(stage, "fp32") for stage in (1, 2, 3)) and not decision(0, "bf16")
+
+
+def test_fused_adamw_makes_the_same_update_as_torch_adamw():
+    """optimization.fused_adamw: torch's fused kernel against the reference (for-loop) AdamW, same parameter groups,
+    same gradients, 5 steps: equal to fp32 rounding."""
+    from fastxlt.config import OptimizationConfig
+    from fastxlt.training.optim import make_optimizer
+
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Embedding(300, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3))
+    fused = copy.deepcopy(reference)
+    optimizers = [make_optimizer(model, OptimizationConfig(lr=1e-2, fused_adamw=flag))
+                  for model, flag in ((reference, False), (fused, True))]
+    assert [group["fused"] for group in optimizers[1].param_groups] == [True, True]
+    assert not any(group["fused"] for group in optimizers[0].param_groups)
+    for step in range(5):
+        grads = [torch.randn_like(p) for p in reference.parameters()]
+        for model, optimizer in zip((reference, fused), optimizers):
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b in zip(reference.parameters(), fused.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_fast_path_options_resume_to_the_same_weights_and_track_fp32(tmp_path, synthetic_model):
+    """deepspeed.precision bf16_autocast + fused AdamW + length-grouped batches (the fastest CPU path of
+    benchmarks/train_throughput.py, issue 13) through `fastxlt train`: a run killed after step 4 resumes to
+    bit-identical weights and the weights stay fp32. On the same batches, bf16 autocast with fused AdamW moves
+    the weights as fp32 does up to rounding: the distance between the two runs' weights is a small fraction of
+    how far training moved them."""
+    fast = {"deepspeed__precision": "bf16_autocast", "optimization__fused_adamw": True,
+            "optimization__group_by_length": 4}
+    straight = tmp_path / "straight"
+    run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config",
+            str(write_config(tmp_path, synthetic_model, straight, **fast)), "--set", "optimization.checkpoint_every=2")
+    killed = tmp_path / "killed"
+    config = write_config(tmp_path, synthetic_model, killed, **fast)
+    first = run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config), "--set",
+                    "optimization.checkpoint_every=2", env={KILL_ENV: "4"}, check=False)
+    assert first.returncode == -9, first.stderr[-2000:]
+    run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config), "--set", "optimization.checkpoint_every=2")
+    fast_weights = final_weights(straight)
+    assert_same_weights(fast_weights, final_weights(killed))
+    assert all(w.dtype == torch.float32 for w in fast_weights.values())
+
+    weights = {}
+    for name, changes in (("fp32", {}), ("autocast", {"deepspeed__precision": "bf16_autocast",
+                                                      "optimization__fused_adamw": True})):
+        run_dir = tmp_path / name
+        run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config",
+                str(write_config(tmp_path, synthetic_model, run_dir, **changes)))
+        weights[name] = final_weights(run_dir)
+    initial = load_file(synthetic_model / "model.safetensors")
+    shared = [k for k in weights["fp32"] if k in initial and initial[k].dtype.is_floating_point]
+    assert len(shared) > 10, "encoder weights should keep their names"
+    moved = torch.cat([(weights["fp32"][k] - initial[k]).flatten() for k in shared]).norm()
+    gap = torch.cat([(weights["fp32"][k] - weights["autocast"][k]).flatten() for k in shared]).norm()
+    assert 0 < gap < 0.25 * moved, (float(gap), float(moved))

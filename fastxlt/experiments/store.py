@@ -34,6 +34,9 @@ KEY_LENGTH = 16
 IDENTITY_FILENAME = "identity.json"
 # OptimizationConfig fields that change how a phase is run or watched, never its weights.
 OPERATIONAL_OPTIMIZATION = ("checkpoint_every", "keep_checkpoints", "eval_batch_tokens")
+# OptimizationConfig fields added after phase stores existed, with the value that reproduces the weights of
+# phases trained before them: left out of an identity at that value, so those phases keep their keys.
+ADDED_OPTIMIZATION_DEFAULTS = {"fused_adamw": False, "group_by_length": 0}
 # PhaseConfig fields that only add files beside the phase.
 OPERATIONAL_PHASE = ("snapshots",)
 # Files of a model directory that determine its weights (a fingerprint, not a content hash: weights are GBs).
@@ -62,7 +65,10 @@ def phase_identity(
     """Everything that determines a phase's weights, as plain data."""
     phase_fields = {k: v for k, v in dataclasses.asdict(phase).items() if k not in OPERATIONAL_PHASE}
     phase_fields.pop("optimization", None)  # the resolved settings below replace the raw overrides
-    settings = {k: v for k, v in dataclasses.asdict(optimization).items() if k not in OPERATIONAL_OPTIMIZATION}
+    settings = {
+        k: v for k, v in dataclasses.asdict(optimization).items()
+        if k not in OPERATIONAL_OPTIMIZATION and not (k in ADDED_OPTIMIZATION_DEFAULTS and v == ADDED_OPTIMIZATION_DEFAULTS[k])
+    }
     return {
         "kind": kind,
         "parent": parent,

@@ -12,6 +12,7 @@ pass are pure functions of (seed, g), so neither a restart nor the number of ran
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -98,7 +99,11 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
     rates = mixing_rates(sizes, plan.phase.sampler, plan.phase.sampling_cap, plan.phase.temperature)
     total_steps = _total_optimizer_steps(sizes, plan.phase.sampling_cap, settings, world)
     micro_steps = total_steps * settings.grad_accum
-    schedule = MultiTaskSchedule(sizes, rates, settings.batch_size, micro_steps * world, plan.seed)
+    schedule = MultiTaskSchedule(
+        sizes, rates, settings.batch_size, micro_steps * world, plan.seed,
+        lengths=[[ops_for(data.spec).length(f) for f in data.train] for data in task_data],
+        group_by_length=settings.group_by_length,
+    )
     eval_every = settings.eval_every or max(1, _steps_per_epoch(sizes, plan.phase.sampling_cap, settings, world))
     evaluates = any(data.dev for data in task_data)
     checkpoint_every = settings.checkpoint_every or (eval_every if evaluates else max(1, total_steps // 4))
@@ -128,8 +133,20 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- set-up
 
 
+def forward_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context a training forward runs in: ``torch.autocast`` to bf16 for ``bf16_autocast`` (products and
+    attention in bf16; LayerNorm, softmax, the loss and the fp32 weights, gradients and optimizer as in fp32),
+    nothing otherwise (DeepSpeed's bf16/fp16 modes cast the weights themselves)."""
+    if precision == "bf16_autocast":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+FP32_WEIGHT_PRECISIONS = ("fp32", "bf16_autocast")  # the engine holds fp32 weights and gradients
+
+
 def skip_one_rank_allreduce(engine, deepspeed_settings) -> bool:
-    """Turn off DeepSpeed's gradient all-reduce where it is the identity: one rank, no ZeRO, fp32.
+    """Turn off DeepSpeed's gradient all-reduce where it is the identity: one rank, no ZeRO, fp32 weights.
 
     There it still flattens every gradient into a fresh buffer, divides by 1 and copies it back: about a fifth
     of an fp32 step of multilingual-e5-small on 2 CPU cores (issue 13). Returns whether it did: the caller then
@@ -138,7 +155,8 @@ def skip_one_rank_allreduce(engine, deepspeed_settings) -> bool:
     ``FASTXLT_KEEP_ONE_RANK_ALLREDUCE=1`` keeps it everywhere (a test compares the weights both ways).
     """
     skip = (
-        engine.dp_world_size == 1 and deepspeed_settings.zero_stage == 0 and deepspeed_settings.precision == "fp32"
+        engine.dp_world_size == 1 and deepspeed_settings.zero_stage == 0
+        and deepspeed_settings.precision in FP32_WEIGHT_PRECISIONS
         and os.environ.get(KEEP_ALLREDUCE_ENV) != "1"
     )
     if skip:
@@ -301,11 +319,14 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
         batch = {k: v.to(engine.device) for k, v in batch.items()}
         if plan.phase.adversarial is None:
             torch.manual_seed(_mix(plan.seed, global_index, 2))  # dropout depends on (seed, batch) only
-            loss, _ = engine(head=engine.module.head_for(data.spec.name), **batch)
+            with forward_precision(engine.device, plan.deepspeed.precision):
+                loss, _ = engine(head=engine.module.head_for(data.spec.name), **batch)
             engine.backward(loss)
         else:  # its own forward/backward passes; dropout and noise still depend on (seed, batch) only
-            loss = adversarial_step(engine, engine.module.head_for(data.spec.name), batch, plan.phase.adversarial,
-                                    _mix(plan.seed, global_index, 2), _mix(plan.seed, global_index, 3))
+            with forward_precision(engine.device, plan.deepspeed.precision):
+                loss = adversarial_step(engine, engine.module.head_for(data.spec.name), batch,
+                                        plan.phase.adversarial, _mix(plan.seed, global_index, 2),
+                                        _mix(plan.seed, global_index, 3))
         if fill_missing_grads and engine.is_gradient_accumulation_boundary():
             fill_missing_gradients(engine.module)
         engine.step()
