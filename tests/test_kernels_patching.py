@@ -132,6 +132,27 @@ def test_patched_bert_encoder_matches():
     assert_close(actual, expected, torch.float32, f"bert hidden states seed={seed}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_patched_model_under_bf16_autocast_matches_unpatched(backend):
+    """deepspeed.precision bf16_autocast runs the forward under torch.autocast: the projections come out in bf16
+    while the residual stream stays fp32. The patched blocks must add and normalise them as the unfused ones do
+    (in fp32), so the patched model's loss and gradients equal the unpatched model's under the same autocast."""
+    seed = fresh_seed()
+    torch.manual_seed(seed)
+    reference = XLMRobertaForMaskedLM(tiny_config()).to(DEVICE)
+    patched = patch(copy.deepcopy(reference), backend=backend)
+    ids, mask, labels, _ = batch(seed, reference.config)
+    inputs = dict(input_ids=ids, attention_mask=mask, labels=labels)
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
+        loss_ref, grads_ref = loss_and_grads(reference, **inputs)
+        loss_fused, grads_fused = loss_and_grads(patched, **inputs)
+    assert all(g.dtype == torch.float32 for g in grads_fused.values())
+    torch.testing.assert_close(loss_fused, loss_ref, rtol=2e-2, atol=2e-2, msg=f"bf16 autocast loss seed={seed}")
+    scale = max(float(g.abs().max()) for g in grads_ref.values())
+    for name, expected in grads_ref.items():
+        torch.testing.assert_close(grads_fused[name], expected, rtol=0, atol=5e-2 * scale, msg=f"{name} seed={seed}")
+
+
 def test_masked_lm_without_labels_still_returns_logits_and_checkpoints_stay_plain(tmp_path):
     seed = fresh_seed()
     torch.manual_seed(seed)

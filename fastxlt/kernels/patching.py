@@ -144,8 +144,14 @@ class _FusedResidualLayerNorm:
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         norm = self.LayerNorm
+        projected = self.dense(hidden_states)
+        if projected.dtype != input_tensor.dtype:
+            # under torch.autocast the projection is bf16 while the residual stream is fp32: the unfused block
+            # adds them in the promoted type (fp32) and normalises in fp32, so the fused op does the same
+            common = torch.promote_types(projected.dtype, input_tensor.dtype)
+            projected, input_tensor = projected.to(common), input_tensor.to(common)
         return residual_dropout_layernorm(
-            self.dense(hidden_states), input_tensor, norm.weight, norm.bias,
+            projected, input_tensor, norm.weight, norm.bias,
             p=self.dropout.p, eps=norm.eps, training=self.training, backend=self._fastxlt_backend,
         )
 
