@@ -183,3 +183,11 @@ def test_target_size_fixed_in_the_base_config_is_reported(tmp_path):
     frame = pd.read_csv(tmp_path / "results.csv")
     assert set(frame["target_size"]) == {500}
     assert set(frame["target"]) == {"xnli"}
+
+
+def test_panel_titles_leave_out_axes_a_grid_does_not_set():
+    from fastxlt.reports.figures import _panel_title
+
+    assert _panel_title(("", "xnli", "snli")) == "xnli | snli"
+    assert _panel_title("xnli") == "xnli"
+    assert _panel_title((float("nan"), "pawsx", "snli [freelb]")) == "pawsx | snli [freelb]"

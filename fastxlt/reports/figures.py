@@ -126,10 +126,16 @@ def gain_vs_size(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Skipp
         ax.set_xticks(range(len(sizes)), sizes)
         ax.set_xlabel("target training examples (English)")
         ax.set_ylabel("mean delta vs no intermediate (points)")
-        ax.set_title(" | ".join(map(str, key if isinstance(key, tuple) else (key,))), fontsize=9)
+        ax.set_title(_panel_title(key), fontsize=9)
         ax.legend(title="resource group", fontsize=8)
     fig.suptitle("Gain of intermediate training vs target size (language groups: Joshi et al. 2020 classes)", fontsize=9)
     return _save(fig, path)
+
+
+def _panel_title(key) -> str:
+    """A panel's group key as 'a | b', leaving out empty parts (an axis a grid does not set)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return " | ".join(str(part) for part in parts if str(part) not in ("", "nan", "None"))
 
 
 def score_vs_steps(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Skipped:
@@ -160,7 +166,7 @@ def score_vs_steps(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Ski
                         va="center", color="black" if low else "0.4")  # fmt: skip
         ax.set_xlabel("intermediate training steps (0 = no intermediate)")
         ax.set_ylabel("zero-shot score")
-        ax.set_title(" | ".join(map(str, key)), fontsize=9)
+        ax.set_title(_panel_title(key), fontsize=9)
         ax.legend(fontsize=7, title="grey: other languages", title_fontsize=7)
     fig.suptitle("Zero-shot score vs intermediate-training duration", fontsize=10)
     return _save(fig, path)
