@@ -101,7 +101,7 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
     micro_steps = total_steps * settings.grad_accum
     schedule = MultiTaskSchedule(
         sizes, rates, settings.batch_size, micro_steps * world, plan.seed,
-        lengths=[[ops_for(data.spec).length(f) for f in data.train] for data in task_data],
+        lengths=_train_lengths(task_data) if settings.group_by_length else None,
         group_by_length=settings.group_by_length,
     )
     eval_every = settings.eval_every or max(1, _steps_per_epoch(sizes, plan.phase.sampling_cap, settings, world))
@@ -171,6 +171,11 @@ def fill_missing_gradients(model: torch.nn.Module) -> None:
     for param in model.parameters():
         if param.requires_grad and param.grad is None and param.numel():
             param.grad = torch.zeros_like(param)
+
+
+def _train_lengths(task_data: list[TaskData]) -> list[list[int]]:
+    """Token length of every training feature of every task (what length grouping sorts by)."""
+    return [[ops_for(data.spec).length(feature) for feature in data.train] for data in task_data]
 
 
 def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
