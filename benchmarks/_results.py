@@ -59,8 +59,17 @@ def machine() -> dict[str, str]:
 
 
 def append_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
-    """Append ``rows`` to the CSV at ``path``, writing the header when the file is new."""
+    """Append ``rows`` to the CSV at ``path``, writing the header when the file is new. A file written with other
+    columns (an older version of the benchmark) is kept as ``<name>.previous.csv`` and a new one started, so that no
+    row lands under the wrong header."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), None)
+        if header != fields:
+            previous = path.with_suffix(".previous.csv")
+            path.replace(previous)
+            print(f"note: {path.name} had other columns; kept as {previous.name}, starting a new file")
     new_file = not path.exists()
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")

@@ -17,9 +17,10 @@ examples in the same optimizer steps, for:
     fp32 it turns off DeepSpeed's gradient all-reduce, the identity there that still flattens every gradient
     into a fresh 118M-element buffer and copies it back, and zero-fills missing gradients as that all-reduce
     would (``fastxlt.training.loop.skip_one_rank_allreduce``: the same weights, a test checks);
-(d) fastxlt's fastest path here, training every parameter: the engine of (c) with the three settings a config
+(d) fastxlt's fastest path here, training every parameter: the engine of (c) with the five settings a config
     turns on (``deepspeed.precision: bf16_autocast``, ``optimization.group_by_length: 16``,
-    ``optimization.fused_adamw: true``; the training loop's own functions run them here):
+    ``optimization.fused_adamw: true``, ``optimization.sparse_embedding_grads: true``,
+    ``optimization.fast_dropout: true``; the training loop's own functions run them here):
     - bf16 products where they are faster than fp32 products here: ``torch.autocast`` to bf16 around the forward
       (matrix products and attention in bf16; LayerNorm, softmax, the loss, the fp32 weights, their gradients and
       the optimizer stay fp32), where ``fastxlt.utils.hardware.fast_bf16`` says so (AMX CPUs, bf16 GPUs) or where
@@ -30,6 +31,10 @@ examples in the same optimizer steps, for:
       the batch order within each group then shuffled);
     - ``torch.optim.AdamW(fused=True)`` when a check here shows that it matches the unfused update to fp32 rounding
       (``fused_adamw_max_diff``);
+    - the word embeddings' gradient as the batch's rows added into one persistent buffer instead of a fresh
+      zero-filled 250k x 384 matrix every step (``fastxlt.training.embedding_grads``: bit-identical gradients);
+    - dropout masks cut from 64-bit random words instead of torch's per-element Bernoulli sampler on a CPU
+      (``fastxlt.training.dropout``: the same keep probability, another random stream; nothing changes on a GPU);
 (e) the same as (d) with the word embeddings frozen (``optimization.freeze_embeddings``: 96M of me5-small's 118M
     parameters): a documented option that changes the recipe, never counted as (d).
 
@@ -304,17 +309,19 @@ def run_torch(model_dir: Path, task: str, train_features, batches, steps: int, t
 
 
 def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, tokenizer, *, autocast: bool = False,
-               fused: bool = False, freeze_embeddings: bool = False) -> tuple[Any, StepClock]:
+               fused: bool = False, fast: bool = False, freeze_embeddings: bool = False) -> tuple[Any, StepClock]:
     """(c)/(d)/(e) fastxlt's DeepSpeed engine in fp32, built from the pieces ``run_phase`` uses (one rank, ZeRO-0,
-    fp32: no identity all-reduce, missing gradients zero-filled, as ``run_phase`` does); (d) adds bf16 autocast
-    and fused AdamW; (e) freezes the word embeddings as the config option does."""
+    fp32: no identity all-reduce, missing gradients zero-filled, as ``run_phase`` does); (d) adds bf16 autocast,
+    fused AdamW, row-sparse embedding gradients and fast dropout; (e) freezes the word embeddings as the config
+    option does."""
     import deepspeed
 
     from fastxlt.tasks.base import get_task
     from fastxlt.tasks.features import ops_for
     from fastxlt.training import distributed
     from fastxlt.training.deepspeed_config import build_deepspeed_config
-    from fastxlt.training.loop import fill_missing_gradients, forward_precision, skip_one_rank_allreduce
+    from fastxlt.training.loop import (fill_missing_gradients, forward_precision, install_speed_options,
+                                       skip_one_rank_allreduce)
     from fastxlt.training.optim import lr_schedule, make_optimizer
 
     distributed.init_distributed()
@@ -323,6 +330,8 @@ def run_engine(model_dir: Path, task: str, train_features, batches, steps: int, 
     if freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
     plan.fused_adamw = fused
+    plan.sparse_embedding_grads = plan.fast_dropout = fast
+    install_speed_options(model, plan, masked_lm=False)
     section = DeepSpeedConfig(precision="bf16_autocast" if autocast else "fp32")
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=make_optimizer(model, plan),
                                            lr_scheduler=lr_schedule(steps, plan),
@@ -389,7 +398,8 @@ def run_worker(path: str, args) -> dict[str, Any]:
         model, clock = run_torch(model_dir, task, train_features, batches, steps, tokenizer)
     else:
         model, clock = run_engine(model_dir, task, train_features, batches, steps, tokenizer,
-                                  autocast=precision == "bf16", fused=fused, freeze_embeddings=path == "frozen")
+                                  autocast=precision == "bf16", fused=fused, fast=path in FAST_PATHS,
+                                  freeze_embeddings=path == "frozen")
     seconds = (clock.ended - clock.started) if steps > 1 else math.nan
     cpu_seconds = (clock.cpu_ended - clock.cpu_started) if steps > 1 else math.nan
     timed = batches[1:]
@@ -406,6 +416,8 @@ def run_worker(path: str, args) -> dict[str, Any]:
         "accuracy": accuracy, "precision": "bf16 autocast" if precision == "bf16" else precision,
         "optimizer": getattr(clock, "optimizer", "AdamW fused" if fused else "AdamW"),
         "grouping": "length" if path in FAST_PATHS else "random",
+        "embedding_grads": "frozen" if path == "frozen" else ("row-sparse" if path == "fast" else "dense"),
+        "dropout": "fast" if path in FAST_PATHS else "torch",
         "fused_adamw_max_diff": fused_diff, "bf16_product_speedup": bf16_speedup,
         "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_pairs": len(train), "held_out_pairs": len(held),
@@ -602,7 +614,7 @@ def write_rows(results: dict[str, dict], mlm: dict[str, dict], args, env: dict) 
     rows += [{**common, **row, "seconds": row.get("seconds_per_step")} for row in mlm.values()]
     fields = ["time", "benchmark", "mode", "case", "model", "steps", "train_pairs", "held_out_pairs", "seconds",
               "examples_per_s", "tokens_per_s", "speedup", "examples_per_cpu_s", "peak_mb", "loss", "accuracy",
-              "precision", "optimizer", "grouping", "fused_adamw_max_diff", "bf16_product_speedup",
+              "precision", "optimizer", "grouping", "embedding_grads", "dropout", "fused_adamw_max_diff", "bf16_product_speedup",
               "trained_parameters", "vocab", "tokens", "labelled", "mlm_steps", "memory", "skipped"] + list(env)
     append_rows(RESULTS, fields, rows)
 

@@ -133,8 +133,10 @@ def test_phase_key_changes_with_the_fast_training_options():
                                      kernels="none", pooling="cls", data_dirs={}))
 
     base = key()
-    assert key(fused_adamw=False, group_by_length=0) == base  # written out at their defaults: the same phase
-    assert len({base, key(fused_adamw=True), key(group_by_length=16)}) == 3
+    assert key(fused_adamw=False, group_by_length=0, fast_dropout=False) == base  # at their defaults: the same phase
+    assert len({base, key(fused_adamw=True), key(group_by_length=16), key(fast_dropout=True)}) == 4
+    # row-sparse embedding gradients give the same weights bit for bit (tests/test_embedding_grads.py)
+    assert key(sparse_embedding_grads=True) == base
 
 
 # ------------------------------------------------------------------------------------------- subsets

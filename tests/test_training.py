@@ -272,13 +272,15 @@ def test_fused_adamw_makes_the_same_update_as_torch_adamw():
 
 
 def test_fast_path_options_resume_to_the_same_weights_and_track_fp32(tmp_path, synthetic_model):
-    """deepspeed.precision bf16_autocast + fused AdamW + length-grouped batches (the fastest CPU path of
-    benchmarks/train_throughput.py, issue 13) through `fastxlt train`: a run killed after step 4 resumes to
+    """deepspeed.precision bf16_autocast + fused AdamW + length-grouped batches + row-sparse embedding gradients +
+    fast dropout (the fastest CPU path of benchmarks/train_throughput.py, issue 13) through `fastxlt train`: a run
+    killed after step 4 (the gradient buffer and the dropout generator then start afresh) resumes to
     bit-identical weights and the weights stay fp32. On the same batches, bf16 autocast with fused AdamW moves
     the weights as fp32 does up to rounding: the distance between the two runs' weights is a small fraction of
     how far training moved them."""
     fast = {"deepspeed__precision": "bf16_autocast", "optimization__fused_adamw": True,
-            "optimization__group_by_length": 4}
+            "optimization__group_by_length": 4, "optimization__sparse_embedding_grads": True,
+            "optimization__fast_dropout": True}
     straight = tmp_path / "straight"
     run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config",
             str(write_config(tmp_path, synthetic_model, straight, **fast)), "--set", "optimization.checkpoint_every=2")

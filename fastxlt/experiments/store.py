@@ -33,10 +33,11 @@ from fastxlt.utils.io import write_json_atomic
 KEY_LENGTH = 16
 IDENTITY_FILENAME = "identity.json"
 # OptimizationConfig fields that change how a phase is run or watched, never its weights.
-OPERATIONAL_OPTIMIZATION = ("checkpoint_every", "keep_checkpoints", "eval_batch_tokens")
+# (sparse_embedding_grads: the same weights bit for bit, only faster)
+OPERATIONAL_OPTIMIZATION = ("checkpoint_every", "keep_checkpoints", "eval_batch_tokens", "sparse_embedding_grads")
 # OptimizationConfig fields added after phase stores existed, with the value that reproduces the weights of
 # phases trained before them: left out of an identity at that value, so those phases keep their keys.
-ADDED_OPTIMIZATION_DEFAULTS = {"fused_adamw": False, "group_by_length": 0}
+ADDED_OPTIMIZATION_DEFAULTS = {"fused_adamw": False, "group_by_length": 0, "fast_dropout": False}
 # PhaseConfig fields that only add files beside the phase.
 OPERATIONAL_PHASE = ("snapshots",)
 # Files of a model directory that determine its weights (a fingerprint, not a content hash: weights are GBs).

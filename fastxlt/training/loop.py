@@ -38,6 +38,8 @@ from fastxlt.training import distributed
 from fastxlt.training.adversarial import adversarial_step
 from fastxlt.training.checkpoint import CheckpointManager, consolidated_state_dict
 from fastxlt.training.deepspeed_config import build_deepspeed_config
+from fastxlt.training.dropout import install_fast_dropout
+from fastxlt.training.embedding_grads import RowSparseEmbeddingGrads
 from fastxlt.training.optim import lr_schedule, make_optimizer
 from fastxlt.training.samplers import MultiTaskSchedule, mixing_rates
 from fastxlt.utils.io import read_json, write_json_atomic
@@ -272,7 +274,22 @@ def _build_model(plan: PhasePlan, task_data: list[TaskData]) -> TransferModel:
         for head in model.heads.values():
             if hasattr(head, "kernel_backend"):
                 head.kernel_backend = plan.kernels
+    masked_lm = any(spec.family is Family.MASKED_LM for spec in plan.tasks)
+    install_speed_options(model, plan.optimization, masked_lm=masked_lm)
     return model
+
+
+def install_speed_options(model: TransferModel, settings: OptimizationConfig, *, masked_lm: bool) -> None:
+    """``fast_dropout`` and ``sparse_embedding_grads`` on a built model (the benchmark calls this too).
+
+    Masked LM ties its decoder to the word embeddings: a dense gradient reaches them anyway, and summing both would
+    differ from the dense reference in rounding, so those phases keep the dense backward (the option promises
+    bit-identical weights)."""
+    if settings.fast_dropout:
+        install_fast_dropout(model)
+    embeddings = model.encoder.get_input_embeddings()
+    if settings.sparse_embedding_grads and embeddings.weight.requires_grad and not masked_lm:
+        model._sparse_embedding_grads = RowSparseEmbeddingGrads(embeddings)  # its hooks live as long as the model
 
 
 def _steps_per_epoch(sizes: list[int], cap: int | None, settings: OptimizationConfig, world: int) -> int:
