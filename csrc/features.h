@@ -20,4 +20,7 @@ void register_batching(pybind11::module_& m);
 // csrc/span_decode.cpp: decode_spans(...) -> n-best QA answer spans of many questions.
 void register_span_decode(pybind11::module_& m);
 
+// csrc/dropout.cpp: philox_words, dropout_forward_{f32,bf16}, dropout_apply_{f32,bf16} (fused CPU dropout).
+void register_dropout(pybind11::module_& m);
+
 }  // namespace fastxlt

@@ -8,4 +8,5 @@ PYBIND11_MODULE(_C, m) {
   fastxlt::register_build_info(m);
   fastxlt::register_batching(m);
   fastxlt::register_span_decode(m);
+  fastxlt::register_dropout(m);
 }

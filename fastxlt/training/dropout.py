@@ -1,11 +1,20 @@
-"""Fast dropout on the CPU: keep masks cut from 64-bit random words, one 32-bit word per element.
+"""Fast dropout on the CPU: Philox keep masks, generated, compared and applied in one fused pass.
 
-torch's CPU dropout samples every element's Bernoulli draw on its own (``bernoulli_``, about 5 ns an element on
-2 cores): 18 % of a bf16-autocast step of multilingual-e5-small once the embedding gradient is row-sparse (issue 13's
-profile), more than the optimizer. :func:`fast_dropout` instead fills a buffer with full-range 64-bit integers from
-torch's own generator (``random_``), reads it as 32-bit words and keeps an element when its word is below
-``round((1 - p) * 2**32)``: independent elements, torch's keep probability to 2^-33, masks about 4x faster. The
-generator is torch's default one, so ``torch.manual_seed`` governs the masks and a resumed run redraws the same ones.
+torch's CPU dropout samples every element's Bernoulli draw serially (``bernoulli_``, about 5 ns an element on 2
+cores), then divides and multiplies in two more passes: 18 % of a bf16-autocast step of multilingual-e5-small once
+the embedding gradient is row-sparse (issue 13's profile), more than the optimizer. :func:`fast_dropout` gives
+element ``i`` the 32-bit word ``i % 4`` of Philox4x32-10 (Salmon et al., SC'11; the generator CUDA and Triton use)
+at counter ``i // 4`` and a 64-bit key drawn from torch's default generator, keeps it when the word is below
+``round((1 - p) * 2**32)`` (torch's keep probability to 2^-33; elements independent), and writes
+``x * (keep ? 1 / (1 - p) : 0)`` and the mask in the same pass: ``fastxlt._C.dropout_forward_*`` (csrc/dropout.cpp,
+OpenMP). The key comes from ``torch.manual_seed``'s generator, so the training loop's per-batch seeding governs the
+masks and a resumed run redraws the same ones.
+
+The kernel file set: the C++ kernel (csrc/dropout.cpp), its torch reference (:func:`philox_words_reference`, the
+same words by int64 tensor arithmetic, which also runs wherever ``fastxlt._C`` is not built: the same masks, only
+slower), the autograd wrapper (:class:`_FastDropout`), tests/test_dropout.py (Random123's known-answer vectors, C++
+against the reference bit for bit, the binomial distribution of the mask, forward and backward against
+``x * keep / (1 - p)``), and benchmarks/train_throughput.py's (d).
 
 The random stream is not torch's, so a run with fast dropout has other (equally distributed) masks and ends with
 other weights than one without: it is an option, ``optimization.fast_dropout``, and part of a phase's identity.
@@ -20,6 +29,7 @@ there: the option changes nothing on a GPU.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
@@ -28,17 +38,108 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 ATTENTION_NAME = "fastxlt_eager"
 SWITCHABLE_ATTENTION = ("sdpa", "eager")  # transformers' own implementations, which fast_eager_attention replaces
 BERT_FAMILY = ("bert", "roberta", "xlm-roberta")  # model types whose eager attention fast_eager_attention reproduces
-WORD_BITS = 32
+WORD = 2**32
+LOW32 = WORD - 1
+PHILOX_MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
+PHILOX_KEY_STEPS = (0x9E3779B9, 0xBB67AE85)
+PHILOX_ROUNDS = 10
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A boolean mask, True where an element is kept (probability ``1 - p``), from torch's default generator."""
-    count = 1
-    for size in shape:
-        count *= size
-    words = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_(-(2**63), None)
-    threshold = round((1.0 - p) * 2**WORD_BITS) - 2 ** (WORD_BITS - 1)  # in the signed range of an int32 word
-    return (words.view(torch.int32)[:count] < threshold).view(shape)
+def _extension():
+    try:
+        from fastxlt import _C
+    except ImportError:
+        return None
+    return _C if hasattr(_C, "dropout_forward_f32") else None
+
+
+_C = _extension()
+
+
+# ------------------------------------------------------------------------------------------ the random words
+
+
+def philox_words_reference(count: int, seed: int) -> torch.Tensor:
+    """Philox4x32-10 words 0..count-1 of 64-bit key ``seed`` (int64 values in [0, 2^32)), by int64 tensor arithmetic:
+    the torch reference of ``fastxlt._C.philox_words``."""
+    blocks = torch.arange((count + 3) // 4, dtype=torch.int64)
+    zeros = torch.zeros_like(blocks)
+    words = philox4x32_reference((blocks & LOW32, blocks >> 32, zeros, zeros), (seed & LOW32, (seed >> 32) & LOW32))
+    return torch.stack(words, dim=1).flatten()[:count]
+
+
+def philox4x32_reference(counter: tuple[torch.Tensor, ...], key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of four int64 counter words (values < 2^32) under a two-word key."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for round_index in range(PHILOX_ROUNDS):
+        if round_index:
+            k0, k1 = (k0 + PHILOX_KEY_STEPS[0]) & LOW32, (k1 + PHILOX_KEY_STEPS[1]) & LOW32
+        hi0, lo0 = _mulhilo(PHILOX_MULTIPLIERS[0], c0)
+        hi1, lo1 = _mulhilo(PHILOX_MULTIPLIERS[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32 bits of ``a * b`` (both < 2^32) without int64 overflow: ``b`` split into 16-bit halves."""
+    low_product = a * (b & 0xFFFF)  # < 2^48
+    middle = a * (b >> 16) + (low_product >> 16)  # < 2^49
+    return middle >> 16, ((middle & 0xFFFF) << 16) | (low_product & 0xFFFF)
+
+
+def philox_words(count: int, seed: int) -> torch.Tensor:
+    """The same words as :func:`philox_words_reference` (int64), from the C++ kernel when it is built."""
+    if _C is None:
+        return philox_words_reference(count, seed)
+    return torch.from_numpy(_C.philox_words(count, seed).astype(np.int64))
+
+
+def draw_seed() -> int:
+    """A 64-bit Philox key from torch's default generator (so ``torch.manual_seed`` decides the masks)."""
+    return int(torch.empty((), dtype=torch.int64).random_(-(2**63), None)) & (2**64 - 1)
+
+
+def keep_threshold(p: float) -> int:
+    """A word below this is kept: probability round((1 - p) 2^32) / 2^32."""
+    return round((1.0 - p) * WORD)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int | None = None) -> torch.Tensor:
+    """The boolean mask (True = kept) :func:`fast_dropout` uses for ``shape``, ``p`` and key ``seed`` (drawn from
+    torch's default generator when None, as :func:`fast_dropout` draws it)."""
+    seed = draw_seed() if seed is None else seed
+    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    return (philox_words(count, seed) < keep_threshold(p)).view(shape)
+
+
+# ------------------------------------------------------------------------------------------ dropout
+
+
+FUSED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A numpy view of a contiguous CPU tensor; bfloat16 as its uint16 bit patterns."""
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(np.uint16)
+    return tensor.numpy()
+
+
+def _masked_reference(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x * (keep ? scale : 0)`` in fp32, rounded back to x's dtype: what the kernel computes."""
+    factor = torch.where(keep, torch.tensor(scale, dtype=torch.float32), torch.tensor(0.0))
+    return (x.float() * factor).to(x.dtype)
+
+
+def _apply(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    kind = FUSED_DTYPES.get(x.dtype)
+    if _C is None or kind is None:
+        return _masked_reference(x, keep, scale)
+    x = x.detach().contiguous()
+    out = torch.empty_like(x)
+    getattr(_C, f"dropout_apply_{kind}")(_numpy(x), _numpy(out), keep.numpy(), scale)
+    return out
 
 
 class _FastDropout(torch.autograd.Function):
@@ -47,15 +148,24 @@ class _FastDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
-        keep = keep_mask(x.shape, p, x.device)
+        seed, threshold, scale = draw_seed(), keep_threshold(p), 1.0 / (1.0 - p)
+        kind = FUSED_DTYPES.get(x.dtype)
+        if _C is None or kind is None:
+            keep = keep_mask(x.shape, p, seed)
+            out = _masked_reference(x, keep, scale)
+        else:
+            source = x.detach().contiguous()
+            out = torch.empty_like(source)
+            keep = torch.empty(source.shape, dtype=torch.bool)
+            getattr(_C, f"dropout_forward_{kind}")(_numpy(source), _numpy(out), keep.numpy(), seed, threshold, scale)
         ctx.save_for_backward(keep)
-        ctx.scale = 1.0 / (1.0 - p)
-        return x.mul(keep).mul_(ctx.scale)
+        ctx.scale = scale
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (keep,) = ctx.saved_tensors
-        return grad.mul(keep).mul_(ctx.scale), None
+        return _apply(grad, keep, ctx.scale), None
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
