@@ -22,8 +22,8 @@ other weights than one without: it is an option, ``optimization.fast_dropout``, 
 :func:`install_fast_dropout` switches a model to it: every ``nn.Dropout`` module (hidden-state and embedding dropout,
 the heads' dropout), and the attention-probability dropout of transformers' BERT / RoBERTa / XLM-R self-attention,
 by registering transformers' eager attention with this dropout as the attention implementation ``fastxlt_eager``.
-Attention that fastxlt's fused kernels run (``kernels``) keeps the kernels' own dropout, and other encoder families
-(mT5) keep transformers' attention dropout. On a GPU the modules fall back to torch's fused dropout, which is fast
+Blocks that fastxlt's fused kernels run (``kernels``: attention, residual + dropout + LayerNorm) keep the kernels'
+own dropout, and other encoder families (mT5) keep transformers' attention dropout. On a GPU the modules fall back to torch's fused dropout, which is fast
 there: the option changes nothing on a GPU.
 """
 
