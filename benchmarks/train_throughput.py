@@ -33,8 +33,9 @@ examples in the same optimizer steps, for:
       (``fused_adamw_max_diff``);
     - the word embeddings' gradient as the batch's rows added into one persistent buffer instead of a fresh
       zero-filled 250k x 384 matrix every step (``fastxlt.training.embedding_grads``: bit-identical gradients);
-    - dropout masks cut from 64-bit random words instead of torch's per-element Bernoulli sampler on a CPU
-      (``fastxlt.training.dropout``: the same keep probability, another random stream; nothing changes on a GPU);
+    - dropout by a fused C++ kernel (Philox keep masks made and applied in one pass) instead of torch's
+      per-element Bernoulli sampler on a CPU (``fastxlt.training.dropout``: the same keep probability, another
+      random stream; nothing changes on a GPU);
 (e) the same as (d) with the word embeddings frozen (``optimization.freeze_embeddings``: 96M of me5-small's 118M
     parameters): a documented option that changes the recipe, never counted as (d).
 
@@ -614,8 +615,8 @@ def write_rows(results: dict[str, dict], mlm: dict[str, dict], args, env: dict) 
     rows += [{**common, **row, "seconds": row.get("seconds_per_step")} for row in mlm.values()]
     fields = ["time", "benchmark", "mode", "case", "model", "steps", "train_pairs", "held_out_pairs", "seconds",
               "examples_per_s", "tokens_per_s", "speedup", "examples_per_cpu_s", "peak_mb", "loss", "accuracy",
-              "precision", "optimizer", "grouping", "embedding_grads", "dropout", "fused_adamw_max_diff", "bf16_product_speedup",
-              "trained_parameters", "vocab", "tokens", "labelled", "mlm_steps", "memory", "skipped"] + list(env)
+              "precision", "optimizer", "grouping", "embedding_grads", "dropout", "fused_adamw_max_diff",
+              "bf16_product_speedup", "trained_parameters", "vocab", "tokens", "labelled", "mlm_steps", "memory", "skipped"] + list(env)
     append_rows(RESULTS, fields, rows)
 
 

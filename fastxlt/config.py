@@ -22,6 +22,7 @@ from fastxlt.errors import ConfigError
 
 SAMPLERS = ("proportional", "temperature", "uniform")
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16_autocast")
+FP32_WEIGHT_PRECISIONS = ("fp32", "bf16_autocast")  # the engine holds fp32 weights and gradients
 KERNEL_BACKENDS = ("auto", "triton", "torch", "none")
 
 
@@ -59,9 +60,9 @@ class OptimizationConfig:
     # weights, ~25 % faster steps on a 2-core CPU, one embedding-sized buffer held between steps. ZeRO stage 0 with
     # fp32 weights (precision fp32 or bf16_autocast) only (fastxlt/training/embedding_grads.py; issue 13).
     sparse_embedding_grads: bool = False
-    # Dropout masks from 64-bit random words (one 32-bit word per element) instead of torch's per-element Bernoulli
-    # sampler on a CPU: the same keep probability, ~4x faster masks, but another random stream, so other (equally
-    # distributed) masks and weights; nothing changes on a GPU (fastxlt/training/dropout.py; issue 13)
+    # Dropout on a CPU by a fused C++ kernel (Philox keep masks made and applied in one pass) instead of torch's
+    # per-element Bernoulli sampler: the same keep probability, ~3x faster, but another random stream, so other
+    # (equally distributed) masks and weights; nothing changes on a GPU (fastxlt/training/dropout.py; issue 13)
     fast_dropout: bool = False
 
     def validate(self, path: str) -> None:
@@ -294,7 +295,7 @@ class ExperimentConfig:
                 settings.validate(f"phases.{name}.optimization")
                 _require(
                     not settings.sparse_embedding_grads or (
-                        self.deepspeed.zero_stage == 0 and self.deepspeed.precision in ("fp32", "bf16_autocast")),
+                        self.deepspeed.zero_stage == 0 and self.deepspeed.precision in FP32_WEIGHT_PRECISIONS),
                     "optimization.sparse_embedding_grads",
                     f"(phase {name}) needs deepspeed zero_stage 0 and precision fp32 or bf16_autocast (ZeRO and "
                     f"DeepSpeed's 16-bit modes keep gradient buffers of their own), got zero_stage "

@@ -97,3 +97,32 @@ def test_fastxlt_train_gives_the_same_weights_with_and_without(tmp_path, synthet
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_the_training_loop_installs_the_speed_options_only_where_asked(synthetic_model):
+    """``install_speed_options`` (what ``run_phase`` and the benchmark call): the embedding turns sparse with a
+    buffer only when the option is on, the weight trains and no masked-LM decoder is tied to it; fast dropout
+    swaps the dropout modules. Without this, the bit-identity test above would pass with the option ignored."""
+    from fastxlt.config import OptimizationConfig
+    from fastxlt.models.encoder import load_encoder
+    from fastxlt.models.transfer import TransferModel
+    from fastxlt.tasks.base import get_task
+    from fastxlt.training.dropout import FastDropout
+    from fastxlt.training.loop import install_speed_options
+
+    def built(masked_lm: bool = False, freeze: bool = False, **options) -> TransferModel:
+        model = TransferModel(load_encoder(synthetic_model), [get_task("synth-para")])
+        model.encoder.get_input_embeddings().weight.requires_grad_(not freeze)
+        install_speed_options(model, OptimizationConfig(**options), masked_lm=masked_lm)
+        return model
+
+    def sparse(model: TransferModel) -> bool:
+        return model.encoder.get_input_embeddings().sparse and hasattr(model, "_sparse_embedding_grads")
+
+    assert sparse(built(sparse_embedding_grads=True))
+    assert not sparse(built())
+    assert not sparse(built(masked_lm=True, sparse_embedding_grads=True))
+    assert not sparse(built(freeze=True, sparse_embedding_grads=True))
+    dropouts = lambda model: [type(m) for m in model.modules() if isinstance(m, nn.Dropout)]  # noqa: E731
+    assert set(dropouts(built(fast_dropout=True))) == {FastDropout}
+    assert FastDropout not in dropouts(built())

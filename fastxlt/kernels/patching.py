@@ -119,18 +119,18 @@ def _patch_attention(model: nn.Module, backend: str) -> int:
     _register_attention()
     for module in modules:
         module._fastxlt_backend = backend
-    for pretrained in _top_pretrained(model):
+    for pretrained in outermost_pretrained(model):
         pretrained.set_attn_implementation(ATTENTION_NAME)
     return len(modules)
 
 
-def _top_pretrained(model: nn.Module) -> list[PreTrainedModel]:
+def outermost_pretrained(model: nn.Module) -> list[PreTrainedModel]:
     """The outermost PreTrainedModels (set_attn_implementation recurses into the nested ones)."""
     if isinstance(model, PreTrainedModel):
         return [model]
     found: list[PreTrainedModel] = []
     for child in model.children():
-        found.extend(_top_pretrained(child))
+        found.extend(outermost_pretrained(child))
     return found
 
 

@@ -23,8 +23,8 @@ other weights than one without: it is an option, ``optimization.fast_dropout``, 
 the heads' dropout), and the attention-probability dropout of transformers' BERT / RoBERTa / XLM-R self-attention,
 by registering transformers' eager attention with this dropout as the attention implementation ``fastxlt_eager``.
 Blocks that fastxlt's fused kernels run (``kernels``: attention, residual + dropout + LayerNorm) keep the kernels'
-own dropout, and other encoder families (mT5) keep transformers' attention dropout. On a GPU the modules fall back to torch's fused dropout, which is fast
-there: the option changes nothing on a GPU.
+own dropout, and other encoder families (mT5) keep transformers' attention dropout. On a GPU the modules fall back
+to torch's fused dropout, which is fast there: the option changes nothing on a GPU.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from transformers import AttentionInterface, PreTrainedModel
+from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from fastxlt.kernels.patching import outermost_pretrained
 
 ATTENTION_NAME = "fastxlt_eager"
 SWITCHABLE_ATTENTION = ("sdpa", "eager")  # transformers' own implementations, which fast_eager_attention replaces
@@ -204,7 +206,7 @@ def install_fast_dropout(model: nn.Module) -> dict[str, int]:
     for module in modules:
         module.__class__ = FastDropout
     switched = 0
-    for pretrained in _outermost_pretrained(model):
+    for pretrained in outermost_pretrained(model):
         config = pretrained.config
         if config.model_type in BERT_FAMILY and config._attn_implementation in SWITCHABLE_ATTENTION:
             _register_attention()
@@ -216,13 +218,3 @@ def install_fast_dropout(model: nn.Module) -> dict[str, int]:
 def _register_attention() -> None:
     AttentionInterface.register(ATTENTION_NAME, fast_eager_attention)
     AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
-
-
-def _outermost_pretrained(model: nn.Module) -> list[PreTrainedModel]:
-    """The outermost PreTrainedModels in ``model`` (``set_attn_implementation`` recurses into nested ones)."""
-    if isinstance(model, PreTrainedModel):
-        return [model]
-    found: list[PreTrainedModel] = []
-    for child in model.children():
-        found += _outermost_pretrained(child)
-    return found

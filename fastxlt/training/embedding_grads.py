@@ -37,14 +37,8 @@ class RowSparseEmbeddingGrads:
         self.dirty: list[torch.Tensor] | str = []  # rows of the buffer that hold values from an earlier cycle
         self.incoming: list[torch.Tensor] | str = []  # rows of the gradients accumulated in this backward
         embedding.sparse = True
-        self._handles = [self.weight.register_hook(self._record_rows),
-                         self.weight.register_post_accumulate_grad_hook(self._into_buffer)]
-
-    def remove(self) -> None:
-        """Back to autograd's dense embedding backward (the buffer is dropped)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self.weight.register_hook(self._record_rows)
+        self.weight.register_post_accumulate_grad_hook(self._into_buffer)
 
     def _record_rows(self, grad: torch.Tensor) -> torch.Tensor:
         """Before accumulation: sum the gradient's repeated rows, and note which rows it touches (all of them

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fastxlt.config import DeepSpeedConfig, OptimizationConfig, PhaseConfig
+from fastxlt.config import FP32_WEIGHT_PRECISIONS, DeepSpeedConfig, OptimizationConfig, PhaseConfig
 from fastxlt.errors import CheckpointError, ConfigError, DataNotFoundError
 from fastxlt.evaluation.predict import score_examples
 from fastxlt.models.encoder import load_encoder, load_tokenizer
@@ -142,9 +142,6 @@ def forward_precision(device: torch.device, precision: str) -> contextlib.Abstra
     if precision == "bf16_autocast":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-FP32_WEIGHT_PRECISIONS = ("fp32", "bf16_autocast")  # the engine holds fp32 weights and gradients
 
 
 def skip_one_rank_allreduce(engine, deepspeed_settings) -> bool:
