@@ -5,7 +5,7 @@
 #   make test        the default test suite (creates .venv first when missing); PYTEST_ARGS=... narrows it
 #   make test-slow   the slow real-model / real-data tests (pytest -m slow)
 #   make demo        the embedded default experiment (`fastxlt run`)
-#   make bench       every benchmarks/*.py with --quick (BENCH_ARGS=... adds options)
+#   make bench       every benchmark (python -m benchmarks.NAME) with --quick (BENCH_ARGS=... adds options)
 #   make clean       build outputs and caches; `make distclean` also removes .venv
 #
 # Torch: without a GPU (no working nvidia-smi) the CPU wheel torch==$(TORCH_VERSION) is installed
@@ -92,8 +92,9 @@ bench: venv
 	@for script in benchmarks/*.py; do \
 	  [ -e "$$script" ] || { echo "make bench: no benchmarks/*.py yet"; break; }; \
 	  case "$$(basename $$script)" in _*) continue;; esac; \
-	  echo "==> $$script --quick $(BENCH_ARGS)"; \
-	  $(OFFLINE_ENV) $(VENV_PY) "$$script" --quick $(BENCH_ARGS) || exit $$?; \
+	  module=benchmarks.$$(basename $$script .py); \
+	  echo "==> python -m $$module --quick $(BENCH_ARGS)"; \
+	  $(OFFLINE_ENV) $(VENV_PY) -m $$module --quick $(BENCH_ARGS) || exit $$?; \
 	done
 
 clean:

@@ -1,7 +1,7 @@
 """What every benchmark records beside its timings, and how it appends its CSV rows.
 
-Imported by the scripts in this folder (``python benchmarks/NAME.py`` puts the folder on ``sys.path``);
-the leading underscore keeps ``make bench`` from running it as a benchmark.
+Imported by the benchmarks of this package (run as ``python -m benchmarks.NAME``); the leading underscore
+keeps ``make bench`` and the smoke tests from running it as a benchmark.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Cost of adversarial training: time per optimizer step of FreeLB, PGD, SMART and R3F against standard training.
 
-    python benchmarks/adversarial_cost.py [--quick] [--smoke] [--model DIR] [--steps N] [--batch B] [--length L]
+    python -m benchmarks.adversarial_cost [--quick] [--smoke] [--model DIR] [--steps N] [--batch B] [--length L]
 
 Every method trains the same model from the same initial weights on the same batches (random token ids of
 fixed length, a 3-way pair-classification head) with AdamW, grad-accum 2, through fastxlt's
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
+    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
 
-from _results import SMOKE_HELP, append_rows, machine, results_path  # noqa: E402  (this folder is on sys.path when a script runs)
+from benchmarks._results import SMOKE_HELP, append_rows, machine, results_path  # noqa: E402
 
 from fastxlt.config import AdversarialConfig  # noqa: E402
 from fastxlt.models.encoder import load_encoder  # noqa: E402

@@ -1,6 +1,6 @@
 """Zero-shot XNLI evaluation speed: the PyTorch loop users write against fastxlt's torch and ONNX Runtime paths.
 
-    python benchmarks/eval_throughput.py --model ME5_DIR --data ../shared/data/xnli [--checkpoint PHASE_DIR] [--quick]
+    python -m benchmarks.eval_throughput --model ME5_DIR --data ../shared/data/xnli [--checkpoint PHASE_DIR] [--quick]
 
 A classification head trained on English XNLI (``--checkpoint``: a fastxlt phase model directory, by
 default the real run's ``runs/me5-small-xnli/target/baseline/model``; without one, a head is trained in
@@ -41,9 +41,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
+    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
 
-from _results import SMOKE_HELP, append_rows, cache_dir, machine, results_path, skip  # noqa: E402  (this folder is on sys.path when a script runs)
+from benchmarks._results import SMOKE_HELP, append_rows, cache_dir, machine, results_path, skip  # noqa: E402
 
 from fastxlt.evaluation.precision import cast_for_precision  # noqa: E402
 from fastxlt.evaluation.predict import predict  # noqa: E402

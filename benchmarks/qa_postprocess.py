@@ -1,6 +1,6 @@
 """QA post-processing speed: fastxlt's C++ n-best span decoder against the Hugging Face-style Python loop.
 
-    python benchmarks/qa_postprocess.py [--quick] [--data DIR] [--model DIR] [--repeat N]
+    python -m benchmarks.qa_postprocess [--quick] [--data DIR] [--model DIR] [--repeat N]
 
 Featurises XQuAD (all 12 languages in ``--data``; ``--quick``: en, de, zh) with the tokenizer of
 ``--model`` (multilingual-e5-small: XLM-R's tokenizer; max length 384, doc stride 128), draws
@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
+    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
 
-from _results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402  (this folder is on sys.path when a script runs)
+from benchmarks._results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402
 
 from fastxlt.tasks import span_decode as sd  # noqa: E402
 from fastxlt.tasks.base import get_task  # noqa: E402

@@ -1,6 +1,6 @@
 """BUCC mining speed: fastxlt's one-pass two-way kNN against the BUCC scripts' pipeline.
 
-    python benchmarks/retrieval.py [--quick] [--data DIR] [--model DIR] [--repeat N]
+    python -m benchmarks.retrieval [--quick] [--data DIR] [--model DIR] [--repeat N]
 
 Mining (kNN k=4 both ways + ratio margin + "max" retrieval) on the same synthetic, L2-normalised
 embeddings (100k x 100k, d=384; --quick: 20k x 20k), with planted parallel pairs among random
@@ -36,10 +36,10 @@ import faiss
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
+    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
 
-from _results import SMOKE_HELP, append_rows, machine, results_path  # noqa: E402  (this folder is on sys.path when a script runs)
+from benchmarks._results import SMOKE_HELP, append_rows, machine, results_path  # noqa: E402
 
 from fastxlt.retrieval.bucc import mine_embeddings  # noqa: E402
 from fastxlt.retrieval.margin import MinedPairs  # noqa: E402

@@ -1,6 +1,6 @@
 """Tagging metric speed: fastxlt's ``seqeval_f1`` against the ``seqeval`` library (what XTREME calls).
 
-    python benchmarks/seqeval_metric.py [--quick] [--data DIR] [--repeat N]
+    python -m benchmarks.seqeval_metric [--quick] [--data DIR] [--repeat N]
 
 For every UD test file (UD-POS) and PAN-X dev file (NER) in DIR (default ../shared/data), the gold tags
 are perturbed with a fixed seed (20% of the words get a random tag of the file) and scored with
@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
+    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
 
-from _results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402  (this folder is on sys.path when a script runs)
+from benchmarks._results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402
 
 from fastxlt.tasks.base import get_task  # noqa: E402
 from fastxlt.tasks.seqeval_metric import seqeval_scores  # noqa: E402

@@ -1,6 +1,6 @@
 """Training speed: the Hugging Face Trainer users run against a plain PyTorch loop and fastxlt's DeepSpeed engine.
 
-    python benchmarks/train_throughput.py --model .cache/me5-small [--data ../shared/data/xnli] [--quick]
+    python -m benchmarks.train_throughput --model .cache/me5-small [--data ../shared/data/xnli] [--quick]
 
 The same encoder (``--model``: multilingual-e5-small, built by ``shared/tools/me5-small/build.sh``), the same English
 data (XNLI's English dev file: a fixed 490 pairs held out for accuracy, the other 2,000 for training, as in
@@ -86,9 +86,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
+    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
 
-from _results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402  (this folder is on sys.path)
+from benchmarks._results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402
 
 from fastxlt.config import DeepSpeedConfig, OptimizationConfig  # noqa: E402
 from fastxlt.utils.hardware import cpu_has_amx, default_device, fast_bf16  # noqa: E402
@@ -427,7 +428,7 @@ def run_worker(path: str, args) -> dict[str, Any]:
 
 def spawn_worker(path: str, args) -> dict[str, Any]:
     """Run one path in a fresh process (its own peak memory, no state left by another path)."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--model", str(args.model),
+    command = [sys.executable, "-m", __spec__.name, "--worker", path, "--model", str(args.model),
                "--data", str(args.data), "--steps", str(args.steps)]
     command += [flag for flag, on in (("--smoke", args.smoke), ("--quick", args.quick)) if on]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)

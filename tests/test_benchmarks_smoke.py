@@ -1,4 +1,4 @@
-"""Every benchmark script still runs: each ``benchmarks/*.py`` (not ``_*.py``) in its ``--smoke`` mode, in
+"""Every benchmark still runs: each ``benchmarks/*.py`` (not ``_*.py``), as ``python -m benchmarks.NAME``, in its ``--smoke`` mode, in
 seconds, ending with its ``RESULT key=value ...`` line (or ``SKIP reason`` when this machine lacks its data).
 
 Parametrised over the folder's glob, so a new benchmark is covered without touching this file. Rows go
@@ -19,13 +19,18 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 
 
+def module_command(script: Path) -> list[str]:
+    """How the README runs a benchmark: as a module of the ``benchmarks`` package, from the repository root."""
+    return [sys.executable, "-m", f"benchmarks.{script.stem}"]
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 def test_benchmark_runs_in_smoke_mode(script, tmp_path, tiny_encoder):
     results = REPO / "benchmarks" / "results"
     before = {p: p.stat().st_mtime_ns for p in results.glob("*")} if results.is_dir() else {}
     env = {**os.environ, "FASTXLT_BENCH_OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, str(script), "--smoke", "--model", str(tiny_encoder)], cwd=REPO, env=env,
+    result = subprocess.run([*module_command(script), "--smoke", "--model", str(tiny_encoder)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
@@ -43,7 +48,7 @@ def test_train_throughput_runs_a_subset_of_paths(tmp_path, tiny_encoder):
     need only them; an unknown path is refused in one line."""
     env = {**os.environ, "FASTXLT_BENCH_OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    script = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--smoke", "--part", "train",
+    script = [*module_command(REPO / "benchmarks" / "train_throughput.py"), "--smoke", "--part", "train",
               "--model", str(tiny_encoder)]
     result = subprocess.run([*script, "--paths", "a,d"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

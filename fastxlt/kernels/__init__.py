@@ -58,7 +58,7 @@ against an fp32 reference (forward and backward; odd lengths 1/7/129/333, ragged
 1023; outputs poisoned with NaN before each launch), including the GPU launch shapes, and a
 patched tiny XLM-R against the unpatched one over AdamW steps. ``python -m
 fastxlt.kernels.compile_check`` compiles each kernel ahead of time for sm_90/sm_80 (no device
-needed) and checks its shared memory. ``benchmarks/kernels.py`` measures memory on the CPU and
+needed) and checks its shared memory. ``benchmarks/fused_kernels.py`` measures memory on the CPU and
 time/memory against PyTorch on a CUDA node. Test helpers live in :mod:`.testing`.
 """
 

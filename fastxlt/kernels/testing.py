@@ -1,6 +1,6 @@
 """Helpers for proving the kernels on the CPU: tolerances, poisoning, a leaner Triton interpreter.
 
-Used by ``tests/test_kernels_*.py`` and ``benchmarks/kernels.py``; nothing in training imports it.
+Used by ``tests/test_kernels_*.py`` and ``benchmarks/fused_kernels.py``; nothing in training imports it.
 """
 
 from __future__ import annotations

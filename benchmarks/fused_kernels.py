@@ -1,7 +1,7 @@
 """Fused kernels against PyTorch: memory of linear + cross-entropy on the CPU, and on a CUDA node
 times and peak memory of all three kernels at XLM-R base and large shapes.
 
-    python benchmarks/kernels.py [--quick] [--dtype bfloat16|float32] [--tokens N] [--vocab V] [--hidden H]
+    python -m benchmarks.fused_kernels [--quick] [--dtype bfloat16|float32] [--tokens N] [--vocab V] [--hidden H]
 
 CPU part (always; ``--quick`` runs it alone): the MLM loss at XLM-R's vocabulary (250,002),
 4,096 labelled tokens, hidden 1,024 — ``fastxlt.kernels.linear_cross_entropy`` (torch path,
@@ -45,9 +45,10 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
+    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
 
-from _results import SMOKE_HELP, results_path  # noqa: E402  (this folder is on sys.path when a script runs)
+from benchmarks._results import SMOKE_HELP, results_path  # noqa: E402
 
 from fastxlt.kernels import attention, linear_cross_entropy, residual_dropout_layernorm  # noqa: E402
 from fastxlt.kernels.testing import TOLERANCE  # noqa: E402
@@ -131,11 +132,11 @@ def cpu_memory(args: argparse.Namespace) -> tuple[list[dict], dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for variant in ("unfused", "fused"):
             out = os.path.join(tmp, f"{variant}.pt")
-            cmd = [sys.executable, __file__, "--child", variant, "--child-out", out, "--dtype", args.dtype,
+            cmd = [sys.executable, "-m", __spec__.name, "--child", variant, "--child-out", out, "--dtype", args.dtype,
                    "--tokens", str(args.tokens), "--vocab", str(args.vocab), "--hidden", str(args.hidden)]
             print(f"[cpu] {variant}: tokens={args.tokens} vocab={args.vocab} hidden={args.hidden} {args.dtype} ...",
                   flush=True)
-            subprocess.run(cmd, check=True)
+            subprocess.run(cmd, check=True, cwd=ROOT)
             results[variant] = torch.load(out)
     fused, unfused = results["fused"], results["unfused"]
     tol = TOLERANCE[DTYPES[args.dtype]]
