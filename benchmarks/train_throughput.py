@@ -24,9 +24,9 @@ examples in the same optimizer steps, for:
     - bf16 products where they are faster than fp32 products here: ``torch.autocast`` to bf16 around the forward
       (matrix products and attention in bf16; LayerNorm, softmax, the loss, the fp32 weights, their gradients and
       the optimizer stay fp32), where ``fastxlt.utils.hardware.fast_bf16`` says so (AMX CPUs, bf16 GPUs) or where
-      a check here measures an encoder-sized bf16 product at least 1.2x faster than the fp32 one
-      (``bf16_product_speedup``: CPUs with AVX-512 BF16 but no AMX, e.g. AMD Zen 4, where oneDNN runs bf16 products
-      natively and fp32 ones go to MKL);
+      a check measures an encoder-sized bf16 product at least 1.3x faster than the fp32 one
+      (``fastxlt.utils.hardware.bf16_product_speedup``, the rule of ``deepspeed.precision: auto``: CPUs with
+      AVX-512 BF16 but no AMX, e.g. AMD Zen 4, where oneDNN runs bf16 products natively and fp32 ones go to MKL);
     - length-grouped batches (the same 32-example batches' examples, sorted by length within groups of 16 batches,
       the batch order within each group then shuffled);
     - ``torch.optim.AdamW(fused=True)`` when a check here shows that it matches the unfused update to fp32 rounding
@@ -92,7 +92,7 @@ if not __package__:  # run as a file, this folder would come first on sys.path a
 from benchmarks._results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402
 
 from fastxlt.config import DeepSpeedConfig, OptimizationConfig  # noqa: E402
-from fastxlt.utils.hardware import cpu_has_amx, default_device, fast_bf16  # noqa: E402
+from fastxlt.utils.hardware import BF16_MIN_SPEEDUP, bf16_product_speedup, cpu_has_amx, default_device, fast_bf16  # noqa: E402
 
 RESULTS = results_path("train_throughput.csv")
 BATCH = 32
@@ -108,7 +108,6 @@ PATHS = ("trainer", "torch", "engine", "fast", "frozen")
 LABELS = {"trainer": "(a) HF Trainer fp32", "torch": "(b) torch loop fp32", "engine": "(c) fastxlt engine fp32",
           "fast": "(d) fastxlt fastest", "frozen": "(e) (d) + frozen embeddings"}
 FAST_PATHS = ("fast", "frozen")  # the paths with (d)'s settings
-BF16_MIN_SPEEDUP = 1.2  # a measured bf16 product must beat fp32 this much for (d) to use bf16 where fast_bf16 says no
 WORKER_TAG = "WORKER_JSON "
 
 
@@ -180,24 +179,6 @@ def fused_adamw_max_diff(steps: int = 5) -> float | None:
         scale = max(float(p.abs().max()) for p in plain_params)
         spacing = float(np.spacing(np.float32(scale)))
         return max(float((a - b).abs().max()) for a, b in zip(fused_params, plain_params)) / spacing
-
-
-def bf16_product_speedup(repeats: int = 10) -> float:
-    """fp32 time / bf16 time of one encoder-sized product (2,048 tokens x 384 -> 1,536, me5-small's feed-forward),
-    best of ``repeats`` each, on the CPU."""
-    gen = torch.Generator().manual_seed(SEED)
-    a, b = torch.randn(2048, 384, generator=gen), torch.randn(384, 1536, generator=gen)
-    best = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        x, w = a.to(dtype), b.to(dtype)
-        torch.mm(x, w)  # first-call set-up
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            torch.mm(x, w)
-            times.append(time.perf_counter() - started)
-        best[dtype] = min(times)
-    return best[torch.float32] / best[torch.bfloat16]
 
 
 def fast_precision(device: torch.device) -> tuple[str, float | None]:

@@ -21,8 +21,9 @@ import yaml
 from fastxlt.errors import ConfigError
 
 SAMPLERS = ("proportional", "temperature", "uniform")
-PRECISIONS = ("fp32", "bf16", "fp16", "bf16_autocast")
-FP32_WEIGHT_PRECISIONS = ("fp32", "bf16_autocast")  # the engine holds fp32 weights and gradients
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16_autocast", "auto")
+# the engine holds fp32 weights and gradients (auto resolves to fp32 or bf16_autocast: fastxlt/training/precision.py)
+FP32_WEIGHT_PRECISIONS = ("fp32", "bf16_autocast", "auto")
 KERNEL_BACKENDS = ("auto", "triton", "torch", "none")
 
 
@@ -95,8 +96,9 @@ class DeepSpeedConfig:
     zero_stage: int = 0
     # fp32; bf16 / fp16: DeepSpeed's own modes (16-bit weights with fp32 master copies); bf16_autocast: fp32
     # weights, gradients and optimizer, with torch.autocast running the forward's products and attention in bf16
-    # (the faster of the two bf16 choices on AMX CPUs: benchmarks/train_throughput.py)
-    precision: Literal["fp32", "bf16", "fp16", "bf16_autocast"] = "fp32"
+    # (the faster of the two bf16 choices on AMX CPUs: benchmarks/train_throughput.py); auto: bf16_autocast where
+    # this machine's bf16 products are measured faster than fp32 ones, fp32 elsewhere (fastxlt/training/precision.py)
+    precision: Literal["fp32", "bf16", "fp16", "bf16_autocast", "auto"] = "fp32"
     offload_optimizer: bool = False
     offload_param: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # merged verbatim into the generated DeepSpeed config

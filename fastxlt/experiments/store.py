@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastxlt.config import DeepSpeedConfig, OptimizationConfig, PhaseConfig
+from fastxlt.training.precision import resolve_training_precision
 from fastxlt.utils.io import write_json_atomic
 
 KEY_LENGTH = 16
@@ -76,7 +77,7 @@ def phase_identity(
         "phase": phase_fields,
         "optimization": settings,
         "seed": seed,
-        "precision": deepspeed.precision,
+        "precision": resolve_training_precision(deepspeed.precision),  # auto: what this machine trains in
         "zero_stage": deepspeed.zero_stage,
         "kernels": kernels,
         "pooling": pooling,

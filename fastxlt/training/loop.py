@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from fastxlt.training.deepspeed_config import build_deepspeed_config
 from fastxlt.training.dropout import install_fast_dropout
 from fastxlt.training.embedding_grads import RowSparseEmbeddingGrads
 from fastxlt.training.optim import lr_schedule, make_optimizer
+from fastxlt.training.precision import resolved_deepspeed
 from fastxlt.training.samplers import MultiTaskSchedule, mixing_rates
 from fastxlt.utils.io import read_json, write_json_atomic
 
@@ -93,6 +95,7 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
     distributed.init_distributed()
     import deepspeed
 
+    plan = dataclasses.replace(plan, deepspeed=resolved_deepspeed(plan.deepspeed))  # 'auto' -> this machine's
     settings = plan.optimization
     tokenizer = load_tokenizer(plan.tokenizer)
     task_data = [_load_task_data(spec, plan, tokenizer) for spec in plan.tasks]
