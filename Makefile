@@ -8,6 +8,7 @@
 #   make lock        rewrite constraints/*.txt from .venv (after `make test` passed on it)
 #   make test-slow   the slow real-model / real-data tests (pytest -m slow)
 #   make demo        the embedded default experiment (`fastxlt run`)
+#   make docs        the documentation site (mkdocs, strict) into site/
 #   make bench       every benchmark (python -m benchmarks.NAME) with --quick (BENCH_ARGS=... adds options)
 #   make clean       build outputs and caches; `make distclean` also removes .venv
 #
@@ -49,7 +50,7 @@ STAMP := $(VENV)/.fastxlt-installed
 DEPS_STAMP := $(VENV)/.fastxlt-deps
 EXT_SOURCES := CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*.hpp)
 
-.PHONY: venv install test test-latest test-slow demo bench lock clean distclean
+.PHONY: venv install test test-latest test-slow demo bench docs lock clean distclean
 
 venv: $(STAMP)
 
@@ -136,6 +137,9 @@ lock:
 	  [print(f\"{i['metadata']['name']}=={i['metadata']['version']}\") for i in sorted(r['install'], key=lambda i: i['metadata']['name'].lower())]" \
 	  $$report/gpu.json > $(LOCK_GPU) && echo "==> wrote $(LOCK_GPU)"; rm -rf $$report
 
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV_PY) -m mkdocs build --strict
+
 demo: venv
 	$(OFFLINE_ENV) $(VENV)/bin/fastxlt run
 
@@ -149,7 +153,7 @@ bench: venv
 	done
 
 clean:
-	rm -rf build dist _skbuild .pytest_cache *.egg-info $(STAMP)
+	rm -rf build dist _skbuild site .pytest_cache *.egg-info $(STAMP)
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
