@@ -1,0 +1,106 @@
+"""Reliability, second round (issue 25): the last silent scores, a truncated cell, group-readable weights.
+
+Each error case runs through the command-line entry points: exit code 2, one line on stderr, no traceback
+(``test_cli_errors.one_line_error``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fastxlt.cli import eval_main
+from test_cli_errors import one_line_error
+
+
+@pytest.fixture(scope="module")
+def copa_qa_run(tmp_path_factory, synthetic_model) -> Path:
+    """A tiny model with an XCOPA head and an XQuAD head (what those evaluations load)."""
+    import torch
+
+    from fastxlt.models.encoder import load_encoder, load_tokenizer
+    from fastxlt.models.transfer import TransferModel, save_phase_outputs
+    from fastxlt.synthetic.model import build_tiny_encoder
+    from fastxlt.tasks.base import get_task
+
+    root = tmp_path_factory.mktemp("copa-qa-run")
+    tokenizer = load_tokenizer(synthetic_model)
+    build_tiny_encoder(tokenizer, seed=4, out_dir=root / "encoder", hidden_size=32, num_layers=2, num_heads=2,
+                       intermediate_size=64, max_length=128, dropout=0.0)  # fmt: skip
+    torch.manual_seed(2)
+    model = TransferModel(load_encoder(root / "encoder"), [get_task("xcopa"), get_task("xquad")])
+    save_phase_outputs(model, root / "run" / "target" / "baseline" / "model", tokenizer)
+    return root / "run"
+
+
+def xcopa_test_file(folder: Path, labels: list[int]) -> Path:
+    """XTREME-R's layout: ``xcopa/test-<lang>.jsonl``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [{"premise": f"premise {i}", "choice1": f"one {i}", "choice2": f"two {i}", "question": "effect",
+                "label": label, "idx": i} for i, label in enumerate(labels)]  # fmt: skip
+    (folder / "test-et.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return folder
+
+
+def xquad_file(folder: Path, answers: list[str], language: str = "de", question: str = "Wo ist es?") -> Path:
+    """``xquad.<lang>.json``: one paragraph, one question per answer (a blank answer: withheld gold)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    context = "Die Normandie liegt in Frankreich, am Meer."
+    qas = [{"id": f"q{i}", "question": question,
+            "answers": [{"text": text, "answer_start": context.index(text) if text else 0}]}
+           for i, text in enumerate(answers)]  # fmt: skip
+    document = {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}
+    (folder / f"xquad.{language}.json").write_text(json.dumps(document), encoding="utf-8")
+    return folder
+
+
+def eval_args(run: Path, task: str, language: str, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--model", str(run), "--task", task, "--languages", language, "--data", str(data), "--output", str(out),
+            "--max-length", "64", *extra]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ 1. --max-examples
+
+
+def test_max_examples_does_not_skip_the_withheld_label_check(copa_qa_run, tmp_path, capsys):
+    data = xcopa_test_file(tmp_path / "xcopa", [0] * 12)
+    args = eval_args(copa_qa_run, "xcopa", "et", data, tmp_path / "out", "--max-examples", "9")
+    line = one_line_error(capsys, eval_main(args))
+    assert "all 12 gold labels are 0" in line and "--allow-constant-labels" in line
+    assert not (tmp_path / "out" / "eval" / "baseline" / "xcopa" / "et.json").exists()
+    # a real file of mixed labels still scores its first 9 examples
+    xcopa_test_file(tmp_path / "xcopa", [i % 2 for i in range(12)])
+    assert eval_main(args) == 0
+    saved = json.loads((tmp_path / "out" / "eval" / "baseline" / "xcopa" / "et.json").read_text(encoding="utf-8"))
+    assert saved["examples"] == 9
+
+
+def test_max_examples_on_blank_qa_gold_is_one_line(copa_qa_run, tmp_path, capsys):
+    data = xquad_file(tmp_path / "xquad", [""] * 12)
+    line = one_line_error(capsys, eval_main(eval_args(copa_qa_run, "xquad", "de", data, tmp_path / "out",
+                                                      "--max-examples", "5")))  # fmt: skip
+    assert "all 12 gold answers are blank" in line
+
+
+# ------------------------------------------------------------------------------------------ 2. the override on blank QA
+
+
+def test_allow_constant_labels_cannot_score_blank_qa_gold(copa_qa_run, tmp_path, capsys, monkeypatch):
+    import fastxlt.evaluation.zero_shot as zero_shot
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted before refusing")
+
+    monkeypatch.setattr(zero_shot, "predict_examples", no_prediction)
+    data = xquad_file(tmp_path / "xquad", [""] * 3)  # any size: no flag makes a blank answer scorable
+    line = one_line_error(capsys, eval_main(eval_args(copa_qa_run, "xquad", "de", data, tmp_path / "out",
+                                                      "--allow-constant-labels")))  # fmt: skip
+    assert "all 3 gold answers are blank" in line and "cannot help" in line
+
+
+def test_some_blank_qa_gold_is_refused_by_name(copa_qa_run, tmp_path, capsys):
+    data = xquad_file(tmp_path / "xquad", ["Frankreich", "", "Meer"])
+    line = one_line_error(capsys, eval_main(eval_args(copa_qa_run, "xquad", "de", data, tmp_path / "out")))
+    assert "1 of 3 questions have no gold answer" in line and "'de'" in line
