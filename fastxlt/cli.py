@@ -136,14 +136,10 @@ def _print_report_files(run_dir: Path, console) -> None:
 
 
 def _check_results(results: object, path: Path) -> None:
-    """The shape ``print_results`` reads: {"arms": {arm: {"tasks": {task: {split, metric, languages}}}}}."""
-    arms = results.get("arms") if isinstance(results, dict) else None
-    tasks = [arm.get("tasks") if isinstance(arm, dict) else None for arm in (arms or {}).values()] if isinstance(arms, dict) else None
-    valid = bool(tasks) and all(
-        isinstance(table, dict) and all(isinstance(t, dict) and {"split", "metric", "languages"} <= t.keys() for t in table.values())
-        for table in tasks
-    )
-    if not valid:
+    """The shape ``print_results`` reads (``fastxlt.experiments.cell_results.is_results_record``)."""
+    from fastxlt.experiments.cell_results import is_results_record
+
+    if not is_results_record(results):
         raise CorruptDataError(f"{path} does not hold fastxlt results (no arms with tasks); re-run `fastxlt run` "
                                "with the same config to rewrite it")
 
@@ -338,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from fastxlt.experiments.cell_results import start_command
+
+    start_command()
     try:
         return handler(args)
     except FastXLTError as error:

@@ -104,3 +104,73 @@ def test_some_blank_qa_gold_is_refused_by_name(copa_qa_run, tmp_path, capsys):
     data = xquad_file(tmp_path / "xquad", ["Frankreich", "", "Meer"])
     line = one_line_error(capsys, eval_main(eval_args(copa_qa_run, "xquad", "de", data, tmp_path / "out")))
     assert "1 of 3 questions have no gold answer" in line and "'de'" in line
+
+
+# ------------------------------------------------------------------------------------------ 3. a damaged cell result
+
+GRID = """
+name: tiny-grid
+seed: 5
+kernels: none
+run_dir: {run_dir}
+model: {{name_or_path: {model}}}
+optimization: {{lr: 5.0e-4, batch_size: 16, grad_accum: 1, max_length: 32, max_steps: 2, eval_batch_tokens: 4096}}
+phases:
+  target: {{tasks: [synth-para]}}
+  evaluate: {{languages: [en, xa], split: validation}}
+grid:
+  axes: {{target_size: [{size}]}}
+  store: {store}
+"""
+
+
+def write_grid(root: Path, model: Path, size: int | str = 24) -> Path:
+    path = root / "grid.yaml"
+    path.write_text(GRID.format(run_dir=root / "run", model=model, size=size, store=root / "store"), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_cell_grid(tmp_path_factory, synthetic_model) -> Path:
+    """A finished one-cell grid (target size 24 of synth-para, two optimizer steps)."""
+    from fastxlt.cli import main
+
+    root = tmp_path_factory.mktemp("grid")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DS_ACCELERATOR", "cpu")
+        assert main(["run", "--config", str(write_grid(root, synthetic_model))]) == 0
+    return root
+
+
+def test_a_truncated_cell_result_is_not_done_and_is_rescored(one_cell_grid, synthetic_model, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from fastxlt.cli import main
+
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    root = Path(shutil.copytree(one_cell_grid, tmp_path / "grid"))
+    (cell,) = (root / "run" / "cells").iterdir()
+    results = cell / "results.json"
+    intact = json.loads(results.read_text(encoding="utf-8"))
+    results.write_text(results.read_text(encoding="utf-8")[:40], encoding="utf-8")  # a copy cut short
+    trained = {p: p.stat().st_mtime_ns for p in root.glob("store/**/phase.json")}
+    capsys.readouterr()
+
+    assert main(["status", "-v", str(root / "run")]) == 0
+    out, err = capsys.readouterr()
+    assert "done        0 / 1" in out and "pending     1 / 1" in out
+    assert [line for line in err.splitlines() if cell.name in line] == [
+        f"fastxlt: cell {cell.name}: {results} is damaged; the cell counts as not done and `fastxlt run` re-scores it "
+        "(its trained phases are reused)"]  # fmt: skip
+
+    assert main(["report", str(root / "run")]) == 0  # no JSONDecodeError; the cell is pending
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count(f"cell {cell.name}:") == 1
+
+    assert main(["run", "--config", str(write_grid(root, synthetic_model))]) == 0  # the copy's own paths
+    rescored = json.loads(results.read_text(encoding="utf-8"))
+    assert rescored["arms"]["none"]["tasks"] == intact["arms"]["none"]["tasks"]  # the same model, the same scores
+    assert {p: p.stat().st_mtime_ns for p in root.glob("store/**/phase.json")} == trained  # nothing retrained
+    assert main(["status", str(root / "run")]) == 0
+    assert "done        1 / 1" in capsys.readouterr().out
+

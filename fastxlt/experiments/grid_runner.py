@@ -6,7 +6,7 @@
 
 Every phase is looked up by its identity (``fastxlt.experiments.store``): trained once under a per-phase
 lock, then reused by every cell and every grid that needs it. A cell is done when its ``results.json``
-exists; cells run under a cell lock, so concurrent shards (``--shard I/N``) and re-runs never train or
+holds results (a damaged one is re-scored); cells run under a cell lock, so concurrent shards (``--shard I/N``) and re-runs never train or
 evaluate the same thing twice, and a killed grid resumes like a single run: re-run the same command.
 
 Grid run directory::
@@ -29,6 +29,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fastxlt.config import ExperimentConfig, dump_config
+from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.errors import ConfigError, FastXLTError
 from fastxlt.evaluation.model_eval import evaluate_models
 from fastxlt.experiments.grid import (
@@ -57,7 +58,6 @@ from fastxlt.utils.locks import DirectoryLock
 
 GRID_FILENAME = "grid.json"
 CELL_FILENAME = "cell.json"
-RESULTS_FILENAME = "results.json"
 SYNTHETIC_MODEL = "synthetic"
 
 
@@ -89,7 +89,7 @@ def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True)
     done, skipped = [], []
     for cell in tqdm(cells, desc=f"grid {spec.name}", unit="cell", disable=len(cells) < 2):
         cell_dir = spec.run_dir / "cells" / cell.cell_id
-        if (cell_dir / RESULTS_FILENAME).is_file() or (not evaluate and _trained(cell_dir)):
+        if read_cell_results(cell_dir) is not None or (not evaluate and _trained(cell_dir)):
             done.append(cell.cell_id)
             continue
         lock = DirectoryLock(cell_dir, what="grid cell")
@@ -107,7 +107,8 @@ def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True)
 
 
 def grid_status(run_dir: str | Path) -> dict[str, list[str]]:
-    """Cells of a grid run directory by state: done (results written), running (locked), pending."""
+    """Cells of a grid run directory by state: done (results written), running (locked), pending (a damaged
+    results file included: ``fastxlt.experiments.cell_results``)."""
     run_dir = Path(run_dir)
     path = run_dir / GRID_FILENAME
     if not path.is_file():
@@ -115,7 +116,7 @@ def grid_status(run_dir: str | Path) -> dict[str, list[str]]:
     states: dict[str, list[str]] = {"done": [], "running": [], "pending": []}
     for cell_id in read_json(path)["cells"]:
         cell_dir = run_dir / "cells" / cell_id
-        if (cell_dir / RESULTS_FILENAME).is_file():
+        if read_cell_results(cell_dir) is not None:
             states["done"].append(cell_id)
         elif cell_dir.is_dir() and _is_locked(cell_dir):
             states["running"].append(cell_id)
