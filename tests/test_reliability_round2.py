@@ -174,3 +174,51 @@ def test_a_truncated_cell_result_is_not_done_and_is_rescored(one_cell_grid, synt
     assert main(["status", str(root / "run")]) == 0
     assert "done        1 / 1" in capsys.readouterr().out
 
+
+
+# ------------------------------------------------------------------------------------------ 7. modes follow the umask
+
+
+@pytest.fixture
+def umask_027():
+    import os
+
+    old = os.umask(0o027)
+    yield 0o640  # what open() gives a new file under umask 027
+    os.umask(old)
+
+
+def file_modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_phase_outputs_follow_the_umask(tiny_run, tmp_path, umask_027):
+    from fastxlt.models.encoder import load_encoder, load_tokenizer
+    from fastxlt.models.transfer import TransferModel, save_phase_outputs
+    from fastxlt.tasks.base import get_task
+
+    source = tiny_run / "target" / "baseline" / "model"
+    model = TransferModel(load_encoder(source / "encoder"), [get_task("synth-para")])
+    save_phase_outputs(model, tmp_path / "model", load_tokenizer(source / "encoder"))
+    modes = file_modes(tmp_path / "model")
+    assert "encoder/model.safetensors" in modes and "heads.pt" in modes
+    assert modes == dict.fromkeys(modes, umask_027)
+
+
+def test_a_grid_phase_and_the_synthetic_model_write_weights_by_the_umask(one_cell_grid, synthetic_model):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    weights = [*(one_cell_grid / "store").rglob("model.safetensors"), synthetic_model / "model.safetensors"]
+    assert len(weights) == 2  # the target phase's encoder, the embedded default's pretrained one
+    assert {p.stat().st_mode & 0o777 for p in weights} == {0o666 & ~umask}
+
+
+def test_export_files_follow_the_umask(tiny_run, tmp_path, umask_027):
+    from fastxlt.cli import main
+
+    out = tmp_path / "onnx"
+    assert main(["export", "--model", str(tiny_run), "--task", "synth-para", "--out", str(out), "--max-length", "32"]) == 0
+    modes = file_modes(out)
+    assert "model.onnx" in modes and modes == dict.fromkeys(modes, umask_027)

@@ -53,7 +53,7 @@ from fastxlt.training.loop import (
     run_phase,
     snapshot_dir,
 )
-from fastxlt.utils.io import read_json, write_json_atomic, write_text_atomic
+from fastxlt.utils.io import follow_umask, read_json, write_json_atomic, write_text_atomic
 from fastxlt.utils.locks import DirectoryLock
 
 GRID_FILENAME = "grid.json"
@@ -403,5 +403,6 @@ def average_snapshots(phase_dir: Path, steps: list[int]) -> Path:
         model.save_pretrained(tmp / "encoder")
         load_tokenizer(str(sources[0])).save_pretrained(tmp / "encoder")
         write_json_atomic(tmp / "snapshot.json", {"averaged_steps": steps})
+        follow_umask(tmp)  # safetensors writes 0600 whatever the umask
         tmp.rename(out)
     return out

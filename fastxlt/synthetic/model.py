@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase, XLMRobertaConfig, XLMRobertaModel
 
+from fastxlt.utils.io import follow_umask
+
 # XLM-R numbers positions from padding_idx + 1, so a model for max_length tokens needs max_length + 2 positions.
 _POSITION_OFFSET = 2
 
@@ -58,4 +60,5 @@ def build_tiny_encoder(
     model.eval()
     if out_dir is not None:
         model.save_pretrained(str(out_dir))
+        follow_umask(out_dir)  # safetensors writes 0600 whatever the umask
     return model
