@@ -136,10 +136,10 @@ def _print_report_files(run_dir: Path, console) -> None:
 
 
 def _check_results(results: object, path: Path) -> None:
-    """The shape ``print_results`` reads (``fastxlt.experiments.cell_results.is_results_record``)."""
+    """The shape ``print_results`` reads: {"arms": {arm: {"tasks": {task: {split, metric, languages}}}}}."""
     from fastxlt.experiments.cell_results import is_results_record
 
-    if not is_results_record(results):
+    if not is_results_record(results, needs=("split", "metric", "languages")):
         raise CorruptDataError(f"{path} does not hold fastxlt results (no arms with tasks); re-run `fastxlt run` "
                                "with the same config to rewrite it")
 

@@ -24,15 +24,16 @@ def start_command() -> None:
     _named.clear()
 
 
-def is_results_record(results: object) -> bool:
-    """The shape reports read: {"arms": {arm: {"tasks": {task: {split, metric, languages}}}}}, at least one arm."""
+def is_results_record(results: object, needs: tuple[str, ...] = ("metric", "languages")) -> bool:
+    """The shape tables read: {"arms": {arm: {"tasks": {task: {metric, languages, ...}}}}}, at least one arm;
+    ``needs`` names the keys every task must have."""
     arms = results.get("arms") if isinstance(results, dict) else None
     if not isinstance(arms, dict) or not arms:
         return False
     tables = [arm.get("tasks") if isinstance(arm, dict) else None for arm in arms.values()]
     return all(
         isinstance(table, dict)
-        and all(isinstance(task, dict) and {"split", "metric", "languages"} <= task.keys() for task in table.values())
+        and all(isinstance(task, dict) and set(needs) <= task.keys() for task in table.values())
         for table in tables
     )  # fmt: skip
 
