@@ -222,3 +222,75 @@ def test_export_files_follow_the_umask(tiny_run, tmp_path, umask_027):
     assert main(["export", "--model", str(tiny_run), "--task", "synth-para", "--out", str(out), "--max-length", "32"]) == 0
     modes = file_modes(out)
     assert "model.onnx" in modes and modes == dict.fromkeys(modes, umask_027)
+
+
+# ------------------------------------------------------------------------------------------ 4. train_examples beyond the data
+
+
+def test_train_examples_beyond_the_data_is_refused_before_training(synthetic_model, tmp_path, capsys, monkeypatch):
+    from fastxlt.cli import main
+    from fastxlt.tasks.base import get_task
+
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    pairs = len(get_task("synth-para").load("train", "en", None))
+    line = one_line_error(capsys, main(["run", "--config", str(write_grid(tmp_path, synthetic_model, size=99999))]))
+    assert f"phases.target.train_examples: 99999 exceeds the {pairs} training examples of task 'synth-para'" in line
+    assert f"set it to {pairs} or less" in line
+    assert not list((tmp_path / "store").rglob("phase.json"))  # nothing trained
+
+
+def test_the_training_loop_refuses_it_too_after_a_dev_holdout():
+    from fastxlt.config import PhaseConfig
+    from fastxlt.errors import ConfigError
+    from fastxlt.training.loop import check_train_examples
+
+    phase = PhaseConfig(tasks=["synth-para"], train_examples=101)
+    check_train_examples(phase, 101, "task 'synth-para'", "train_examples")
+    with pytest.raises(ConfigError, match="train_examples: 101 exceeds the 100 training examples of task 'synth-para'"):
+        check_train_examples(phase, 100, "task 'synth-para'", "train_examples")
+
+
+# ------------------------------------------------------------------------------------------ 6. evaluation limits in preflight
+
+RUN = """
+name: preflight
+run_dir: {run_dir}
+model: {{name_or_path: synthetic}}
+optimization: {{max_steps: 1, max_length: {max_length}, batch_size: 4, grad_accum: 1}}
+phases:
+  target: {{tasks: [synth-para]}}
+  evaluate: {{languages: [{languages}], tasks: [{tasks}]}}
+data: {data}
+"""
+
+
+def write_run(tmp_path: Path, max_length: int = 64, tasks: str = "synth-para", languages: str = "en", data: str = "{}") -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(RUN.format(run_dir=tmp_path / "run", max_length=max_length, tasks=tasks, languages=languages,
+                               data=data), encoding="utf-8")  # fmt: skip
+    return path
+
+
+def test_the_synthetic_models_length_limit_is_checked_in_preflight(tmp_path, capsys):
+    from fastxlt.cli import main
+    from fastxlt.synthetic.model import tiny_xlmr_config
+
+    from fastxlt.experiments.preflight import position_limit
+
+    limit = position_limit(tiny_xlmr_config(768))  # what the embedded default builds
+    line = one_line_error(capsys, main(["run", "--config", str(write_run(tmp_path, max_length=256))]))
+    assert f"optimization.max_length: 256 exceeds the {limit} tokens that model 'synthetic' can take" in line
+    assert f"set optimization.max_length to {limit} or less" in line
+    assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "run" / "pretrained").exists()
+
+
+def test_withheld_evaluation_labels_named_in_a_config_are_refused_in_preflight(tmp_path, capsys):
+    from fastxlt.cli import main
+
+    xnli = tmp_path / "xnli"
+    xnli.mkdir()
+    (xnli / "test-de.tsv").write_text("".join(f"s{i}\th{i}\tentailment\n" for i in range(12)), encoding="utf-8")
+    config = write_run(tmp_path, tasks="xnli", languages="de", data=f"{{xnli: {xnli}}}")
+    line = one_line_error(capsys, main(["run", "--config", str(config)]))
+    assert "phases.evaluate (xnli)" in line and "all 12 gold labels are 0" in line
+    assert not (tmp_path / "run" / "pretrained").exists()  # refused before the first phase

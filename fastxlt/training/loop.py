@@ -200,6 +200,7 @@ def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
         per_language = [[ex for i, ex in enumerate(examples) if i not in held]]
     elif reads_dev_split(spec, plan.phase):
         dev_examples = spec.load(spec.dev_split, spec.train_language, data_dir)
+    check_train_examples(plan.phase, sum(map(len, per_language)), f"task '{spec.name}'", "train_examples")
     examples = subset_examples(per_language, plan.phase)
     train = ops.featurize(spec, examples, tokenizer, max_length)
     if not train:
@@ -219,6 +220,16 @@ def reads_dev_split(spec: TaskSpec, phase: PhaseConfig) -> bool:
         not phase.dev_holdout and spec.family is not Family.MASKED_LM
         and spec.dev_split in spec.splits and spec.dev_split not in train_splits(phase)
     )  # fmt: skip
+
+
+def check_train_examples(phase: PhaseConfig, total: int, what: str, field: str) -> None:
+    """Refuse a ``train_examples`` beyond the data: it would train on all of it silently, and a grid cell
+    labelled 99999 would really be "all" (preflight runs this too, before any phase trains)."""
+    if phase.train_examples is not None and phase.train_examples > total:
+        raise ConfigError(
+            f"{field}: {phase.train_examples} exceeds the {total} training examples of {what}; "
+            f"set it to {total} or less, or leave it out (target_size 'all' in a grid) to train on all of them"
+        )
 
 
 def subset_examples(per_language: list[list[Any]], phase: PhaseConfig) -> list[Any]:
