@@ -294,3 +294,48 @@ def test_withheld_evaluation_labels_named_in_a_config_are_refused_in_preflight(t
     line = one_line_error(capsys, main(["run", "--config", str(config)]))
     assert "phases.evaluate (xnli)" in line and "all 12 gold labels are 0" in line
     assert not (tmp_path / "run" / "pretrained").exists()  # refused before the first phase
+
+
+# ------------------------------------------------------------------------------------------ 5. long QA questions
+
+LONG_QUESTION = " ".join(["Wie viele Einwohner hatte die alte Hauptstadt des Herzogtums im Jahr 1066 wirklich"] * 6) + "?"
+
+
+def test_a_question_longer_than_the_window_is_cut_to_max_query_length(synthetic_model):
+    from fastxlt.models.encoder import load_tokenizer
+    from fastxlt.tasks.features import ops_for
+    from fastxlt.tasks.span_qa import QAExample
+
+    tokenizer = load_tokenizer(synthetic_model)
+    spec = get_xquad()
+    context = "Die Normandie liegt in Frankreich, am Meer. " * 8
+    example = QAExample("q", LONG_QUESTION, context, ("Frankreich",), (context.index("Frankreich"),), "de")
+    question_ids = tokenizer(LONG_QUESTION, add_special_tokens=False)["input_ids"]
+    assert len(question_ids) > 32  # longer than the whole window
+    features = ops_for(spec).featurize(spec, [example], tokenizer, 32)
+    limit = 32 // 3  # max_query_length 64, capped at a third of max_length
+    assert features and all(len(f["input_ids"]) <= 32 for f in features)
+    for feature in features:  # <s> question </s></s> context </s>: the question's first `limit` tokens
+        assert feature["input_ids"][1 : 1 + limit] == question_ids[:limit]
+        assert feature["context_start"] == 1 + limit + 2
+    assert any(f["start_position"] > 0 for f in features)  # the answer still lies in a window
+
+
+def get_xquad():
+    from fastxlt.tasks.base import get_task
+
+    return get_task("xquad")
+
+
+def test_long_xquad_questions_evaluate_with_a_short_max_length(copa_qa_run, tmp_path):
+    data = xquad_file(tmp_path / "xquad", ["Frankreich", "Meer"], question=LONG_QUESTION)
+    assert eval_main(eval_args(copa_qa_run, "xquad", "de", data, tmp_path / "out", "--max-length", "32")) == 0
+    saved = json.loads((tmp_path / "out" / "eval" / "baseline" / "xquad" / "de.json").read_text(encoding="utf-8"))
+    assert saved["examples"] == 2 and set(saved["scores"]) >= {"exact_match", "f1"}
+
+
+def test_a_max_length_too_short_for_any_window_is_one_line(copa_qa_run, tmp_path, capsys):
+    data = xquad_file(tmp_path / "xquad", ["Frankreich"])
+    line = one_line_error(capsys, eval_main(eval_args(copa_qa_run, "xquad", "de", data, tmp_path / "out",
+                                                      "--max-length", "8")))  # fmt: skip
+    assert "max_length 8 is too short" in line
