@@ -17,6 +17,8 @@ from fastxlt.errors import ConfigError, CorruptDataError, FastXLTError
 from fastxlt.retrieval.options import RETRIEVAL_MAX_LENGTH
 
 DEFAULT_CONFIG = "default.yaml"
+# --help is read in a terminal: plain text, not the module docstring's reStructuredText
+DESCRIPTION = "fastxlt: English intermediate-task training and zero-shot cross-lingual evaluation"
 EVAL_MAX_LENGTH = 256  # = model_eval.DEFAULT_MAX_LENGTH (a test checks); retrieval: fastxlt.retrieval.options
 CLI_OUTPUT_DIRNAME = "eval-cli"  # = fastxlt.evaluation.model_eval.CLI_OUTPUT_DIRNAME (a test checks)
 
@@ -290,7 +292,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastxlt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fastxlt", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run every phase of an experiment (default: the embedded synthetic one)")
     _add_config_arguments(run)

@@ -339,3 +339,116 @@ def test_a_max_length_too_short_for_any_window_is_one_line(copa_qa_run, tmp_path
     line = one_line_error(capsys, eval_main(eval_args(copa_qa_run, "xquad", "de", data, tmp_path / "out",
                                                       "--max-length", "8")))  # fmt: skip
     assert "max_length 8 is too short" in line
+
+
+# ------------------------------------------------------------------------------------------ 8. smaller things
+
+
+def test_an_empty_hypothesis_is_refused_at_its_row(tmp_path):
+    from fastxlt.errors import CorruptDataError
+    from fastxlt.tasks.base import get_task
+
+    path = tmp_path / "test-de.tsv"
+    path.write_text("Ein Hund bellt.\tEin Tier macht Laerm.\tentailment\nEine Katze schlaeft.\t \tneutral\n", encoding="utf-8")
+    with pytest.raises(CorruptDataError, match=rf"^{path}, data row 2: the second sentence \(hypothesis\) is empty"):
+        get_task("xnli").load("test", "de", tmp_path)
+
+
+def conllu(path: Path, lines: list[tuple[str, str, str]]) -> Path:
+    path.write_text("# sent_id = 1\n" + "".join(f"{i}\t{form}\t_\t{upos}\t_\t_\t0\troot\t_\t_\n" for i, form, upos in lines)
+                    + "\n", encoding="utf-8")  # fmt: skip
+    return path
+
+
+def test_a_conllu_id_that_is_no_index_is_refused(tmp_path):
+    from fastxlt.errors import CorruptDataError
+    from fastxlt.tasks.tagging import read_conllu
+
+    path = conllu(tmp_path / "de_gsd-ud-test.conllu", [("1", "Der", "DET"), ("abc", "Hund", "NOUN")])
+    with pytest.raises(CorruptDataError, match=rf"^{path}:3: ID 'abc' is not a CoNLL-U word index"):
+        read_conllu(path)
+    ranges = conllu(tmp_path / "ok.conllu", [("1-2", "zum", "_"), ("1", "zu", "ADP"), ("2", "dem", "DET"), ("2.1", "x", "_")])
+    assert [e.words for e in read_conllu(ranges)] == [("zu", "dem")]  # ranges and empty nodes are still skipped
+
+
+def test_an_unknown_upos_tag_names_its_line(tmp_path):
+    from fastxlt.errors import CorruptDataError
+    from fastxlt.tasks.tagging import read_conllu
+
+    path = conllu(tmp_path / "de_gsd-ud-test.conllu", [("1", "Der", "DET"), ("2", "Hund", "NOUNX")])
+    with pytest.raises(CorruptDataError, match=rf"^{path}:3: UPOS tag 'NOUNX' is not one of the 17 UPOS tags"):
+        read_conllu(path)
+
+
+def test_a_bad_label_is_reported_in_the_label_file(tmp_path):
+    from fastxlt.errors import CorruptDataError
+    from fastxlt.tasks.base import get_task
+
+    (tmp_path / "test-de.tsv").write_text("a\tb\nc\td\ne\tf\n", encoding="utf-8")  # XTREME: no label column
+    labels = tmp_path / "DERIVED_test_labels.txt"
+    labels.write_text("entailment\nmaybe\nneutral\n", encoding="utf-8")
+    with pytest.raises(CorruptDataError, match=rf"^{labels}:2: unknown label 'maybe'"):
+        get_task("xnli").load("test", "de", tmp_path)
+
+
+def test_a_model_path_that_does_not_exist_says_so(tmp_path, capsys):
+    line = one_line_error(capsys, eval_main(["--model", str(tmp_path / "absent"), "--task", "xnli"]))
+    assert f"model path '{tmp_path / 'absent'}' does not exist" in line
+
+
+def test_help_is_plain_text():
+    import argparse
+    import re
+
+    from fastxlt.cli import _add_eval_arguments, build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    evaluation = argparse.ArgumentParser(prog="fastxlt-eval")
+    _add_eval_arguments(evaluation)
+    for each in [parser, evaluation, *commands.choices.values()]:
+        assert not re.search(r"``|:(mod|func|class|meth|attr):`", each.format_help()), each.prog
+
+
+def test_qa_progress_counts_questions_not_windows(copa_qa_run, monkeypatch):
+    import fastxlt.evaluation.predict as predict_module
+    from fastxlt.evaluation.predict import predict_examples
+    from fastxlt.models.encoder import load_tokenizer
+    from fastxlt.models.transfer import load_transfer_model
+    from fastxlt.tasks.base import get_task
+    from fastxlt.tasks.features import ops_for
+    from fastxlt.tasks.span_qa import QAExample
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, *args, total=None, unit=None, **kwargs):
+            self.total, self.unit, self.count = total, unit, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.count += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(predict_module, "tqdm", Recorder)
+    spec, model_dir = get_task("xquad"), copa_qa_run / "target" / "baseline" / "model"
+    tokenizer = load_tokenizer(model_dir / "encoder")
+    context = "Die Normandie liegt in Frankreich, am Meer. " * 12
+    questions = [QAExample(f"q{i}", "Wo?", context, ("Meer",), (context.index("Meer"),), "de") for i in range(3)]
+    features = ops_for(spec).featurize(spec, questions, tokenizer, 48)
+    assert len(features) > len(questions)  # several windows per question
+    model = load_transfer_model(model_dir, [get_task("xcopa"), spec])
+    predict_examples(model, spec, questions, features, tokenizer, batch_tokens=96, progress="xquad de")
+    (bar,) = bars
+    assert (bar.total, bar.count, bar.unit) == (3, 3, "question")
+
+
+@pytest.mark.parametrize("memory", ["inf", "nan", "0"])
+def test_plan_refuses_a_gpu_memory_that_is_not_a_finite_positive_number(memory, capsys):
+    from fastxlt.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "fastxlt" / "synthetic" / "default.yaml"
+    line = one_line_error(capsys, main(["plan", "--config", str(config), "--gpu-memory", memory]))
+    assert "--gpu-memory must be a positive, finite number of GiB per GPU" in line and memory in line

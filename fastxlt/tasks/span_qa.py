@@ -64,7 +64,7 @@ from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 from fastxlt.tasks.qa_metrics import QAGold
-from fastxlt.tasks.readers import utf8_error
+from fastxlt.tasks.readers import local_data_hint, utf8_error
 from fastxlt.tasks.span_decode import MAX_ANSWER_LENGTH, N_BEST, PackedLogits, decode_spans, pack, select_answers
 
 logger = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ def _read_hub(source: SplitSource, language: str, id_prefix: str | None) -> list
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataNotFoundError(
             f"cannot load {name} from the Hugging Face hub ({reason}); "
-            "pass data_dir=<folder with the task's json files> to read local files"
+            + local_data_hint(what="the task's json files")
         ) from error
     missing = [c for c in ("id", "question", "context", "answers") if c not in dataset.column_names]
     if missing:
