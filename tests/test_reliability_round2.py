@@ -239,15 +239,20 @@ def test_train_examples_beyond_the_data_is_refused_before_training(synthetic_mod
     assert not list((tmp_path / "store").rglob("phase.json"))  # nothing trained
 
 
-def test_the_training_loop_refuses_it_too_after_a_dev_holdout():
+def test_the_cap_is_refused_only_where_it_binds_no_task():
     from fastxlt.config import PhaseConfig
     from fastxlt.errors import ConfigError
     from fastxlt.training.loop import check_train_examples
 
     phase = PhaseConfig(tasks=["synth-para"], train_examples=101)
-    check_train_examples(phase, 101, "task 'synth-para'", "train_examples")
+    check_train_examples(phase, {"synth-para": 101}, "train_examples")
     with pytest.raises(ConfigError, match="train_examples: 101 exceeds the 100 training examples of task 'synth-para'"):
-        check_train_examples(phase, 100, "task 'synth-para'", "train_examples")
+        check_train_examples(phase, {"synth-para": 100}, "train_examples")
+    # several tasks: "N of each task" caps the large one and takes all of the small one -- a real setting
+    check_train_examples(phase, {"synth-nli": 500, "squad": 20}, "train_examples")
+    with pytest.raises(ConfigError, match=r"exceeds the training examples of every task of the phase \(a: 50, b: 20\); "
+                                          "set it to 50 or less"):
+        check_train_examples(phase, {"a": 50, "b": 20}, "train_examples")
 
 
 # ------------------------------------------------------------------------------------------ 6. evaluation limits in preflight

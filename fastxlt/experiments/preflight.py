@@ -12,6 +12,7 @@ and the model's ``config.json``; data files are parsed only where a limit depend
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -68,26 +69,49 @@ def _check_phase_data(config: ExperimentConfig, phase_name: str) -> None:
         splits = train_splits(phase)
         for split in splits:
             _checked(field, spec.check_split, split)
-        if phase.train_languages:
-            languages = _checked(f"phases.{phase_name}.train_languages", spec.resolve_languages, phase.train_languages)
-        else:
-            languages = list(spec.languages) if spec.family is Family.MASKED_LM else [spec.train_language]
+        languages = _checked(f"phases.{phase_name}.train_languages", _phase_languages, spec, phase)
         data_dir = config.data.get(name)
         for language in languages:
             for split in splits:
                 check_data_files(spec, split, language, data_dir, field)
         if reads_dev_split(spec, phase):
             check_data_files(spec, spec.dev_split, spec.train_language, data_dir, field)
-        if phase.train_examples is not None:
-            _check_train_size(spec, phase, phase_name, languages, data_dir)
+    if phase.train_examples is not None:
+        _check_train_size(config, phase_name)
 
 
-def _check_train_size(spec: TaskSpec, phase, phase_name: str, languages: list[str], data_dir: str | None) -> None:
-    """``train_examples`` within the training data (local or generated; the hub's is counted when the phase loads it)."""
-    if data_dir is None and spec.hub_id is not None:
-        return
-    total = sum(len(spec.load(split, language, data_dir)) for language in languages for split in train_splits(phase))
-    check_train_examples(phase, total - (phase.dev_holdout or 0), f"task '{spec.name}'", f"phases.{phase_name}.train_examples")
+def _phase_languages(spec: TaskSpec, phase) -> list[str]:
+    """The languages a phase trains a task in (as the training loop chooses them)."""
+    if phase.train_languages:
+        return spec.resolve_languages(phase.train_languages)
+    return list(spec.languages) if spec.family is Family.MASKED_LM else [spec.train_language]
+
+
+def _check_train_size(config: ExperimentConfig, phase_name: str) -> None:
+    """``train_examples`` within the training data of some task of the phase (``check_train_examples``);
+    counted where the data is local or generated: the hub's is counted when the phase loads it."""
+    phase = getattr(config.phases, phase_name)
+    available = {}
+    for spec in map(get_task, phase.tasks):
+        data_dir = config.data.get(spec.name)
+        if data_dir is None and spec.hub_id is not None:
+            return  # a hub task may be the large one: the loop checks once it has loaded it
+        total = sum(_count_examples(spec.name, split, language, data_dir, _stamp(spec, split, language, data_dir))
+                    for language in _phase_languages(spec, phase) for split in train_splits(phase))
+        available[spec.name] = total - (phase.dev_holdout or 0)
+    check_train_examples(phase, available, f"phases.{phase_name}.train_examples")
+
+
+def _stamp(spec: TaskSpec, split: str, language: str, data_dir: str | None) -> tuple:
+    """What a count depends on: each local file's path, size and mtime (nothing for generated data)."""
+    files = spec.data_files(split, language, data_dir) or []
+    return tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
+
+
+@functools.lru_cache(maxsize=256)
+def _count_examples(task: str, split: str, language: str, data_dir: str | None, stamp: tuple) -> int:
+    """Examples of one split and language, counted once per process (every cell of a grid asks)."""
+    return len(get_task(task).load(split, language, data_dir))
 
 
 def _check_evaluation(config: ExperimentConfig) -> None:

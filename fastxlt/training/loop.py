@@ -78,6 +78,7 @@ class TaskData:
     train: list[Feature]
     dev: list[Feature]
     dev_examples: list[Any] = field(default_factory=list)
+    available: int = 0  # training examples before train_examples / train_fraction took a subset
 
 
 def phase_is_done(phase_dir: Path) -> bool:
@@ -96,6 +97,7 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
     settings = plan.optimization
     tokenizer = load_tokenizer(plan.tokenizer)
     task_data = [_load_task_data(spec, plan, tokenizer) for spec in plan.tasks]
+    check_train_examples(plan.phase, {data.spec.name: data.available for data in task_data}, "train_examples")
     world = distributed.world_size()
     sizes = [len(data.train) for data in task_data]
     rates = mixing_rates(sizes, plan.phase.sampler, plan.phase.sampling_cap, plan.phase.temperature)
@@ -200,13 +202,12 @@ def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
         per_language = [[ex for i, ex in enumerate(examples) if i not in held]]
     elif reads_dev_split(spec, plan.phase):
         dev_examples = spec.load(spec.dev_split, spec.train_language, data_dir)
-    check_train_examples(plan.phase, sum(map(len, per_language)), f"task '{spec.name}'", "train_examples")
     examples = subset_examples(per_language, plan.phase)
     train = ops.featurize(spec, examples, tokenizer, max_length)
     if not train:
         raise DataNotFoundError(f"task '{spec.name}' has no training examples in split '{plan.phase.train_split}'; check the data directory")
     dev = ops.featurize(spec, dev_examples, tokenizer, max_length) if dev_examples else []
-    return TaskData(spec, train, dev, list(dev_examples))
+    return TaskData(spec, train, dev, list(dev_examples), available=sum(map(len, per_language)))
 
 
 def train_splits(phase: PhaseConfig) -> list[str]:
@@ -222,14 +223,21 @@ def reads_dev_split(spec: TaskSpec, phase: PhaseConfig) -> bool:
     )  # fmt: skip
 
 
-def check_train_examples(phase: PhaseConfig, total: int, what: str, field: str) -> None:
-    """Refuse a ``train_examples`` beyond the data: it would train on all of it silently, and a grid cell
-    labelled 99999 would really be "all" (preflight runs this too, before any phase trains)."""
-    if phase.train_examples is not None and phase.train_examples > total:
-        raise ConfigError(
-            f"{field}: {phase.train_examples} exceeds the {total} training examples of {what}; "
-            f"set it to {total} or less, or leave it out (target_size 'all' in a grid) to train on all of them"
-        )
+def check_train_examples(phase: PhaseConfig, available: dict[str, int], field: str) -> None:
+    """Refuse a ``train_examples`` beyond the training data of every task of the phase (task -> examples):
+    it would train on all of them silently, and a grid cell labelled 99999 would really be "all". A cap that
+    binds one task of a multi-task phase is meaningful and kept. Preflight runs this too, before any training."""
+    wanted = phase.train_examples
+    if wanted is None or not available or wanted <= max(available.values()):
+        return
+    largest = max(available.values())
+    if len(available) == 1:
+        ((task, count),) = available.items()
+        data = f"the {count} training examples of task '{task}'"
+    else:
+        data = "the training examples of every task of the phase (" + ", ".join(f"{t}: {n}" for t, n in available.items()) + ")"
+    raise ConfigError(f"{field}: {wanted} exceeds {data}; set it to {largest} or less, "
+                      "or leave it out (target_size 'all' in a grid) to train on all of them")
 
 
 def subset_examples(per_language: list[list[Any]], phase: PhaseConfig) -> list[Any]:
