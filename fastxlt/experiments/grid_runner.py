@@ -6,8 +6,9 @@
 
 Every phase is looked up by its identity (``fastxlt.experiments.store``): trained once under a per-phase
 lock, then reused by every cell and every grid that needs it. A cell is done when its ``results.json``
-holds results (a damaged one is re-scored); cells run under a cell lock, so concurrent shards (``--shard I/N``) and re-runs never train or
-evaluate the same thing twice, and a killed grid resumes like a single run: re-run the same command.
+holds results (a damaged one is re-scored); cells run under a cell lock, so concurrent shards
+(``--shard I/N``) and re-runs never train or evaluate the same thing twice, and a killed grid resumes
+like a single run: re-run the same command.
 
 Grid run directory::
 
@@ -29,9 +30,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fastxlt.config import ExperimentConfig, dump_config
-from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.errors import ConfigError, FastXLTError
 from fastxlt.evaluation.model_eval import evaluate_models
+from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.experiments.grid import (
     AVERAGE_PREFIX,
     BEST_SNAPSHOT,

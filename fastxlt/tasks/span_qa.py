@@ -454,8 +454,9 @@ class SpanQAOps(FamilyOps):
         features: list[Feature] = []
         for begin_example in range(0, len(examples), self.chunk):
             block = examples[begin_example : begin_example + self.chunk]
+            questions = truncate_questions(tokenizer, [ex.question.lstrip() for ex in block], query_limit)
             encoded = tokenizer(
-                truncate_questions(tokenizer, [ex.question.lstrip() for ex in block], query_limit), [ex.context for ex in block],
+                questions, [ex.context for ex in block],
                 truncation="only_second", max_length=max_length, stride=stride,
                 return_overflowing_tokens=True, return_offsets_mapping=True,
             )  # fmt: skip

@@ -235,7 +235,8 @@ def check_train_examples(phase: PhaseConfig, available: dict[str, int], field: s
         ((task, count),) = available.items()
         data = f"the {count} training examples of task '{task}'"
     else:
-        data = "the training examples of every task of the phase (" + ", ".join(f"{t}: {n}" for t, n in available.items()) + ")"
+        counts = ", ".join(f"{task}: {count}" for task, count in available.items())
+        data = f"the training examples of every task of the phase ({counts})"
     raise ConfigError(f"{field}: {wanted} exceeds {data}; set it to {largest} or less, "
                       "or leave it out (target_size 'all' in a grid) to train on all of them")
 
