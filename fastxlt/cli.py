@@ -17,6 +17,8 @@ from fastxlt.errors import ConfigError, CorruptDataError, FastXLTError
 from fastxlt.retrieval.options import RETRIEVAL_MAX_LENGTH
 
 DEFAULT_CONFIG = "default.yaml"
+# --help is read in a terminal: plain text, not the module docstring's reStructuredText
+DESCRIPTION = "fastxlt: English intermediate-task training and zero-shot cross-lingual evaluation"
 EVAL_MAX_LENGTH = 256  # = model_eval.DEFAULT_MAX_LENGTH (a test checks); retrieval: fastxlt.retrieval.options
 CLI_OUTPUT_DIRNAME = "eval-cli"  # = fastxlt.evaluation.model_eval.CLI_OUTPUT_DIRNAME (a test checks)
 
@@ -137,13 +139,9 @@ def _print_report_files(run_dir: Path, console) -> None:
 
 def _check_results(results: object, path: Path) -> None:
     """The shape ``print_results`` reads: {"arms": {arm: {"tasks": {task: {split, metric, languages}}}}}."""
-    arms = results.get("arms") if isinstance(results, dict) else None
-    tasks = [arm.get("tasks") if isinstance(arm, dict) else None for arm in (arms or {}).values()] if isinstance(arms, dict) else None
-    valid = bool(tasks) and all(
-        isinstance(table, dict) and all(isinstance(t, dict) and {"split", "metric", "languages"} <= t.keys() for t in table.values())
-        for table in tasks
-    )
-    if not valid:
+    from fastxlt.experiments.cell_results import is_results_record
+
+    if not is_results_record(results, needs=("split", "metric", "languages")):
         raise CorruptDataError(f"{path} does not hold fastxlt results (no arms with tasks); re-run `fastxlt run` "
                                "with the same config to rewrite it")
 
@@ -294,7 +292,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastxlt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fastxlt", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run every phase of an experiment (default: the embedded synthetic one)")
     _add_config_arguments(run)
@@ -338,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from fastxlt.experiments.cell_results import start_command
+
+    start_command()
     try:
         return handler(args)
     except FastXLTError as error:

@@ -331,8 +331,8 @@ def check_arguments(gpus: int, nodes: int, gpu_memory_gb: float) -> None:
         raise ConfigError(f"--gpus must be >= 1 (GPUs per node), got {gpus}")
     if nodes < 1:
         raise ConfigError(f"--nodes must be >= 1, got {nodes}")
-    if not gpu_memory_gb > 0:
-        raise ConfigError(f"--gpu-memory must be a positive number of GiB per GPU (e.g. 79 for an 80 GB H100), got {gpu_memory_gb}")
+    if not 0 < gpu_memory_gb < math.inf:  # nan and inf fit every plan: a recommendation of nothing
+        raise ConfigError(f"--gpu-memory must be a positive, finite number of GiB per GPU (e.g. 79 for an 80 GB H100), got {gpu_memory_gb}")
 
 
 def format_plan(plan: ModelPlan, gpus_per_node: int, nodes: int, gpu_memory_gb: float) -> list[str]:

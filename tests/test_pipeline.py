@@ -111,7 +111,7 @@ def test_fastxlt_eval_on_a_run_directory(toy_run, tmp_path):
     [
         (["eval", "--model", "RUN", "--task", "nope"], "unknown task 'nope'"),
         (["eval", "--model", "RUN", "--task", "synth-para", "--languages", "xx"], "no language 'xx'"),
-        (["eval", "--model", "/nonexistent/model", "--task", "synth-para"], "holds no trained fastxlt model"),
+        (["eval", "--model", "/nonexistent/model", "--task", "synth-para"], "model path '/nonexistent/model' does not exist"),
         (["eval", "--model", "RUN", "--task", "xnli", "--languages", "de"], "has no trained head 'nli' for task 'xnli'"),
         (["run", "--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' not found"),
         (["report", "/nonexistent"], "results.json' not found"),

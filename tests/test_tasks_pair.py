@@ -231,7 +231,7 @@ def test_xnli_gold_label_file(tmp_path):
         pc.load_pair_examples(xnli, "validation", "de", tmp_path, labels_file="mine.txt")
     with pytest.raises(DataNotFoundError, match="labels_file not found"):
         pc.load_pair_examples(xnli, "test", "de", tmp_path, labels_file="absent.txt")
-    with pytest.raises(ConfigError, match="pass data_dir"):
+    with pytest.raises(ConfigError, match="pass --data DIR"):
         pc.load_pair_examples(xnli, "test", "de", None, labels_file="mine.txt")
     write(tmp_path / "DERIVED_test_labels.txt", "neutral\n")
     with pytest.raises(CorruptDataError, match="has 1 labels but .*test-de.tsv has 3 rows"):
@@ -466,7 +466,7 @@ def test_hub_maps_columns_labels_and_splits(fake_hub):
 
 def test_hub_failures_are_one_line_errors(fake_hub):
     tables, _ = fake_hub
-    with pytest.raises(DataNotFoundError, match=r"cannot load facebook/xnli \(fr, test\) .*Couldn't reach.*data_dir=") as error:
+    with pytest.raises(DataNotFoundError, match=r"cannot load facebook/xnli \(fr, test\) .*Couldn't reach.*--data DIR") as error:
         pc.TASKS["xnli"].load("test", "fr")
     assert "\n" not in str(error.value)
     tables[("facebook/xnli", "fr", "test")] = {"sentence1": ["p"], "label": [0]}

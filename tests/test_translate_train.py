@@ -89,6 +89,7 @@ def test_preflight_checks_every_training_language_before_any_work(tmp_path):
     def config(languages: list[str]) -> dict:
         return {
             "model": {"name_or_path": "synthetic"}, "run_dir": str(tmp_path / "run"),
+            "optimization": {"max_length": 128},  # the synthetic model's limit (preflight checks it too)
             "data": {name: str(FIXTURES / name) for name in ("xnli", "pawsx", "squad")},
             "phases": {"intermediate": {"tasks": ["xnli", "pawsx", "squad"], "train_languages": languages,
                                         "dev_holdout": 1}},

@@ -138,6 +138,8 @@ def _preflight(
 
 def find_models(path: Path) -> dict[str, Path]:
     """Arm name -> model directory (with ``encoder/`` and ``heads.pt``) for a run, phase or model dir."""
+    if not path.exists():
+        raise CheckpointError(f"model path '{path}' does not exist; pass a fastxlt run directory or a phase's model directory")
     if (path / HEADS_FILENAME).is_file():
         return {path.parent.name if path.name == "model" else path.name: path}
     if (path / "model" / HEADS_FILENAME).is_file():

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from fastxlt.evaluation.batching import pack_batches
 from fastxlt.evaluation.precision import default_batch_tokens
+from fastxlt.tasks.base import Family
 from fastxlt.tasks.features import Feature, FamilyOps
 
 
@@ -27,11 +28,13 @@ def predict(
     batch_tokens: int | None = None,
     max_batch_size: int = 512,
     progress: str | None = None,
+    unit: str = "example",
 ) -> list[Any]:
     """Predictions of ``model``'s head ``head`` for every feature, in the order of ``features``.
 
     ``batch_tokens`` bounds a padded batch (rows x longest row); None takes the device's default
-    (``fastxlt.evaluation.precision.default_batch_tokens``).
+    (``fastxlt.evaluation.precision.default_batch_tokens``). The ``progress`` line counts examples
+    (``unit``), not features: a QA question has several windows, and windows are not what a user counts.
     """
     if not features:
         return []
@@ -41,11 +44,9 @@ def predict(
     was_training = model.training
     model.eval()
     outputs: list[Any] = [None] * len(features)
-    batches = range(len(offsets) - 1)
-    if progress:
-        batches = tqdm(batches, desc=progress, leave=False, unit="batch")
+    counter = ExampleProgress(features, progress, unit) if progress else None
     try:
-        for b in batches:
+        for b in range(len(offsets) - 1):
             rows = order[offsets[b] : offsets[b + 1]]
             batch = ops.collate([features[i] for i in rows], tokenizer)
             batch.pop("labels", None)
@@ -53,9 +54,35 @@ def predict(
             _, logits = model(head=head, **batch)
             for row, prediction in zip(rows, ops.predict(logits.float(), batch)):
                 outputs[row] = prediction
+            if counter:
+                counter.done(rows)
     finally:
         model.train(was_training)
+        if counter:
+            counter.close()
     return outputs
+
+
+class ExampleProgress:
+    """A progress line over examples: one advances when the last of its features (QA windows) is predicted."""
+
+    def __init__(self, features: Sequence[Feature], desc: str, unit: str) -> None:
+        self.owners = [f.get("example", i) if isinstance(f, dict) else i for i, f in enumerate(features)]
+        self.left: dict[Any, int] = {}
+        for owner in self.owners:
+            self.left[owner] = self.left.get(owner, 0) + 1
+        self.bar = tqdm(total=len(self.left), desc=desc, leave=False, unit=unit)
+
+    def done(self, rows: Sequence[int]) -> None:
+        finished = 0
+        for row in rows:
+            owner = self.owners[row]
+            self.left[owner] -= 1
+            finished += self.left[owner] == 0
+        self.bar.update(finished)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def score_examples(
@@ -94,7 +121,9 @@ def predict_examples(
     from fastxlt.tasks.features import ops_for
 
     ops = ops_for(spec)
-    outputs = predict(model, model.head_for(spec.name), ops, features, tokenizer, batch_tokens=batch_tokens, progress=progress)
+    unit = "question" if spec.family == Family.SPAN_QA else "example"
+    outputs = predict(model, model.head_for(spec.name), ops, features, tokenizer, batch_tokens=batch_tokens,
+                      progress=progress, unit=unit)
     return ops.decode(examples, features, outputs)
 
 

@@ -380,7 +380,7 @@ def _run_head_task(
         return f"no fine-tuned head (a '{spec.head_key}' head from a target phase on {spec.name}){present}"
     if data_dir is None:
         return _no_data(task, data_root)
-    scorable, skipped = _scorable_languages(spec, data_dir, languages, options.max_examples)
+    scorable, skipped = _scorable_languages(spec, data_dir, languages)
     if not scorable:
         return _nothing_scorable(spec, data_dir, skipped)
     results = evaluate_models(
@@ -417,9 +417,8 @@ def _languages_with_files(spec, data_dir: Path, languages: list[str]) -> list[st
     return found
 
 
-def _scorable_languages(spec, data_dir: Path, languages: list[str], max_examples: int | None) -> tuple[list[str], dict[str, str]]:
+def _scorable_languages(spec, data_dir: Path, languages: list[str]) -> tuple[list[str], dict[str, str]]:
     """The languages whose test file exists and carries gold; the others with the reason."""
-    from fastxlt.evaluation.zero_shot import load_examples
     from fastxlt.tasks.sanity import check_scorable
 
     scorable, skipped = [], {}
@@ -430,10 +429,10 @@ def _scorable_languages(spec, data_dir: Path, languages: list[str], max_examples
             skipped[language] = f"no {spec.test_split} file under {data_dir}"
             continue
         try:
-            examples = load_examples(spec, spec.test_split, language, data_dir, max_examples)
+            examples = spec.load(spec.test_split, language, data_dir)
             if not _has_gold(examples):
                 raise DataNotFoundError("its gold is withheld (XTREME strips test labels)")
-            check_scorable(spec, examples, f"{spec.name} {spec.test_split} {language}")
+            check_scorable(spec, examples, f"{spec.name} {spec.test_split} {language}")  # the whole file, not a prefix
         except (DataNotFoundError, CorruptDataError) as error:
             skipped[language] = str(error).split("; ")[0]
             continue

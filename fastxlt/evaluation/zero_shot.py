@@ -63,9 +63,9 @@ def evaluate_task(
         if cached is not None:
             per_language[language] = cached
             continue
-        examples = load_examples(spec, split, language, data_dir, max_examples)
         where = f"task '{spec.name}' {split} '{language}' ({data_dir or 'hub'})"
-        check_scorable(spec, examples, where, allow_constant_labels=allow_constant_labels)
+        examples = load_scorable_examples(spec, split, language, data_dir, max_examples, where,
+                                          allow_constant_labels=allow_constant_labels)
         features = ops.featurize(spec, examples, tokenizer, max_length)
         predictions, gold = predict_examples(
             model, spec, examples, features, tokenizer, batch_tokens=batch_tokens, progress=f"{spec.name} {language}"
@@ -101,6 +101,17 @@ def evaluate_task(
 def load_examples(spec: TaskSpec, split: str, language: str, data_dir: str | Path | None, max_examples: int | None) -> list:
     """The evaluation examples of one language: all, or the first ``max_examples``."""
     examples = spec.load(split, language, data_dir)
+    return examples if max_examples is None else examples[:max_examples]
+
+
+def load_scorable_examples(
+    spec: TaskSpec, split: str, language: str, data_dir: str | Path | None, max_examples: int | None, where: str,
+    *, allow_constant_labels: bool = False,
+) -> list:
+    """``load_examples`` after ``check_scorable`` has seen the whole file: a ``max_examples`` prefix of
+    withheld labels is as unscorable as the file, but too short for the check to recognise on its own."""
+    examples = spec.load(split, language, data_dir)
+    check_scorable(spec, examples, where, allow_constant_labels=allow_constant_labels)
     return examples if max_examples is None else examples[:max_examples]
 
 

@@ -6,8 +6,9 @@
 
 Every phase is looked up by its identity (``fastxlt.experiments.store``): trained once under a per-phase
 lock, then reused by every cell and every grid that needs it. A cell is done when its ``results.json``
-exists; cells run under a cell lock, so concurrent shards (``--shard I/N``) and re-runs never train or
-evaluate the same thing twice, and a killed grid resumes like a single run: re-run the same command.
+holds results (a damaged one is re-scored); cells run under a cell lock, so concurrent shards
+(``--shard I/N``) and re-runs never train or evaluate the same thing twice, and a killed grid resumes
+like a single run: re-run the same command.
 
 Grid run directory::
 
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from fastxlt.config import ExperimentConfig, dump_config
 from fastxlt.errors import ConfigError, FastXLTError
 from fastxlt.evaluation.model_eval import evaluate_models
+from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.experiments.grid import (
     AVERAGE_PREFIX,
     BEST_SNAPSHOT,
@@ -52,12 +54,11 @@ from fastxlt.training.loop import (
     run_phase,
     snapshot_dir,
 )
-from fastxlt.utils.io import read_json, write_json_atomic, write_text_atomic
+from fastxlt.utils.io import follow_umask, read_json, write_json_atomic, write_text_atomic
 from fastxlt.utils.locks import DirectoryLock
 
 GRID_FILENAME = "grid.json"
 CELL_FILENAME = "cell.json"
-RESULTS_FILENAME = "results.json"
 SYNTHETIC_MODEL = "synthetic"
 
 
@@ -89,7 +90,7 @@ def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True)
     done, skipped = [], []
     for cell in tqdm(cells, desc=f"grid {spec.name}", unit="cell", disable=len(cells) < 2):
         cell_dir = spec.run_dir / "cells" / cell.cell_id
-        if (cell_dir / RESULTS_FILENAME).is_file() or (not evaluate and _trained(cell_dir)):
+        if read_cell_results(cell_dir) is not None or (not evaluate and _trained(cell_dir)):
             done.append(cell.cell_id)
             continue
         lock = DirectoryLock(cell_dir, what="grid cell")
@@ -107,7 +108,8 @@ def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True)
 
 
 def grid_status(run_dir: str | Path) -> dict[str, list[str]]:
-    """Cells of a grid run directory by state: done (results written), running (locked), pending."""
+    """Cells of a grid run directory by state: done (results written), running (locked), pending (a damaged
+    results file included: ``fastxlt.experiments.cell_results``)."""
     run_dir = Path(run_dir)
     path = run_dir / GRID_FILENAME
     if not path.is_file():
@@ -115,7 +117,7 @@ def grid_status(run_dir: str | Path) -> dict[str, list[str]]:
     states: dict[str, list[str]] = {"done": [], "running": [], "pending": []}
     for cell_id in read_json(path)["cells"]:
         cell_dir = run_dir / "cells" / cell_id
-        if (cell_dir / RESULTS_FILENAME).is_file():
+        if read_cell_results(cell_dir) is not None:
             states["done"].append(cell_id)
         elif cell_dir.is_dir() and _is_locked(cell_dir):
             states["running"].append(cell_id)
@@ -402,5 +404,6 @@ def average_snapshots(phase_dir: Path, steps: list[int]) -> Path:
         model.save_pretrained(tmp / "encoder")
         load_tokenizer(str(sources[0])).save_pretrained(tmp / "encoder")
         write_json_atomic(tmp / "snapshot.json", {"averaged_steps": steps})
+        follow_umask(tmp)  # safetensors writes 0600 whatever the umask
         tmp.rename(out)
     return out

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fastxlt.evaluation.aggregate import task_score
+from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.utils.io import read_json
 
 NONE_LABEL = "none"
@@ -29,10 +30,10 @@ def collect_cells(run_dir: str | Path) -> list[dict[str, Any]]:
     cells = []
     for cell_id in read_json(run_dir / "grid.json")["cells"]:
         cell_dir = run_dir / "cells" / cell_id
-        if not (cell_dir / "results.json").is_file():
-            continue
+        results = read_cell_results(cell_dir)
+        if results is None:
+            continue  # not done, or damaged (named on stderr; `fastxlt run` re-scores it)
         record = read_json(cell_dir / "cell.json")
-        results = read_json(cell_dir / "results.json")
         (arm,) = results["arms"].values()
         scores = {
             task: {lang: task_score(result["metric"], values) for lang, values in result["languages"].items()}

@@ -6,20 +6,25 @@ split and language a phase or the evaluation reads exists for its task, that eve
 is where its task looks for it, and that no phase's ``max_length`` exceeds what the model's position
 embeddings hold (training would otherwise stop hours in, with ``index 130 is out of bounds``). Each
 failure is one ``FastXLTError`` line naming the field and the fix. The checks read directory listings
-and the model's ``config.json`` only: no data file is parsed and no weight is loaded.
+and the model's ``config.json``; data files are parsed only where a limit depends on their content
+(``train_examples`` beyond the training data, withheld evaluation labels), and no weight is loaded.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from fastxlt.config import ExperimentConfig
 from fastxlt.errors import CheckpointError, ConfigError, FastXLTError
+from fastxlt.synthetic.model import SYNTHETIC_MAX_LENGTH
 from fastxlt.tasks.base import Family, TaskSpec, get_task
-from fastxlt.training.loop import reads_dev_split, train_splits
+from fastxlt.tasks.sanity import check_scorable
+from fastxlt.training.loop import check_train_examples, reads_dev_split, train_splits
 
 SYNTHETIC_MODEL = "synthetic"  # built inside the run, so there is no config to read beforehand
+SYNTHETIC_POSITION_LIMIT = SYNTHETIC_MAX_LENGTH  # what it is built with (fastxlt.synthetic.model)
 TRAINING_PHASES = ("mlm", "intermediate", "target")
 # Model types whose position ids start after the padding index (RoBERTa's scheme): two of XLM-R's 514
 # positions are never used by a token, so its usable length is max_position_embeddings - padding_idx - 1.
@@ -35,8 +40,7 @@ def check_experiment(config: ExperimentConfig) -> None:
         if getattr(config.phases, phase_name) is not None:
             _check_phase_data(config, phase_name)
     _check_evaluation(config)
-    if config.model.name_or_path != SYNTHETIC_MODEL:
-        _check_max_lengths(config)
+    _check_max_lengths(config)
 
 
 # ---------------------------------------------------------------------------------------- run directory
@@ -65,16 +69,49 @@ def _check_phase_data(config: ExperimentConfig, phase_name: str) -> None:
         splits = train_splits(phase)
         for split in splits:
             _checked(field, spec.check_split, split)
-        if phase.train_languages:
-            languages = _checked(f"phases.{phase_name}.train_languages", spec.resolve_languages, phase.train_languages)
-        else:
-            languages = list(spec.languages) if spec.family is Family.MASKED_LM else [spec.train_language]
+        languages = _checked(f"phases.{phase_name}.train_languages", _phase_languages, spec, phase)
         data_dir = config.data.get(name)
         for language in languages:
             for split in splits:
                 check_data_files(spec, split, language, data_dir, field)
         if reads_dev_split(spec, phase):
             check_data_files(spec, spec.dev_split, spec.train_language, data_dir, field)
+    if phase.train_examples is not None:
+        _check_train_size(config, phase_name)
+
+
+def _phase_languages(spec: TaskSpec, phase) -> list[str]:
+    """The languages a phase trains a task in (as the training loop chooses them)."""
+    if phase.train_languages:
+        return spec.resolve_languages(phase.train_languages)
+    return list(spec.languages) if spec.family is Family.MASKED_LM else [spec.train_language]
+
+
+def _check_train_size(config: ExperimentConfig, phase_name: str) -> None:
+    """``train_examples`` within the training data of some task of the phase (``check_train_examples``);
+    counted where the data is local or generated: the hub's is counted when the phase loads it."""
+    phase = getattr(config.phases, phase_name)
+    available = {}
+    for spec in map(get_task, phase.tasks):
+        data_dir = config.data.get(spec.name)
+        if data_dir is None and spec.hub_id is not None:
+            return  # a hub task may be the large one: the loop checks once it has loaded it
+        total = sum(_count_examples(spec.name, split, language, data_dir, _stamp(spec, split, language, data_dir))
+                    for language in _phase_languages(spec, phase) for split in train_splits(phase))
+        available[spec.name] = total - (phase.dev_holdout or 0)
+    check_train_examples(phase, available, f"phases.{phase_name}.train_examples")
+
+
+def _stamp(spec: TaskSpec, split: str, language: str, data_dir: str | None) -> tuple:
+    """What a count depends on: each local file's path, size and mtime (nothing for generated data)."""
+    files = spec.data_files(split, language, data_dir) or []
+    return tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
+
+
+@functools.lru_cache(maxsize=256)
+def _count_examples(task: str, split: str, language: str, data_dir: str | None, stamp: tuple) -> int:
+    """Examples of one split and language, counted once per process (every cell of a grid asks)."""
+    return len(get_task(task).load(split, language, data_dir))
 
 
 def _check_evaluation(config: ExperimentConfig) -> None:
@@ -85,8 +122,13 @@ def _check_evaluation(config: ExperimentConfig) -> None:
         spec = get_task(name)
         _checked("phases.evaluate.split", spec.check_split, evaluate.split)
         languages = _checked("phases.evaluate.languages", spec.resolve_languages, evaluate.languages)
+        data_dir = config.data.get(name)
         for language in languages:
-            check_data_files(spec, evaluate.split, language, config.data.get(name), f"phases.evaluate ({name})")
+            check_data_files(spec, evaluate.split, language, data_dir, f"phases.evaluate ({name})")
+            if data_dir is not None:  # local files: withheld labels are refused now, not after training
+                check_scorable(spec, spec.load(evaluate.split, language, data_dir),
+                               f"phases.evaluate ({name}) {evaluate.split} '{language}' ({data_dir})",
+                               allow_constant_labels=evaluate.allow_constant_labels)  # fmt: skip
 
 
 def check_data_files(
@@ -112,14 +154,21 @@ def _checked(field: str, check, *args):
 
 
 def _check_max_lengths(config: ExperimentConfig) -> None:
-    """No phase may ask for more tokens than the model's position embeddings hold."""
-    limit = model_position_limit(config.model.name_or_path)
+    """No phase, and not the evaluation, may ask for more tokens than the model's position embeddings hold.
+
+    The embedded default's model is built inside the run, so its limit is the one it is built with; the
+    evaluation reads the target phase's max_length (or the experiment's), checked here so that it is not
+    refused only after training -- when following the advice would be refused as a changed config.
+    """
+    name = config.model.name_or_path
+    limit = SYNTHETIC_POSITION_LIMIT if name == SYNTHETIC_MODEL else model_position_limit(name)
     if limit is None:
         return
     for phase_name in TRAINING_PHASES:
         if getattr(config.phases, phase_name) is not None:
-            check_max_length(config.phase_optimization(phase_name).max_length, limit, _length_field(config, phase_name),
-                             config.model.name_or_path)  # fmt: skip
+            check_max_length(config.phase_optimization(phase_name).max_length, limit, _length_field(config, phase_name), name)
+    if config.phases.evaluate is not None and config.phases.target is None:  # else it reads the target's, checked above
+        check_max_length(config.optimization.max_length, limit, "optimization.max_length", name)
 
 
 def _length_field(config: ExperimentConfig, phase_name: str) -> str:

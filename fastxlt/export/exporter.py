@@ -47,6 +47,7 @@ from fastxlt.export.parity import ParityError, check, measure
 from fastxlt.export.session import create_session, run_session
 from fastxlt.tasks.base import TaskSpec, get_task
 from fastxlt.tasks.features import Feature, FamilyOps, ops_for
+from fastxlt.utils.io import follow_umask
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +341,7 @@ def _export(
         check(report, what, gate_cosine=gate_cosine)
         del session
         _install(final, out_dir, external)
+        follow_umask(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     record = {

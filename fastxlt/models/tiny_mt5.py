@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from fastxlt.errors import DataNotFoundError
+from fastxlt.utils.io import follow_umask
 
 NORMAL_PIECE = 1  # sentencepiece_model.proto: ModelProto.SentencePiece.Type.NORMAL
 USER_DEFINED_PIECE = 4
@@ -66,4 +67,5 @@ def build_tiny_mt5(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    follow_umask(out)  # safetensors writes 0600 whatever the umask
     return out

@@ -19,6 +19,7 @@ from fastxlt.models.encoder import ENCODER_DIRNAME, encoder_signature, load_enco
 from fastxlt.models.family import check_pooling, default_pooling
 from fastxlt.models.heads import make_head
 from fastxlt.tasks.base import TaskSpec
+from fastxlt.utils.io import follow_umask
 
 HEADS_FILENAME = "heads.pt"
 
@@ -96,6 +97,7 @@ def save_phase_outputs(
         },
         out_dir / HEADS_FILENAME,
     )
+    follow_umask(encoder_dir, out_dir / HEADS_FILENAME)  # safetensors writes 0600 whatever the umask
     return out_dir
 
 

@@ -25,6 +25,7 @@ import yaml
 
 from fastxlt.errors import CorruptDataError, DataNotFoundError
 from fastxlt.evaluation.aggregate import task_score
+from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.utils.io import read_json
 
 NONE = "none"
@@ -99,10 +100,11 @@ def _collect_grid(run_dir: Path) -> Collection:
     cells, pending = [], []
     for cell_id in grid.get("cells", []):
         directory = run_dir / "cells" / cell_id
-        if not (directory / "results.json").is_file() or not (directory / "cell.json").is_file():
+        results = read_cell_results(directory)  # None: not done, or damaged (named; `fastxlt run` re-scores it)
+        if results is None or not (directory / "cell.json").is_file():
             pending.append(cell_id)
             continue
-        meta, results = _read(directory / "cell.json"), _read(directory / "results.json")
+        meta = _read(directory / "cell.json")
         axes = {**_fixed_by_config(directory), **meta.get("axes", {})}
         for arm, arm_results in results.get("arms", {}).items():
             cells.append(Cell(cell_id, _normalised(axes), directory, arm, arm_results,

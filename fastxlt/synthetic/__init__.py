@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+from fastxlt.utils.io import follow_umask
+
 DEFAULT_VOCAB_SIZE = 768
 TOKENIZER_CORPUS_PER_LANGUAGE = 1500  # documents of 1-3 sentences
 
@@ -39,6 +41,7 @@ def build_default_assets(out_dir: str | Path, seed: int = 0, vocab_size: int = D
     shutil.rmtree(staging, ignore_errors=True)
     tokenizer = train_tokenizer(texts, vocab_size, staging)
     build_tiny_encoder(tokenizer, seed, staging)
+    follow_umask(staging)  # the tokenizer files too: group members load the model
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return out_dir

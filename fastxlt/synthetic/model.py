@@ -12,8 +12,11 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase, XLMRobertaConfig, XLMRobertaModel
 
+from fastxlt.utils.io import follow_umask
+
 # XLM-R numbers positions from padding_idx + 1, so a model for max_length tokens needs max_length + 2 positions.
 _POSITION_OFFSET = 2
+SYNTHETIC_MAX_LENGTH = 128  # the longest input of the embedded default's model (preflight checks configs against it)
 
 
 def tiny_xlmr_config(
@@ -23,7 +26,7 @@ def tiny_xlmr_config(
     num_layers: int = 4,
     num_heads: int = 4,
     intermediate_size: int = 256,
-    max_length: int = 128,
+    max_length: int = SYNTHETIC_MAX_LENGTH,
     dropout: float = 0.1,
 ) -> XLMRobertaConfig:
     """An ``XLMRobertaConfig`` with XLM-R's special ids and ``max_length + 2`` positions."""
@@ -58,4 +61,5 @@ def build_tiny_encoder(
     model.eval()
     if out_dir is not None:
         model.save_pretrained(str(out_dir))
+        follow_umask(out_dir)  # safetensors writes 0600 whatever the umask
     return model

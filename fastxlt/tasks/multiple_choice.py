@@ -59,7 +59,7 @@ from fastxlt.errors import CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
-from fastxlt.tasks.readers import first_existing, read_label_file, read_parquet
+from fastxlt.tasks.readers import first_existing, local_data_hint, read_label_file, read_parquet
 
 UNLABELLED = -1
 
@@ -271,7 +271,7 @@ def _read_hub(hub: ChoiceHub, split: str, language: str) -> list[dict[str, Any]]
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataNotFoundError(
             f"cannot load {name} from the Hugging Face hub ({reason}); "
-            "pass data_dir=<folder with the task's files in their original layout> to read local files"
+            + local_data_hint()
         ) from error
     return list(dataset)
 

@@ -55,6 +55,7 @@ from fastxlt.tasks.base import Family, PairExample, TaskSpec, register
 from fastxlt.tasks.readers import (
     attach_labels,
     first_existing,
+    local_data_hint,
     read_jsonl,
     read_label_file,
     read_parquet,
@@ -118,9 +119,11 @@ SENTIMENT = LabelScheme(("negative", "positive"))
 
 
 def _to_examples(
-    rows: Iterable[Row], scheme: LabelScheme, where: Callable[[int], str], *, pair: bool, drop_unlabelled: bool
+    rows: Iterable[Row], scheme: LabelScheme, where: Callable[[int], str], *, pair: bool, drop_unlabelled: bool,
+    label_where: Callable[[int], str] | None = None,
 ) -> list[PairExample]:
-    """Map raw rows to examples; ``where(i)`` names row i in error messages.
+    """Map raw rows to examples; ``where(i)`` names row i in error messages (``label_where(i)`` its label's line,
+    when labels come from a file of their own). An empty sentence is refused: it would be scored as a real pair.
 
     Rows with no gold label ("-" in the original releases; -1 where ``drop_unlabelled``) are skipped.
     A split has a handful of distinct raw labels, so each is mapped once (this loop runs per row of
@@ -136,11 +139,14 @@ def _to_examples(
             try:
                 label = label_ids[key] = _label_or_skip(scheme, raw_label, drop_unlabelled, skip)
             except ValueError as error:
-                raise CorruptDataError(f"{where(i)}: {error}") from None
+                raise CorruptDataError(f"{(label_where or where)(i)}: {error}") from None
         if label is skip:
             continue
         if not isinstance(text_a, str) or (pair and not isinstance(text_b, str)):
             raise CorruptDataError(f"{where(i)}: a sentence is missing (found {text_a!r}, {text_b!r})")
+        if not text_a.strip() or (pair and not text_b.strip()):
+            which = "first sentence (premise)" if not text_a.strip() else "second sentence (hypothesis)"
+            raise CorruptDataError(f"{where(i)}: the {which} is empty; restore it or delete the row")
         examples.append(PairExample(text_a, text_b if pair else None, label))
     return examples
 
@@ -312,7 +318,7 @@ def _read_hub(hub: HubSource, split: str, language: str, scheme: LabelScheme) ->
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataNotFoundError(
             f"cannot load {name} from the Hugging Face hub ({reason}); "
-            "pass data_dir=<folder with the task's files in their original layout> to read local files"
+            + local_data_hint()
         ) from error
     columns = [c for c in (hub.text_a, hub.text_b, hub.label) if c is not None]
     missing = [c for c in columns if c not in dataset.column_names]
@@ -344,7 +350,7 @@ class PairAdapter:
         if data_dir is None:
             if labels_file:
                 raise ConfigError(
-                    f"labels_file applies to local XTREME tsv files; pass data_dir= for task '{spec.name}'"
+                    f"labels_file applies to local XTREME tsv files; {local_data_hint(spec.name)}"
                 )
             return _read_hub(self.hub, split, language, self.scheme)
         return self._read_local(spec, split, language, data_dir)
@@ -392,18 +398,20 @@ class PairAdapter:
     ) -> list[PairExample]:
         examples: list[PairExample] = []
         for path in paths:
-            rows = layout.read(path, language)
+            rows, labels_path = layout.read(path, language), None
             if layout.header_less:
-                rows = _with_gold_labels(spec, rows, path, split, data_dir)
+                rows, labels_path = _with_gold_labels(spec, rows, path, split, data_dir)
             elif spec.extra.get("labels_file"):
                 raise ConfigError(f"labels_file applies to header-less XTREME tsv files, not to {path} ({layout.name})")
             where = lambda i, path=path: f"{path}, data row {i + 1}"  # noqa: E731
-            examples += _to_examples(rows, self.scheme, where, pair=self.pair, drop_unlabelled=False)
+            # a label read from its own file is reported at its line there, not at the tsv row it was attached to
+            label_where = (lambda i, labels=labels_path: f"{labels}:{i + 1}") if labels_path else where
+            examples += _to_examples(rows, self.scheme, where, pair=self.pair, drop_unlabelled=False, label_where=label_where)
         return examples
 
 
-def _with_gold_labels(spec: TaskSpec, rows: list[Row], path: Path, split: str, data_dir: Path) -> list[Row]:
-    """Attach a separate gold-label file to an unlabelled XTREME file, if one applies.
+def _with_gold_labels(spec: TaskSpec, rows: list[Row], path: Path, split: str, data_dir: Path) -> tuple[list[Row], Path | None]:
+    """Attach a separate gold-label file to an unlabelled XTREME file, if one applies (and name it: None if none).
 
     An explicit ``labels_file`` (relative to data_dir or absolute) must exist and fit. The task's
     default ``test_labels_file`` (XNLI: ``DERIVED_test_labels.txt``) applies to ``test`` only, when present.
@@ -422,10 +430,11 @@ def _with_gold_labels(spec: TaskSpec, rows: list[Row], path: Path, split: str, d
     elif default and not labelled and (data_dir / default).is_file():
         labels_path = data_dir / default
     else:
-        return rows
+        return rows, None
     labels = read_label_file(labels_path)
     pairs = [[a, b] for a, b, _ in rows]
-    return [(a, b, label) for a, b, label in attach_labels(pairs, labels, rows_path=path, labels_path=labels_path)]
+    attached = attach_labels(pairs, labels, rows_path=path, labels_path=labels_path)
+    return [(a, b, label) for a, b, label in attached], labels_path
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,12 @@ def read_parquet(path: str | Path, columns: Sequence[str], *, optional: Sequence
     return rows
 
 
+def local_data_hint(task: str = "<task>", what: str = "the task's files in their original layout") -> str:
+    """How a user points a task at local files, in the words of the command line and the config file
+    (``data_dir`` is the Python argument's name, which a user of either never sees)."""
+    return f"pass --data DIR (fastxlt-eval) or set data.{task}: DIR (config), a folder with {what}, to read local files"
+
+
 def read_label_file(path: str | Path) -> list[str]:
     """Read gold labels kept in their own file, one per line (e.g. ``DERIVED_test_labels.txt`` for XNLI test).
 

@@ -37,7 +37,10 @@ Local layouts (``data_dir``), tried in order per split; all are SQuAD json
   of the question ids (``finnish-...``).
 
 Features: a question and a sliding window over its context (question first, ``only_second``
-truncation, ``max_length`` from the config, stride ``doc_stride`` = 128). A feature keeps the index of
+truncation, ``max_length`` from the config, stride ``doc_stride`` = 128). A question longer than
+``max_query_length`` tokens (64, at most a third of ``max_length``) is cut to it, as the HF QA examples
+do: otherwise a long question leaves the context less room than the stride and the tokenizer panics.
+A feature keeps the index of
 its first context token (``context_start``) and the character offsets of its context tokens
 (``char_starts``/``char_ends``, from the tokenizer's offset mapping). Training labels are the first and last context tokens covering the
 first gold answer, or (0, 0) (``<s>``) when the window does not contain it or there is no answer.
@@ -61,12 +64,13 @@ from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 from fastxlt.tasks.qa_metrics import QAGold
-from fastxlt.tasks.readers import utf8_error
+from fastxlt.tasks.readers import local_data_hint, utf8_error
 from fastxlt.tasks.span_decode import MAX_ANSWER_LENGTH, N_BEST, PackedLogits, decode_spans, pack, select_answers
 
 logger = logging.getLogger(__name__)
 
 DOC_STRIDE = 128
+MAX_QUERY_LENGTH = 64  # question tokens kept, as the HF QA examples' max_query_length (capped at max_length // 3)
 XQUAD_LANGUAGES = tuple(sorted(langs.XQUAD + ("ro",)))  # the 12 files of the XQuAD release
 
 # TyDiQA question ids start with the language's English name ("finnish-1234...-0").
@@ -295,7 +299,7 @@ def _read_hub(source: SplitSource, language: str, id_prefix: str | None) -> list
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataNotFoundError(
             f"cannot load {name} from the Hugging Face hub ({reason}); "
-            "pass data_dir=<folder with the task's json files> to read local files"
+            + local_data_hint(what="the task's json files")
         ) from error
     missing = [c for c in ("id", "question", "context", "answers") if c not in dataset.column_names]
     if missing:
@@ -413,6 +417,24 @@ def context_offsets(sequence_ids: Sequence[int | None], offsets: Sequence[tuple[
     return begin, [o[0] for o in offsets[begin:end]], [o[1] for o in offsets[begin:end]]
 
 
+def truncate_questions(tokenizer, questions: list[str], limit: int) -> list[str]:
+    """Each question cut after its first ``limit`` tokens (at the character where that token ends)."""
+    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    return [question if len(offsets) <= limit else question[: offsets[limit - 1][1]]
+            for question, offsets in zip(questions, encoded["offset_mapping"])]  # fmt: skip
+
+
+def check_window(spec, tokenizer, max_length: int, query_limit: int, stride: int) -> None:
+    """Refuse a ``max_length`` that leaves a window's context no more room than the stride (a tokenizer panic)."""
+    room = max_length - query_limit - tokenizer.num_special_tokens_to_add(pair=True)
+    if query_limit < 1 or room <= stride:
+        raise ConfigError(
+            f"task '{spec.name}': max_length {max_length} is too short for question + context windows "
+            f"(a {query_limit}-token question and a {stride}-token stride leave {room} context tokens); "
+            "raise max_length (384 is the recipe's)"
+        )
+
+
 class SpanQAOps(FamilyOps):
     """Question + context windows in, per-token start/end logits out, merged into one answer per question."""
 
@@ -427,11 +449,14 @@ class SpanQAOps(FamilyOps):
         settings = decode_settings(spec)
         # The stride must leave room for the question in every window; 128 at the default 384.
         stride = min(int(spec.extra.get("doc_stride", DOC_STRIDE)), max_length // 3)
+        query_limit = min(int(spec.extra.get("max_query_length", MAX_QUERY_LENGTH)), max_length // 3)
+        check_window(spec, tokenizer, max_length, query_limit, stride)
         features: list[Feature] = []
         for begin_example in range(0, len(examples), self.chunk):
             block = examples[begin_example : begin_example + self.chunk]
+            questions = truncate_questions(tokenizer, [ex.question.lstrip() for ex in block], query_limit)
             encoded = tokenizer(
-                [ex.question.lstrip() for ex in block], [ex.context for ex in block],
+                questions, [ex.context for ex in block],
                 truncation="only_second", max_length=max_length, stride=stride,
                 return_overflowing_tokens=True, return_offsets_mapping=True,
             )  # fmt: skip

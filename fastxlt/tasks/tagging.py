@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,14 @@ from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
-from fastxlt.tasks.readers import first_existing, read_jsonl, read_parquet, utf8_error
+from fastxlt.tasks.readers import first_existing, local_data_hint, read_jsonl, read_parquet, utf8_error
 
 IGNORE = -100  # label of subwords that are not the first of a word, and of special tokens
 
 UPOS_TAGS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
              "PUNCT", "SCONJ", "SYM", "VERB", "X")  # fmt: skip
+CONLLU_IDS = (("word", re.compile(r"[1-9][0-9]*")), ("range", re.compile(r"[1-9][0-9]*-[1-9][0-9]*")),
+              ("empty", re.compile(r"[0-9]+\.[1-9][0-9]*")))  # CoNLL-U column 1 (an empty node may follow word 0)
 PANX_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 
 # google/xtreme names its udpos configs by the English language name.
@@ -134,15 +137,32 @@ def read_conllu(path: str | Path) -> list[TaggedExample]:
         fields = line.split("\t")
         if len(fields) != 10:
             raise CorruptDataError(f"{path}:{number}: expected 10 tab-separated CoNLL-U columns, found {len(fields)}")
-        if "-" in fields[0] or "." in fields[0]:
+        if _conllu_id(path, number, fields[0]) != "word":
             continue  # a multiword-token range or an empty node: not a word of the tagged sequence
         words.append(_check_word(path, number, fields[1]))
-        tags.append(fields[3])
+        tags.append(_check_upos(path, number, fields[3]))
     if words:
         sentences.append(TaggedExample(tuple(words), tuple(tags)))
     elif block:
         raise CorruptDataError(f"{path}: the last sentence has no words; delete its lines or restore its tokens")
     return sentences
+
+
+def _conllu_id(path: Path, number: int, value: str) -> str:
+    """'word' (``3``), 'range' (``3-4``, a multiword token) or 'empty' (``3.1``, an empty node); else refused."""
+    for kind, pattern in CONLLU_IDS:
+        if pattern.fullmatch(value):
+            return kind
+    raise CorruptDataError(f"{path}:{number}: ID {value!r} is not a CoNLL-U word index (3), range (3-4) or empty node "
+                           "(3.1); the line is not CoNLL-U: fix it or re-download the treebank")
+
+
+def _check_upos(path: Path, number: int, tag: str) -> str:
+    """A UPOS tag (column 4) must be one of the 17: another value means a wrong column or file, found here with its line."""
+    if tag not in UPOS_TAGS:
+        raise CorruptDataError(f"{path}:{number}: UPOS tag {tag!r} is not one of the 17 UPOS tags "
+                               f"({', '.join(UPOS_TAGS)}); fix the line or use the treebank's release file")
+    return tag
 
 
 def read_token_tag_file(path: str | Path, prefix: str | None = None) -> list[TaggedExample]:
@@ -283,7 +303,7 @@ def _read_hub(hub: TagHub, split: str, language: str, labels: tuple[str, ...]) -
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataNotFoundError(
             f"cannot load {name} from the Hugging Face hub ({reason}); "
-            "pass data_dir=<folder with the task's files in their original layout> to read local files"
+            + local_data_hint()
         ) from error
     missing = [c for c in (hub.tokens, hub.tags) if c not in dataset.column_names]
     if missing:

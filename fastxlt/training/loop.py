@@ -80,6 +80,7 @@ class TaskData:
     train: list[Feature]
     dev: list[Feature]
     dev_examples: list[Any] = field(default_factory=list)
+    available: int = 0  # training examples before train_examples / train_fraction took a subset
 
 
 def phase_is_done(phase_dir: Path) -> bool:
@@ -99,6 +100,7 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
     settings = plan.optimization
     tokenizer = load_tokenizer(plan.tokenizer)
     task_data = [_load_task_data(spec, plan, tokenizer) for spec in plan.tasks]
+    check_train_examples(plan.phase, {data.spec.name: data.available for data in task_data}, "train_examples")
     world = distributed.world_size()
     sizes = [len(data.train) for data in task_data]
     rates = mixing_rates(sizes, plan.phase.sampler, plan.phase.sampling_cap, plan.phase.temperature)
@@ -208,7 +210,7 @@ def _load_task_data(spec: TaskSpec, plan: PhasePlan, tokenizer) -> TaskData:
     if not train:
         raise DataNotFoundError(f"task '{spec.name}' has no training examples in split '{plan.phase.train_split}'; check the data directory")
     dev = ops.featurize(spec, dev_examples, tokenizer, max_length) if dev_examples else []
-    return TaskData(spec, train, dev, list(dev_examples))
+    return TaskData(spec, train, dev, list(dev_examples), available=sum(map(len, per_language)))
 
 
 def train_splits(phase: PhaseConfig) -> list[str]:
@@ -222,6 +224,24 @@ def reads_dev_split(spec: TaskSpec, phase: PhaseConfig) -> bool:
         not phase.dev_holdout and spec.family is not Family.MASKED_LM
         and spec.dev_split in spec.splits and spec.dev_split not in train_splits(phase)
     )  # fmt: skip
+
+
+def check_train_examples(phase: PhaseConfig, available: dict[str, int], field: str) -> None:
+    """Refuse a ``train_examples`` beyond the training data of every task of the phase (task -> examples):
+    it would train on all of them silently, and a grid cell labelled 99999 would really be "all". A cap that
+    binds one task of a multi-task phase is meaningful and kept. Preflight runs this too, before any training."""
+    wanted = phase.train_examples
+    if wanted is None or not available or wanted <= max(available.values()):
+        return
+    largest = max(available.values())
+    if len(available) == 1:
+        ((task, count),) = available.items()
+        data = f"the {count} training examples of task '{task}'"
+    else:
+        counts = ", ".join(f"{task}: {count}" for task, count in available.items())
+        data = f"the training examples of every task of the phase ({counts})"
+    raise ConfigError(f"{field}: {wanted} exceeds {data}; set it to {largest} or less, "
+                      "or leave it out (target_size 'all' in a grid) to train on all of them")
 
 
 def subset_examples(per_language: list[list[Any]], phase: PhaseConfig) -> list[Any]:

@@ -4,6 +4,10 @@ Each write goes to a temporary file in the target's directory and is renamed ove
 reader sees the old file or the new one, never a mix. ``tempfile.mkstemp`` creates its file with mode
 0600 whatever the umask; the helpers widen it to what ``open()`` would have given (0666 minus the
 umask), so results are as readable as the weights written beside them.
+
+Weights need the same care: safetensors 0.8 creates ``model.safetensors`` with mode 0600 whatever the
+umask (a plain ``save_pretrained`` does too), so group members on shared storage could not load a
+model. ``follow_umask`` gives every file a phase or an export wrote the mode ``open()`` would have given.
 """
 
 from __future__ import annotations
@@ -28,13 +32,28 @@ def current_umask() -> int:
     return mask
 
 
+def umask_mode() -> int:
+    """The mode ``open(path, 'w')`` gives a new file: 0666 minus the umask."""
+    return 0o666 & ~current_umask()
+
+
+def follow_umask(*paths: str | Path) -> None:
+    """Give each file (or every file under each directory) the mode of a plain ``open()``, see the module doc."""
+    mode = umask_mode()
+    for path in map(Path, paths):
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+        for file in files:
+            if file.stat().st_mode & 0o777 != mode:
+                os.chmod(file, mode)
+
+
 def _write_atomic(path: str | Path, write, *, sync: bool) -> Path:
     """Create ``path`` through a temporary sibling with the mode a plain ``open(path, 'w')`` would give."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(handle, 0o666 & ~current_umask())
+        os.fchmod(handle, umask_mode())
         with os.fdopen(handle, "w", encoding="utf-8") as tmp:
             write(tmp)
             if sync:
