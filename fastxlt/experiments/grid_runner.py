@@ -52,6 +52,7 @@ from fastxlt.training.loop import (
     run_phase,
     snapshot_dir,
 )
+from fastxlt.training.tracking import run_name
 from fastxlt.utils.io import read_json, write_json_atomic, write_text_atomic
 from fastxlt.utils.locks import DirectoryLock
 
@@ -322,7 +323,8 @@ def _plan(config: ExperimentConfig, kind: str, phase_dir: Path, encoder: Encoder
         name=kind, tasks=[get_task(name) for name in phase.tasks], phase=phase,
         optimization=config.phase_optimization(kind), init_encoder=encoder.path, tokenizer=encoder.tokenizer,
         phase_dir=phase_dir, seed=seed, deepspeed=config.deepspeed, data_dirs=dict(config.data),
-        kernels=config.kernels, pooling=config.model.pooling,
+        kernels=config.kernels, pooling=config.model.pooling, report_to=config.logging.integrations(),
+        run_name=run_name(kind, phase_dir.name, Path(config.run_dir).name),  # the cell that trained it
     )
 
 

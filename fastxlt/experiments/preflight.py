@@ -18,6 +18,7 @@ from fastxlt.config import ExperimentConfig
 from fastxlt.errors import CheckpointError, ConfigError, FastXLTError
 from fastxlt.tasks.base import Family, TaskSpec, get_task
 from fastxlt.training.loop import reads_dev_split, train_splits
+from fastxlt.training.tracking import check_integrations
 
 SYNTHETIC_MODEL = "synthetic"  # built inside the run, so there is no config to read beforehand
 TRAINING_PHASES = ("mlm", "intermediate", "target")
@@ -35,6 +36,7 @@ def check_experiment(config: ExperimentConfig) -> None:
         if getattr(config.phases, phase_name) is not None:
             _check_phase_data(config, phase_name)
     _check_evaluation(config)
+    check_integrations(config.logging.integrations())
     if config.model.name_or_path != SYNTHETIC_MODEL:
         _check_max_lengths(config)
 
