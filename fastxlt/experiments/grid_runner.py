@@ -76,15 +76,18 @@ class EncoderRef:
 # ---------------------------------------------------------------------------------------------- grid
 
 
-def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True) -> dict[str, Any]:
-    """Run (or resume) this shard's cells; returns {'done': [...], 'skipped': [...]} (skipped: running elsewhere)."""
+def run_grid(
+    spec: GridSpec, *, shard: str | None = None, cell_ids: list[str] | None = None, evaluate: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) this shard's cells -- or exactly ``cell_ids``, as ``fastxlt submit`` hands them to a job;
+    returns {'done': [...], 'skipped': [...]} (skipped: running elsewhere)."""
     distributed.prepare_environment()
     check_run_dir(spec.run_dir)
     check_run_dir(spec.store, "grid.store")
-    _write_or_check_grid(spec)
+    write_or_check_grid(spec)
     store = PhaseStore(spec.store)
     snapshot_requests = _snapshot_requests(spec)
-    cells = select_shard(spec.cells, shard)
+    cells = select_shard(spec.cells, shard) if cell_ids is None else select_cells(spec.cells, cell_ids)
     for cell in cells:  # every check that needs files or the model's config, before any cell trains
         check_experiment(cell.config)
     done, skipped = [], []
@@ -135,7 +138,16 @@ def _is_locked(directory: Path) -> bool:
     return False
 
 
-def _write_or_check_grid(spec: GridSpec) -> None:
+def select_cells(cells: list[Cell], cell_ids: list[str]) -> list[Cell]:
+    """The cells named by id, in grid order; an id that the grid does not have is an error (another grid's job)."""
+    unknown = sorted(set(cell_ids) - {cell.cell_id for cell in cells})
+    if unknown:
+        raise ConfigError(f"cell {unknown[0]!r} is not a cell of this grid; was the grid file changed after submitting?")
+    wanted = set(cell_ids)
+    return [cell for cell in cells if cell.cell_id in wanted]
+
+
+def write_or_check_grid(spec: GridSpec) -> None:
     """grid.json names the cells; a run directory refuses a grid whose cells differ (other axes)."""
     path = spec.run_dir / GRID_FILENAME
     record = {
