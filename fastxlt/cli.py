@@ -166,7 +166,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from fastxlt.experiments.grid_table import print_grid
 
         print_grid(Path(args.run_dir), Console())
-        _print_report_files(Path(args.run_dir), Console())
+        _print_report_files(Path(args.run_dir), Console(), latex=args.latex)
         return 0
     path = Path(args.run_dir) / "results.json"
     if not path.is_file():
@@ -178,16 +178,18 @@ def cmd_report(args: argparse.Namespace) -> int:
                                "config: it rewrites results.json from the per-language files under eval/") from None
     _check_results(results, path)
     print_results(results, Console())
-    _print_report_files(Path(args.run_dir), Console())
+    _print_report_files(Path(args.run_dir), Console(), latex=args.latex)
     return 0
 
 
-def _print_report_files(run_dir: Path, console) -> None:
-    """Write report.md, results.csv and figures/ (``fastxlt.reports``) and print where they are."""
-    from fastxlt.reports.build import build_report
+def _print_report_files(run_dir: Path, console, *, latex: bool = False) -> None:
+    """Write report.md, results.csv, tables/ and figures/ (``fastxlt.reports``) and print where they are."""
+    from fastxlt.reports.build import TABLES_DIRNAME, build_report
 
-    report = build_report(run_dir)
+    report = build_report(run_dir, latex=latex)
     console.print(f"report: {report}\nresults: {run_dir / 'results.csv'}")
+    for table in sorted((run_dir / TABLES_DIRNAME).glob("*.tex" if latex else "*.md")):
+        console.print(f"table: {table}")
     for figure in sorted((run_dir / "figures").glob("*.png")):
         console.print(f"figure: {figure}")
 
@@ -407,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
     report = commands.add_parser("report", help="print the tables of a finished run directory")
     report.add_argument("run_dir")
+    report.add_argument("--latex", action="store_true", help="also write each table as LaTeX (tables/*.tex, booktabs)")
     report.set_defaults(handler=cmd_report)
     plan = commands.add_parser("plan", help="GPU memory per training phase for ZeRO 0-3 and the smallest setting that fits")
     plan.add_argument("--config", "-c", required=True, help="experiment or grid YAML (e.g. configs/plan/*.yaml)")
