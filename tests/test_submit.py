@@ -67,6 +67,8 @@ def test_local_submission_in_two_jobs_equals_one_process(tmp_path, synthetic_mod
     assert cell_scores(tmp_path / "jobs") == cell_scores(tmp_path / "one")
     assert len(list((tmp_path / "jobs-store" / "intermediate").glob("*/phase.json"))) == 1  # trained once, shared
     assert (tmp_path / "jobs" / "results.csv").is_file()
+    curves = sorted(path.name for path in (tmp_path / "jobs" / "figures").glob("curve_*.png"))
+    assert len(curves) == 1 + 4 and curves[0].startswith("curve_intermediate_")  # each shared phase once
     again = cli("submit", "--config", str(config), "--cluster", "local", "--jobs", "2").stdout
     assert "nothing to submit: 4 cell(s) done" in again
 

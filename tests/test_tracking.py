@@ -74,6 +74,18 @@ def test_tensorboard_curves_are_readable_and_change_no_weight(tmp_path, syntheti
     assert not (plain / "target" / "baseline" / "tensorboard").exists()
     reference = weights(plain)
     assert all(torch.equal(tensor, reference[name]) for name, tensor in weights(run).items())
+    # the report's learning curves: the event files, else phase.json's dev history
+    from fastxlt.reports.curves import PHASE_DONE, phase_directories, read_curves
+    from fastxlt.reports.figures import learning_curve
+    from fastxlt.training.loop import PHASE_DONE as LOOP_PHASE_DONE
+
+    assert PHASE_DONE == LOOP_PHASE_DONE
+    curves = read_curves(*next(iter(phase_directories(run).items())))
+    assert curves.source == "tensorboard" and [step for step, _ in curves.scalars["train/loss"]] == list(range(1, STEPS + 1))
+    fallback = read_curves("target", plain / "target" / "baseline")
+    assert fallback.source == "phase.json" and [s for s, _ in fallback.scalars["dev/mean"]] == [h["step"] for h in history]
+    for name, phase in (("tb", curves), ("plain", fallback)):
+        assert learning_curve(phase, tmp_path / f"{name}.png").stat().st_size > 0
 
 
 def test_report_to_is_validated_and_operational(tmp_path):

@@ -15,6 +15,7 @@ import pandas as pd
 from fastxlt.reports import figures, robustness, tables
 from fastxlt.reports.collect import Collection, collect, results_frame
 from fastxlt.reports.compare import XTREME, summarise
+from fastxlt.reports.curves import phase_directories, read_curves
 from fastxlt.reports.latex import to_latex
 from fastxlt.reports.resources import SOURCE
 from fastxlt.reports.rounding import round_scores
@@ -80,6 +81,22 @@ def _header(collection: Collection, frame: pd.DataFrame, replicates: int, seed: 
     return lines
 
 
+def _figure_lines(results: list, run_dir: Path) -> list[str]:
+    lines = []
+    for result in results:
+        if isinstance(result, figures.Skipped):
+            lines.append(f"- skipped {result.figure}: {result.reason}.")
+        else:
+            lines.append(f"- ![{result.stem}]({result.relative_to(run_dir)})")
+    return lines
+
+
+def _learning_curves(run_dir: Path, figure_dir: Path) -> list:
+    """A learning-curve figure per finished phase (a grid's shared phases once each)."""
+    return [figures.learning_curve(read_curves(name, directory), figure_dir / f"curve_{figures.slug(name)}.png")
+            for name, directory in phase_directories(run_dir).items()]  # fmt: skip
+
+
 def _table_files(frame: pd.DataFrame, title: str, stem: str, run_dir: Path, *, latex: bool) -> list[str]:
     """The table as ``tables/<stem>.md`` (and ``.tex``), for papers and pages; returns the report's link line."""
     directory = run_dir / TABLES_DIRNAME
@@ -122,10 +139,9 @@ def _body(summary: pd.DataFrame, lay, run_dir: Path, *, latex: bool = False) -> 
         figures.model_curves(summary, lay, figure_dir / "model_curves.png"),
         figures.mono_vs_multi(summary, lay, figure_dir / "mono_vs_multilingual.png"),
     ]
-    for result in results:
-        if isinstance(result, figures.Skipped):
-            lines.append(f"- skipped {result.figure}: {result.reason}.")
-        else:
-            lines.append(f"- ![{result.stem}]({result.relative_to(run_dir)})")
+    lines += _figure_lines(results, run_dir)
+    lines += ["", "## Learning curves", "", "One figure per trained phase: TensorBoard scalars where "
+              "`logging.report_to` wrote them, else the dev history in `phase.json`.", ""]  # fmt: skip
+    lines += _figure_lines(_learning_curves(run_dir, figure_dir), run_dir)
     lines += ["", f"Resource groups of languages (low = class 0-2, mid = 3, high = 4-5): {SOURCE}."]
     return lines
