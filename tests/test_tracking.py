@@ -28,18 +28,19 @@ CONFIG = {
 }  # fmt: skip
 
 
-def train(tmp_path: Path, model: Path, name: str, **logging) -> Path:
+def train(tmp_path: Path, model: Path, name: str, *, env_extra: dict | None = None, **logging) -> Path:
     """``fastxlt train --no-eval`` in a subprocess, as users run it; returns the run directory."""
     config = copy.deepcopy(CONFIG) | {"run_dir": str(tmp_path / name), "model": {"name_or_path": str(model)}}
+    config["optimization"]["checkpoint_every"] = 1
     if logging:
         config["logging"] = logging
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **(env_extra or {})}  # fmt: skip
     result = subprocess.run([sys.executable, "-m", "fastxlt.cli", "train", "--config", str(path), "--no-eval"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == (-9 if env_extra else 0), result.stderr[-3000:]
     return tmp_path / name
 
 
@@ -137,3 +138,17 @@ def test_report_to_leaves_the_phase_store_keys_alone(tmp_path):
             key_of(_identity(cell.config, "target", parent, seed=cell.config.seed)) for cell in spec.cells]
 
     assert keys(report_to=["tensorboard"]) == keys() == keys(report_to="none")
+
+
+def test_a_killed_phase_resumes_its_curve_without_gaps_or_repeats(tmp_path, synthetic_model):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fastxlt.training.loop import KILL_ENV
+
+    train(tmp_path, synthetic_model, "killed", env_extra={KILL_ENV: "3"}, report_to=["tensorboard"])  # SIGKILL
+    train(tmp_path, synthetic_model, "killed", report_to=["tensorboard"])  # resumes from step 3's checkpoint
+    (log_dir,) = (tmp_path / "killed" / "target" / "baseline" / "tensorboard").iterdir()
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(1, STEPS + 1))
+    assert [event.step for event in events.Scalars("dev/mean")] == [2, 4, 6]

@@ -387,6 +387,7 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
             _save_snapshot(engine, plan, tokenizer, state, step)
         if step % checkpoint_every == 0 or stop or state["micro_step"] == micro_steps:
             checkpoints.save(engine, step, state)
+            tracker.flush()
             if kill_at and step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
         if stop:

@@ -55,6 +55,8 @@ def run_name(kind: str, key: str, cell: str | None = None) -> str:
 class Writer(Protocol):
     def log(self, scalars: dict[str, float], step: int) -> None: ...
 
+    def flush(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -70,6 +72,9 @@ class TensorBoardWriter:
     def log(self, scalars: dict[str, float], step: int) -> None:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
@@ -88,6 +93,9 @@ class WandbWriter:
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
+
+    def flush(self) -> None:
+        """wandb streams on its own."""
 
     def close(self) -> None:
         self.run.finish()
@@ -111,6 +119,11 @@ class Tracker:
     def log_dev(self, entry: dict[str, Any], step: int) -> None:
         """The dev scores of one ``phase.json`` history entry (``dev_<task>``, ``dev_mean``)."""
         self.log({f"dev/{key[4:]}": value for key, value in entry.items() if key.startswith("dev_")}, step)
+
+    def flush(self) -> None:
+        """With every checkpoint: a killed phase then resumes a curve that holds every step up to it."""
+        for writer in self.writers:
+            writer.flush()
 
     def close(self) -> None:
         for writer in self.writers:
