@@ -100,7 +100,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from fastxlt.experiments import submit
 
-    config = args.config or str(default_config_path())
+    if not args.config:
+        raise ConfigError("fastxlt submit needs --config GRID: a grid file, e.g. configs/rq/q1-target-size.yaml")
+    config = args.config
     overrides = list(args.set or []) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     options = submit.ClusterOptions(
         cluster=args.cluster, jobs=args.jobs, time_min=submit.parse_time(args.time), gpus_per_node=args.gpus_per_node,

@@ -140,3 +140,5 @@ def test_missing_submitit_and_non_grid_config(tmp_path, synthetic_model, monkeyp
     plain.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(config.read_text()).items() if k != "grid"}))
     assert main(["submit", "--config", str(plain), "--cluster", "local"]) == 2
     assert "no 'grid' section" in capsys.readouterr().err
+    assert main(["submit", "--cluster", "local"]) == 2
+    assert "fastxlt submit needs --config GRID" in capsys.readouterr().err

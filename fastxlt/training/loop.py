@@ -345,6 +345,7 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
     tracker, meter = tracker or Tracker([]), StepMeter()
     while state["micro_step"] < micro_steps and not state.get("stopped"):
         micro_step = state["micro_step"]
+        meter.begin()
         global_index = micro_step * world + rank
         task_index, rows = schedule.batch(global_index)
         data = task_data[task_index]

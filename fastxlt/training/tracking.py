@@ -157,6 +157,12 @@ class StepMeter:
         self.learning_rate: float | None = None
         self.grad_norm: float | None = None
 
+    def begin(self) -> None:
+        """At the top of every micro-step: a new step's clock starts here, so the time a dev evaluation or a
+        checkpoint took after the previous step is not counted against the training examples/s."""
+        if not self.losses:
+            self.started = time.perf_counter()
+
     def add(self, loss: float, examples: int) -> None:
         self.losses.append(loss)
         self.examples += examples
