@@ -152,3 +152,15 @@ def test_a_killed_phase_resumes_its_curve_without_gaps_or_repeats(tmp_path, synt
     events.Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, STEPS + 1))
     assert [event.step for event in events.Scalars("dev/mean")] == [2, 4, 6]
+
+
+def test_gradient_norm_is_the_norm_that_clipping_sees():
+    from fastxlt.training.tracking import gradient_norm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8, sparse=True), torch.nn.Linear(8, 3))
+    model(torch.tensor([[1, 4, 4, 9]])).square().sum().backward()  # a sparse (uncoalesced) embedding gradient
+    dense = [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in model.parameters()]
+    expected = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in dense]))
+    assert gradient_norm(model) == pytest.approx(float(expected), rel=1e-6)
+    assert gradient_norm(torch.nn.Linear(2, 2)) == 0.0  # no gradients yet
