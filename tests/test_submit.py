@@ -91,10 +91,12 @@ def test_slurm_array_script_and_resubmission_of_missing_cells(tmp_path, syntheti
                  "#SBATCH --job-name=fastxlt-toy-grid", "#SBATCH --ntasks-per-node=1", "source .venv/bin/activate"):
         assert line in script.splitlines(), line
     assert "-m submitit.core._submit" in script and str(tmp_path / "slurm" / "submitit") in script
-    # what each array task will call: run_cells(config, overrides, its cells)
+    # what each array task will call: run_cells(config, overrides, its cells), requeued with the same on a timeout
     calls = [pickle.loads(job.paths.submitted_pickle.read_bytes()) for job in submission.jobs]
-    assert all(call.function is submit.run_cells for call in calls)
+    assert all(isinstance(call.function, submit.RunCells) for call in calls)
     assert [call.args for call in calls] == [(str(config.resolve()), [], shard) for shard in submission.shards]
+    requeued = calls[1]._checkpoint_function()  # what submitit's USR2 handler dumps before requeuing
+    assert requeued.function is calls[1].function and requeued.args == calls[1].args
     # one cell finished, one failed: a resubmission deals only the three without results.json
     done = submission.shards[0][0]
     write_json_atomic(tmp_path / "slurm" / "cells" / done / "results.json", {"arms": {}})

@@ -111,7 +111,7 @@ def submit_grid(config: str | Path, overrides: list[str], options: ClusterOption
     if shards:
         executor = make_executor(submitit, spec, options)
         config_path, count = str(Path(config).resolve()), len(shards)
-        jobs = executor.map_array(run_cells, [config_path] * count, [list(overrides)] * count, shards)
+        jobs = executor.map_array(RunCells(), [config_path] * count, [list(overrides)] * count, shards)
     return Submission(spec.run_dir, jobs, shards, states["done"], states["running"])
 
 
@@ -166,6 +166,21 @@ def run_cells(config: str, overrides: list[str], cell_ids: list[str]) -> dict[st
     """One array task: these cells of the grid, exactly as ``fastxlt run`` would run them (locks included)."""
     spec = load_grid(config, overrides)
     return run_grid(spec, cell_ids=cell_ids)
+
+
+class RunCells:
+    """``run_cells`` as submitit's checkpointable callable: a task that SLURM times out or preempts is requeued
+    with the same cells (submitit calls ``checkpoint`` on USR2), and resumes like a re-run -- finished cells
+    skipped, a phase in progress restarted from its last checkpoint. Duck-typed, so that importing this module
+    does not need submitit."""
+
+    def __call__(self, config: str, overrides: list[str], cell_ids: list[str]) -> dict[str, list[str]]:
+        return run_cells(config, overrides, cell_ids)
+
+    def checkpoint(self, config: str, overrides: list[str], cell_ids: list[str]):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, config, overrides, cell_ids)
 
 
 # ---------------------------------------------------------------------------------------------- waiting
