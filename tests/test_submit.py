@@ -62,13 +62,21 @@ def cell_scores(run_dir: Path) -> dict[str, dict]:
 def test_local_submission_in_two_jobs_equals_one_process(tmp_path, synthetic_model):
     cli("run", "--config", str(write_grid(tmp_path, synthetic_model, "one")))
     config = write_grid(tmp_path, synthetic_model, "jobs")
-    out = cli("submit", "--config", str(config), "--cluster", "local", "--jobs", "2", "--wait").stdout
+    out = cli("submit", "--config", str(config), "--cluster", "local", "--jobs", "2", "--wait",
+              "--set", "logging.report_to=[tensorboard]").stdout  # curves on: operational, the same phase keys
     assert "submitted 2 local job(s) for 4 pending cell(s)" in out and f"fastxlt status {tmp_path / 'jobs'}" in out
     assert cell_scores(tmp_path / "jobs") == cell_scores(tmp_path / "one")
     assert len(list((tmp_path / "jobs-store" / "intermediate").glob("*/phase.json"))) == 1  # trained once, shared
     assert (tmp_path / "jobs" / "results.csv").is_file()
     curves = sorted(path.name for path in (tmp_path / "jobs" / "figures").glob("curve_*.png"))
     assert len(curves) == 1 + 4 and curves[0].startswith("curve_intermediate_")  # each shared phase once
+    # every phase's events under its store directory, the run named by kind, key and the cell that trained it
+    for cell in (tmp_path / "jobs" / "cells").iterdir():
+        for kind, key in read_json(cell / "cell.json")["phase_keys"].items():
+            (run,) = (tmp_path / "jobs-store" / kind / key / "tensorboard").iterdir()
+            assert run.name.startswith(f"{kind}_{key}_") and list(run.glob("events.out.tfevents.*"))
+    one_keys = sorted(read_json(c / "cell.json")["phase_keys"].items() for c in (tmp_path / "one" / "cells").iterdir())
+    assert sorted(read_json(c / "cell.json")["phase_keys"].items() for c in (tmp_path / "jobs" / "cells").iterdir()) == one_keys
     again = cli("submit", "--config", str(config), "--cluster", "local", "--jobs", "2").stdout
     assert "nothing to submit: 4 cell(s) done" in again
 
