@@ -25,7 +25,8 @@ from fastxlt.errors import ConfigError
 
 TENSORBOARD_DIRNAME = "tensorboard"
 # integration -> the module it needs and the pip command that provides it
-INTEGRATIONS = {"tensorboard": ("tensorboard", "pip install tensorboard"), "wandb": ("wandb", "pip install wandb")}
+INTEGRATIONS = {"tensorboard": ("tensorboard", "pip install tensorboard (or 'fastxlt[tracking]')"),
+                "wandb": ("wandb", "pip install wandb")}
 
 
 def check_integrations(names: list[str]) -> None:
@@ -36,7 +37,7 @@ def check_integrations(names: list[str]) -> None:
         module, fix = INTEGRATIONS[name]
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"logging.report_to: {name} needs the '{module}' package, which is not installed; "
-                              f"{fix} (or pip install 'fastxlt[tracking]'), or drop {name} from report_to")
+                              f"{fix}, or drop {name} from report_to")
 
 
 def resolve_integrations(names: list[str]) -> list[str]:
