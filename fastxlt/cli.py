@@ -96,6 +96,65 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Hand a grid's pending cells to submitit (SLURM or local processes) as an array of shard jobs."""
+    from rich.console import Console
+
+    from fastxlt.experiments import submit
+
+    if not args.config:
+        raise ConfigError("fastxlt submit needs --config GRID: a grid file, e.g. configs/rq/q1-target-size.yaml")
+    config = args.config
+    overrides = list(args.set or []) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    options = submit.ClusterOptions(
+        cluster=args.cluster, jobs=args.jobs, time_min=submit.parse_time(args.time), gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, partition=args.partition, account=args.account,
+        constraint=args.constraint, qos=args.qos, array_parallelism=args.array_parallelism, setup=list(args.setup or []),
+        sbatch=submit.parse_sbatch(args.sbatch),
+    )
+    submission = submit.submit_grid(config, overrides, options)
+    _print_submission(submission, options)
+    if not submission.jobs:
+        return 0
+    if not args.wait:
+        if options.cluster == "local":
+            Console().print("local jobs are children of this process: waiting for them (--wait is implied)")
+        else:
+            return 0
+    failures = submit.wait(submission)
+    print_grid_outcome(submission.run_dir, Console())
+    if failures:
+        raise submit.failure_error(failures, len(submission.jobs), config)
+    return 0
+
+
+def _print_submission(submission, options) -> None:
+    """Job ids, what each runs, and the command that follows them."""
+    if submission.running:
+        print(f"{len(submission.running)} cell(s) are running elsewhere; not submitted again")
+    if not submission.jobs:
+        print(f"nothing to submit: {len(submission.done)} cell(s) done, {len(submission.running)} running")
+        return
+    cells = sum(len(shard) for shard in submission.shards)
+    print(f"submitted {len(submission.jobs)} {options.cluster} job(s) for {cells} pending cell(s) "
+          f"({len(submission.done)} already done):")
+    for job, shard in zip(submission.jobs, submission.shards):
+        print(f"  job {job.job_id}: {len(shard)} cell(s): {', '.join(shard[:3])}{' ...' if len(shard) > 3 else ''}")
+    print(f"logs: {submission.run_dir / 'submitit'}")
+    print(f"follow: fastxlt status {submission.run_dir} -v")
+
+
+def print_grid_outcome(run_dir: Path, console) -> None:
+    """The grid table and the report files once its jobs have ended."""
+    from fastxlt.experiments.grid_runner import grid_status
+    from fastxlt.experiments.grid_table import print_grid
+
+    states = grid_status(run_dir)
+    print_grid(run_dir, console)
+    console.print(f"{len(states['done'])} of {sum(map(len, states.values()))} cells done")
+    _print_report_files(run_dir, console)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     return cmd_run(args, evaluate=not args.no_eval)
 
@@ -111,7 +170,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from fastxlt.experiments.grid_table import print_grid
 
         print_grid(Path(args.run_dir), Console())
-        _print_report_files(Path(args.run_dir), Console())
+        _print_report_files(Path(args.run_dir), Console(), latex=args.latex)
         return 0
     path = Path(args.run_dir) / "results.json"
     if not path.is_file():
@@ -123,16 +182,18 @@ def cmd_report(args: argparse.Namespace) -> int:
                                "config: it rewrites results.json from the per-language files under eval/") from None
     _check_results(results, path)
     print_results(results, Console())
-    _print_report_files(Path(args.run_dir), Console())
+    _print_report_files(Path(args.run_dir), Console(), latex=args.latex)
     return 0
 
 
-def _print_report_files(run_dir: Path, console) -> None:
-    """Write report.md, results.csv and figures/ (``fastxlt.reports``) and print where they are."""
-    from fastxlt.reports.build import build_report
+def _print_report_files(run_dir: Path, console, *, latex: bool = False) -> None:
+    """Write report.md, results.csv, tables/ and figures/ (``fastxlt.reports``) and print where they are."""
+    from fastxlt.reports.build import TABLES_DIRNAME, build_report
 
-    report = build_report(run_dir)
+    report = build_report(run_dir, latex=latex)
     console.print(f"report: {report}\nresults: {run_dir / 'results.csv'}")
+    for table in sorted((run_dir / TABLES_DIRNAME).glob("*.tex" if latex else "*.md")):
+        console.print(f"table: {table}")
     for figure in sorted((run_dir / "figures").glob("*.png")):
         console.print(f"figure: {figure}")
 
@@ -291,6 +352,30 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add_retrieval_arguments(parser)
 
 
+def _add_submit_parser(commands) -> None:
+    submit = commands.add_parser("submit", help="submit a grid to SLURM (or local processes) through submitit, "
+                                                "as an array of shard jobs")
+    _add_config_arguments(submit)
+    submit.add_argument("--cluster", required=True, metavar="slurm|local",
+                        help="slurm: sbatch an array job; local: the same jobs as local processes")
+    submit.add_argument("--jobs", "-j", type=int, help="array tasks to spread the pending cells over (default: one per cell)")
+    submit.add_argument("--wait", action="store_true", help="wait for the jobs, then print the grid table and report")
+    submit.add_argument("--time", default="1440", help="wall time per job: minutes, H:MM:SS or D-HH:MM:SS (default 1440)")
+    submit.add_argument("--gpus-per-node", type=int, help="GPUs per job")
+    submit.add_argument("--cpus-per-task", type=int, help="CPU cores per job")
+    submit.add_argument("--mem-gb", type=int, help="memory per job in GB")
+    slurm = submit.add_argument_group("SLURM only")
+    slurm.add_argument("--partition", help="the SLURM partition")
+    slurm.add_argument("--account", help="the SLURM account to charge")
+    slurm.add_argument("--constraint", help="node features, e.g. a100")
+    slurm.add_argument("--qos", help="quality of service")
+    slurm.add_argument("--array-parallelism", type=int, help="at most this many tasks at once (%%N of --array)")
+    slurm.add_argument("--setup", action="append", metavar="LINE",
+                       help="shell line run before the job, e.g. 'source .venv/bin/activate' (repeatable)")
+    slurm.add_argument("--sbatch", action="append", metavar="KEY=VALUE", help="any other #SBATCH option (repeatable)")
+    submit.set_defaults(handler=cmd_submit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastxlt", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command")
@@ -317,12 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--layers", help="embeddings: hidden layers, comma-separated (default: the retrieval layer)")
     export.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="embeddings: token pooling")
     export.set_defaults(handler=cmd_export)
+    _add_submit_parser(commands)
     status = commands.add_parser("status", help="done / running / pending cells of a grid run directory")
     status.add_argument("run_dir")
     status.add_argument("--verbose", "-v", action="store_true", help="list the cell ids")
     status.set_defaults(handler=cmd_status)
     report = commands.add_parser("report", help="print the tables of a finished run directory")
     report.add_argument("run_dir")
+    report.add_argument("--latex", action="store_true", help="also write each table as LaTeX (tables/*.tex, booktabs)")
     report.set_defaults(handler=cmd_report)
     plan = commands.add_parser("plan", help="GPU memory per training phase for ZeRO 0-3 and the smallest setting that fits")
     plan.add_argument("--config", "-c", required=True, help="experiment or grid YAML (e.g. configs/plan/*.yaml)")

@@ -25,6 +25,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "bf16_autocast", "auto")
 # the engine holds fp32 weights and gradients (auto resolves to fp32 or bf16_autocast: fastxlt/training/precision.py)
 FP32_WEIGHT_PRECISIONS = ("fp32", "bf16_autocast", "auto")
 KERNEL_BACKENDS = ("auto", "triton", "torch", "none")
+# Hugging Face Trainer's ``report_to`` names that fastxlt understands ("all": every one of them that is installed).
+REPORT_TO = ("none", "all", "tensorboard", "wandb")
 
 
 @dataclass
@@ -257,6 +259,27 @@ class EvaluateConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Where training curves go besides ``phase.json``: HF Trainer's ``report_to`` names (default: nowhere).
+
+    Operational, like the checkpoint cadence: it never enters a phase's store key (``fastxlt.experiments.store``).
+    """
+
+    report_to: str | list[str] = field(default_factory=list)
+
+    def validate(self, path: str) -> None:
+        names = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        for name in names:
+            _require(name in REPORT_TO, f"{path}.report_to", f"unknown integration {name!r}; known: {', '.join(REPORT_TO)}")
+        _require("none" not in names or len(names) == 1, f"{path}.report_to", "'none' cannot be listed with others")
+
+    def integrations(self) -> list[str]:
+        """The concrete integrations asked for ("all" expands in ``fastxlt.training.tracking``)."""
+        names = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        return [name for name in dict.fromkeys(names) if name != "none"]
+
+
+@dataclass
 class PhasesConfig:
     mlm: PhaseConfig | None = None
     intermediate: PhaseConfig | None = None
@@ -277,12 +300,14 @@ class ExperimentConfig:
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     kernels: Literal["auto", "triton", "torch", "none"] = "auto"
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     compare_without_intermediate: bool = False  # also fine-tune the target from the plain pretrained encoder
     source: str | None = None  # the file this config was read from (set by the loader)
 
     def validate(self) -> None:
         self.optimization.validate("optimization")
         self.deepspeed.validate("deepspeed")
+        self.logging.validate("logging")
         phases = self.phases
         _require(
             any(getattr(phases, name) is not None for name in ("mlm", "intermediate", "target")),

@@ -54,6 +54,7 @@ from fastxlt.training.loop import (
     run_phase,
     snapshot_dir,
 )
+from fastxlt.training.tracking import run_name
 from fastxlt.utils.io import follow_umask, read_json, write_json_atomic, write_text_atomic
 from fastxlt.utils.locks import DirectoryLock
 
@@ -76,15 +77,18 @@ class EncoderRef:
 # ---------------------------------------------------------------------------------------------- grid
 
 
-def run_grid(spec: GridSpec, *, shard: str | None = None, evaluate: bool = True) -> dict[str, Any]:
-    """Run (or resume) this shard's cells; returns {'done': [...], 'skipped': [...]} (skipped: running elsewhere)."""
+def run_grid(
+    spec: GridSpec, *, shard: str | None = None, cell_ids: list[str] | None = None, evaluate: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) this shard's cells -- or exactly ``cell_ids``, as ``fastxlt submit`` hands them to a job;
+    returns {'done': [...], 'skipped': [...]} (skipped: running elsewhere)."""
     distributed.prepare_environment()
     check_run_dir(spec.run_dir)
     check_run_dir(spec.store, "grid.store")
-    _write_or_check_grid(spec)
+    write_or_check_grid(spec)
     store = PhaseStore(spec.store)
     snapshot_requests = _snapshot_requests(spec)
-    cells = select_shard(spec.cells, shard)
+    cells = select_shard(spec.cells, shard) if cell_ids is None else select_cells(spec.cells, cell_ids)
     for cell in cells:  # every check that needs files or the model's config, before any cell trains
         check_experiment(cell.config)
     done, skipped = [], []
@@ -136,7 +140,16 @@ def _is_locked(directory: Path) -> bool:
     return False
 
 
-def _write_or_check_grid(spec: GridSpec) -> None:
+def select_cells(cells: list[Cell], cell_ids: list[str]) -> list[Cell]:
+    """The cells named by id, in grid order; an id that the grid does not have is an error (another grid's job)."""
+    unknown = sorted(set(cell_ids) - {cell.cell_id for cell in cells})
+    if unknown:
+        raise ConfigError(f"cell {unknown[0]!r} is not a cell of this grid; was the grid file changed after submitting?")
+    wanted = set(cell_ids)
+    return [cell for cell in cells if cell.cell_id in wanted]
+
+
+def write_or_check_grid(spec: GridSpec) -> None:
     """grid.json names the cells; a run directory refuses a grid whose cells differ (other axes)."""
     path = spec.run_dir / GRID_FILENAME
     record = {
@@ -324,7 +337,8 @@ def _plan(config: ExperimentConfig, kind: str, phase_dir: Path, encoder: Encoder
         name=kind, tasks=[get_task(name) for name in phase.tasks], phase=phase,
         optimization=config.phase_optimization(kind), init_encoder=encoder.path, tokenizer=encoder.tokenizer,
         phase_dir=phase_dir, seed=seed, deepspeed=config.deepspeed, data_dirs=dict(config.data),
-        kernels=config.kernels, pooling=config.model.pooling,
+        kernels=config.kernels, pooling=config.model.pooling, report_to=config.logging.integrations(),
+        run_name=run_name(kind, phase_dir.name, Path(config.run_dir).name),  # the cell that trained it
     )
 
 

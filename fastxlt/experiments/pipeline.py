@@ -31,6 +31,7 @@ from fastxlt.experiments.preflight import check_experiment
 from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
 from fastxlt.training.loop import PhasePlan, phase_model_dir, run_phase
+from fastxlt.training.tracking import run_name
 from fastxlt.utils.io import write_text_atomic
 from fastxlt.utils.locks import DirectoryLock
 
@@ -133,6 +134,8 @@ def _plan(config: ExperimentConfig, phase_name: str, phase_dir: Path, encoder: s
         data_dirs=dict(config.data),
         kernels=config.kernels,
         pooling=config.model.pooling,
+        report_to=config.logging.integrations(),
+        run_name=run_name(label or phase_name, config.name),
     )
 
 
@@ -161,7 +164,7 @@ def _wait_for(path: Path, timeout: float = 600.0) -> None:
 
 
 # Fields that change how a run is carried out or reported, not what it trains: free to change on resume.
-OPERATIONAL_FIELDS = ("name", "run_dir", "kernels", "source")
+OPERATIONAL_FIELDS = ("name", "run_dir", "kernels", "source", "logging")
 OPERATIONAL_OPTIMIZATION = ("checkpoint_every", "keep_checkpoints", "eval_batch_tokens")
 
 

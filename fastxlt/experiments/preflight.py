@@ -22,6 +22,7 @@ from fastxlt.synthetic.model import SYNTHETIC_MAX_LENGTH
 from fastxlt.tasks.base import Family, TaskSpec, get_task
 from fastxlt.tasks.sanity import check_scorable
 from fastxlt.training.loop import check_train_examples, reads_dev_split, train_splits
+from fastxlt.training.tracking import check_integrations
 
 SYNTHETIC_MODEL = "synthetic"  # built inside the run, so there is no config to read beforehand
 SYNTHETIC_POSITION_LIMIT = SYNTHETIC_MAX_LENGTH  # what it is built with (fastxlt.synthetic.model)
@@ -40,6 +41,7 @@ def check_experiment(config: ExperimentConfig) -> None:
         if getattr(config.phases, phase_name) is not None:
             _check_phase_data(config, phase_name)
     _check_evaluation(config)
+    check_integrations(config.logging.integrations())
     _check_max_lengths(config)
 
 

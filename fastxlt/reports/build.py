@@ -15,16 +15,22 @@ import pandas as pd
 from fastxlt.reports import figures, robustness, tables
 from fastxlt.reports.collect import Collection, collect, results_frame
 from fastxlt.reports.compare import XTREME, summarise
+from fastxlt.reports.curves import phase_directories, read_curves
+from fastxlt.reports.latex import to_latex
 from fastxlt.reports.resources import SOURCE
+from fastxlt.reports.rounding import round_scores
 from fastxlt.reports.stats import CONFIDENCE, DEFAULT_REPLICATES, DEFAULT_SEED
 from fastxlt.utils.io import write_text_atomic
 
+TABLES_DIRNAME = "tables"
 CSV_COLUMNS = ("model", "intermediate", "intermediate_languages", "target", "target_size", "snapshot", "seed",
                "task", "language", "score", "metric", "examples", "steps", "dev_score", "cell_id", "arm")  # fmt: skip
 
 
-def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> Path:
-    """Write ``results.csv``, ``report.md`` and ``figures/`` into ``run_dir``; returns report.md's path."""
+def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED,
+                 latex: bool = False) -> Path:
+    """Write ``results.csv``, ``report.md``, ``tables/`` (Markdown; LaTeX too with ``latex``) and ``figures/``
+    into ``run_dir``; returns report.md's path."""
     run_dir = Path(run_dir)
     started = time.perf_counter()
     collection = collect(run_dir)
@@ -35,8 +41,8 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
         lines.append("No cell is done yet: nothing to tabulate.")
     else:
         summary, lay = summarise(collection, frame, replicates=replicates, seed=seed)
-        write_text_atomic(run_dir / "summary.csv", summary.to_csv(index=False))
-        lines += _body(summary, lay, run_dir)
+        write_text_atomic(run_dir / "summary.csv", round_scores(summary).to_csv(index=False))
+        lines += _body(summary, lay, run_dir, latex=latex)
         lines += robustness.section(collection, run_dir, replicates=replicates, seed=seed)
     lines.append(f"\n_Built from the run directory alone in {time.perf_counter() - started:.1f} s._")
     return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
@@ -48,7 +54,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
         write_text_atomic(path, ",".join(CSV_COLUMNS) + "\n")
         return path
     ordered = [c for c in CSV_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in CSV_COLUMNS]
-    return write_text_atomic(path, frame[ordered].to_csv(index=False))
+    return write_text_atomic(path, round_scores(frame[ordered]).to_csv(index=False))
 
 
 def _header(collection: Collection, frame: pd.DataFrame, replicates: int, seed: int) -> list[str]:
@@ -75,7 +81,32 @@ def _header(collection: Collection, frame: pd.DataFrame, replicates: int, seed: 
     return lines
 
 
-def _body(summary: pd.DataFrame, lay, run_dir: Path) -> list[str]:
+def _figure_lines(results: list, run_dir: Path) -> list[str]:
+    lines = []
+    for result in results:
+        if isinstance(result, figures.Skipped):
+            lines.append(f"- skipped {result.figure}: {result.reason}.")
+        else:
+            lines.append(f"- ![{result.stem}]({result.relative_to(run_dir)})")
+    return lines
+
+
+def _learning_curves(run_dir: Path, figure_dir: Path) -> list:
+    """A learning-curve figure per finished phase (a grid's shared phases once each)."""
+    return [figures.learning_curve(read_curves(name, directory), figure_dir / f"curve_{figures.slug(name)}.png")
+            for name, directory in phase_directories(run_dir).items()]  # fmt: skip
+
+
+def _table_files(frame: pd.DataFrame, title: str, stem: str, run_dir: Path, *, latex: bool) -> list[str]:
+    """The table as ``tables/<stem>.md`` (and ``.tex``), for papers and pages; returns the report's link line."""
+    directory = run_dir / TABLES_DIRNAME
+    paths = [write_text_atomic(directory / f"{stem}.md", f"**{title}**\n\n{tables.to_markdown(frame)}\n")]
+    if latex:
+        paths.append(write_text_atomic(directory / f"{stem}.tex", to_latex(frame, caption=title)))
+    return ["", "Files: " + ", ".join(f"[`{path.relative_to(run_dir)}`]({path.relative_to(run_dir)})" for path in paths)]
+
+
+def _body(summary: pd.DataFrame, lay, run_dir: Path, *, latex: bool = False) -> list[str]:
     lines: list[str] = []
     figure_dir = run_dir / "figures"
     parts = tables.contexts(summary, lay)
@@ -86,6 +117,7 @@ def _body(summary: pd.DataFrame, lay, run_dir: Path) -> list[str]:
         title = tables.context_title(values)
         paper = tables.paper_table(part, lay, oracle)
         lines += ["", f"## Paper-style table: {title}", "", tables.to_markdown(paper)]
+        lines += _table_files(paper, title, f"table_{index + 1}_{figures.slug(title)}", run_dir, latex=latex)
         path = figures.paper_table_figure(paper, title, figure_dir / f"table_{index + 1}_{figures.slug(title)}.png")
         lines += ["", f"![paper-style table]({path.relative_to(run_dir)})"]
     if oracle:
@@ -94,8 +126,10 @@ def _body(summary: pd.DataFrame, lay, run_dir: Path) -> list[str]:
                   "an upper bound, not a selection method."]  # fmt: skip
     for values, part in parts:
         for task in [t for t in dict.fromkeys(part["task"]) if t != XTREME]:
-            lines += ["", f"## {task} per language: {tables.context_title(values)}", "",
-                      tables.to_markdown(tables.language_table(part, task))]  # fmt: skip
+            title = f"{task} per language: {tables.context_title(values)}"
+            table = tables.language_table(part, task)
+            lines += ["", f"## {title}", "", tables.to_markdown(table)]
+            lines += _table_files(table, title, f"languages_{figures.slug(title)}", run_dir, latex=latex)
     lines += ["", "## Figures", ""]
     tasks = [t for t in dict.fromkeys(summary["task"]) if t != XTREME]
     results = [figures.delta_heatmap(summary, task, figure_dir / f"heatmap_{figures.slug(task)}.png") for task in tasks]
@@ -105,10 +139,9 @@ def _body(summary: pd.DataFrame, lay, run_dir: Path) -> list[str]:
         figures.model_curves(summary, lay, figure_dir / "model_curves.png"),
         figures.mono_vs_multi(summary, lay, figure_dir / "mono_vs_multilingual.png"),
     ]
-    for result in results:
-        if isinstance(result, figures.Skipped):
-            lines.append(f"- skipped {result.figure}: {result.reason}.")
-        else:
-            lines.append(f"- ![{result.stem}]({result.relative_to(run_dir)})")
+    lines += _figure_lines(results, run_dir)
+    lines += ["", "## Learning curves", "", "One figure per trained phase: TensorBoard scalars where "
+              "`logging.report_to` wrote them, else the dev history in `phase.json`.", ""]  # fmt: skip
+    lines += _figure_lines(_learning_curves(run_dir, figure_dir), run_dir)
     lines += ["", f"Resource groups of languages (low = class 0-2, mid = 3, high = 4-5): {SOURCE}."]
     return lines

@@ -26,6 +26,7 @@ import yaml
 from fastxlt.errors import CorruptDataError, DataNotFoundError
 from fastxlt.evaluation.aggregate import task_score
 from fastxlt.experiments.cell_results import read_cell_results
+from fastxlt.experiments.grid import value_label
 from fastxlt.utils.io import read_json
 
 NONE = "none"
@@ -145,10 +146,13 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _fixed_by_config(cell_dir: Path) -> dict[str, Any]:
-    """Target task and size that a grid fixes in its base config rather than on an axis (read from the
-    cell's resolved config.yaml), so a grid at one size of 500 is not labelled "all"."""
+    """Model, target task and size that a grid fixes in its base config rather than on an axis (read from the
+    cell's resolved config.yaml), so a grid at one size of 500 is not labelled "all", and its model column is
+    filled (``synthetic``, or a directory's name, as a model axis labels it)."""
     fixed = _run_config(cell_dir)
-    return {axis: fixed[axis] for axis in ("target", "target_size") if axis in fixed}
+    if fixed.get("model"):
+        fixed["model"] = value_label("model", fixed["model"])
+    return {axis: fixed[axis] for axis in ("model", "target", "target_size") if axis in fixed}
 
 
 def _normalised(axes: dict[str, Any]) -> dict[str, Any]:

@@ -234,3 +234,28 @@ def context_names(summary: pd.DataFrame, lay: Layout) -> pd.Series:
         return pd.Series([""] * len(summary), index=summary.index)
     return pd.Series([context_title({axis: row[axis] for axis in lay.context_axes}) for _, row in summary.iterrows()],
                      index=summary.index)  # fmt: skip
+
+
+def learning_curve(curves, path: Path) -> Path | Skipped:
+    """One phase: train loss (and learning rate) against optimizer steps, and the dev scores at each evaluation."""
+    loss, rate = curves.scalars.get("train/loss", []), curves.scalars.get("train/learning_rate", [])
+    dev = {tag[4:]: points for tag, points in curves.scalars.items() if tag.startswith("dev/")}
+    if not loss and not dev:
+        return Skipped(f"learning curve of {curves.name}", "the phase recorded no training loss or dev score")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if loss:
+        left.plot(*zip(*loss), color="tab:blue", label="train loss")
+        left.set_ylabel("train loss")
+    if rate:
+        twin = left.twinx()
+        twin.plot(*zip(*rate), color="tab:gray", linestyle=":", label="learning rate")
+        twin.set_ylabel("learning rate")
+    for task, points in sorted(dev.items(), key=lambda item: item[0] != "mean"):
+        right.plot(*zip(*points), marker="o", label=task, linewidth=2.0 if task == "mean" else 1.0)
+    right.set_ylabel("English dev score")
+    if dev:
+        right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.set_xlabel("optimizer step")
+    fig.suptitle(f"{curves.name} ({curves.source})", fontsize=10)
+    return _save(fig, path)

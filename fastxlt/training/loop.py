@@ -44,6 +44,7 @@ from fastxlt.training.embedding_grads import RowSparseEmbeddingGrads
 from fastxlt.training.optim import lr_schedule, make_optimizer
 from fastxlt.training.precision import resolved_deepspeed
 from fastxlt.training.samplers import MultiTaskSchedule, mixing_rates
+from fastxlt.training.tracking import StepMeter, Tracker, open_tracker, run_name
 from fastxlt.utils.io import read_json, write_json_atomic
 
 PHASE_DONE = "phase.json"
@@ -72,6 +73,8 @@ class PhasePlan:
     data_dirs: dict[str, str] = field(default_factory=dict)
     kernels: str = "none"
     pooling: str = "cls"
+    report_to: list[str] = field(default_factory=list)  # HF Trainer's names (logging.report_to); never in a store key
+    run_name: str = ""  # the curves' run name (phase kind, key, cell); default: the phase name and its folder
 
 
 @dataclass
@@ -130,14 +133,26 @@ def run_phase(plan: PhasePlan) -> dict[str, Any]:
         phase_dir.mkdir(parents=True, exist_ok=True)
         _describe_phase(plan, sizes, rates, total_steps, world, state["micro_step"])
 
-    state = _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints,
-                   fill_missing_grads=fill_missing)
+    tracker = _open_tracker(plan, state["micro_step"] // settings.grad_accum)
+    try:
+        state = _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints,
+                       fill_missing_grads=fill_missing, tracker=tracker)
+    finally:
+        tracker.close()
     summary = _finish(engine, plan, tokenizer, state, total_steps, sizes, rates)
     checkpoints.remove_all()
     return summary
 
 
 # ---------------------------------------------------------------------------------------- set-up
+
+
+def _open_tracker(plan: PhasePlan, start_step: int) -> Tracker:
+    """Rank 0's curve writers for ``plan.report_to`` (TensorBoard under the phase directory, wandb)."""
+    name = plan.run_name or run_name(plan.name, Path(plan.phase_dir).name)
+    config = {"phase": plan.name, "seed": plan.seed, **asdict(plan.optimization)}
+    return open_tracker(plan.report_to, Path(plan.phase_dir), name, start_step=start_step, config=config,
+                        main=distributed.is_main())
 
 
 def forward_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -334,7 +349,7 @@ def _describe_phase(plan, sizes, rates, total_steps, world, start_micro_step) ->
 
 
 def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, checkpoint_every, checkpoints,
-           *, fill_missing_grads: bool = False) -> dict:
+           *, fill_missing_grads: bool = False, tracker: Tracker | None = None) -> dict:
     settings = plan.optimization
     rank, world = distributed.rank(), distributed.world_size()
     micro_steps = schedule.total_batches // world
@@ -350,8 +365,10 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
     snapshot_steps = resolve_snapshot_steps(plan.phase.snapshots, micro_steps // settings.grad_accum)
     engine.train()
     started, examples_seen, running_loss = time.perf_counter(), 0, None
+    tracker, meter = tracker or Tracker([]), StepMeter()
     while state["micro_step"] < micro_steps and not state.get("stopped"):
         micro_step = state["micro_step"]
+        meter.begin()
         global_index = micro_step * world + rank
         task_index, rows = schedule.batch(global_index)
         data = task_data[task_index]
@@ -371,24 +388,30 @@ def _train(engine, plan, task_data, schedule, state, tokenizer, eval_every, chec
                                         _mix(plan.seed, global_index, 3))
         if fill_missing_grads and engine.is_gradient_accumulation_boundary():
             fill_missing_gradients(engine.module)
+        value = float(loss.detach())
+        meter.add(value, len(rows))
+        if tracker.active and engine.is_gradient_accumulation_boundary():
+            meter.before_step(engine)
         engine.step()
         state["micro_step"] = micro_step + 1
         examples_seen += len(rows)
-        value = float(loss.detach())
         running_loss = value if running_loss is None else 0.95 * running_loss + 0.05 * value
         if state["micro_step"] % settings.grad_accum:
             continue
         step = state["micro_step"] // settings.grad_accum
         bar.update(1)
         bar.set_postfix(loss=f"{running_loss:.4f}", ex_per_s=f"{examples_seen * world / (time.perf_counter() - started):.1f}")
+        tracker.log(meter.scalars(engine, world), step)
         stop = False
         if step % eval_every == 0 or state["micro_step"] == micro_steps:
             stop = _evaluate_and_track(engine, plan, task_data, tokenizer, state, step, running_loss)
+            tracker.log_dev(state["history"][-1], step)
             state["stopped"] = stop  # checkpointed: a phase resumed after an early stop does not train on
         if step in snapshot_steps:
             _save_snapshot(engine, plan, tokenizer, state, step)
         if step % checkpoint_every == 0 or stop or state["micro_step"] == micro_steps:
             checkpoints.save(engine, step, state)
+            tracker.flush()
             if kill_at and step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
         if stop:
