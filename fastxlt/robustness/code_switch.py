@@ -25,10 +25,14 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import regex
+
 from fastxlt.robustness.muse import Dictionary, dictionary_path
 from fastxlt.robustness.scripts import UNSPACED
 from fastxlt.robustness.seeding import affected_count
 from fastxlt.robustness.segment import Kind, pieces
+
+_WORDLIKE = regex.compile(r"[\p{L}\p{M}\p{N}]")  # a Thai word may end in a tone mark (ได้)
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,9 @@ def _spaced_out(out: list[str], chosen: set[int]) -> list[str]:
     """English words in unspaced text, separated by a space from any neighbouring letter or digit."""
     result = list(out)
     for i in sorted(chosen):
-        if i > 0 and i - 1 not in chosen and out[i - 1][-1:].isalnum():
+        if i > 0 and i - 1 not in chosen and _WORDLIKE.match(out[i - 1][-1:]):
             result[i] = " " + result[i]
-        if i + 1 < len(out) and out[i + 1][:1].isalnum():
+        if i + 1 < len(out) and _WORDLIKE.match(out[i + 1][:1]):
             result[i] = result[i] + " "
     return result
 

@@ -19,6 +19,7 @@ per (seed, example): see ``fastxlt.robustness.seeding``.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -81,13 +82,19 @@ class Perturbation:
 
     def apply(self, value: str, language: str, seed: int, role: str = "a",
               muse_dir: str | Path | None = None) -> Outcome:
-        """``value`` perturbed for ``language``, with what was done (a text perturbation; attacks need the model)."""
+        """``value`` perturbed for ``language``, with what was done (a text perturbation; attacks need the model).
+
+        The text is NFC (XNLI hi has precomposed nukta letters): what a perturbation writes is normalised, so
+        that a changed or unchanged sentence never mixes the two forms."""
         if self.is_attack:
             raise PerturbationError(f"'{self.name}' is an embedding-space attack, not a text perturbation")
-        rng = text_rng(seed, self.name, self.strength, language, role, value)
+        if self.strength == 0:
+            return Outcome(value, 0.0)
+        outcome = self._apply(value, language, text_rng(seed, self.name, self.strength, language, role, value), muse_dir)
+        return dataclasses.replace(outcome, text=unicodedata.normalize("NFC", outcome.text))
+
+    def _apply(self, value: str, language: str, rng, muse_dir: str | Path | None) -> Outcome:
         if self.name in _CHAR or self.name == "word_order":
-            if self.strength == 0:
-                return Outcome(value, 0.0)
             noised = (text.char_noise(value, language, self.strength, rng, _CHAR[self.name]) if self.name in _CHAR
                       else text.word_order(value, language, self.strength, rng))
             return Outcome(noised.text, noised.edit_rate)

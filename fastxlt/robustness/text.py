@@ -66,7 +66,8 @@ def _edit(i: int, operation: str, only: bool, out: list[str], pieces: list[str],
     script, before = scripts[i], out[i]
     start, end = _word_span(i, pieces, scripts)
     partner = _swap_partner(i, pieces, scripts)
-    if operation == "swap" and partner is not None:
+    movable = partner is not None and typist.movable(out[i], script) and typist.movable(out[partner], script)
+    if operation == "swap" and movable:
         out[i], out[partner] = out[partner], out[i]
         return out[i] != out[partner]
     if operation == "drop" and end - start > 1:

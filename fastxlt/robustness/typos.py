@@ -14,7 +14,8 @@ misses the errors people actually make (Hindi ि for ी). The rules, per scrip
   else its first consonant changes (its matras, virama and conjunct stay). Insertions are consonants,
   never an independent vowel inside a word.
 - Arabic (ar): half the substitutions are the confusions of Arabic spelling (ا/أ/إ/آ; word-final ه/ة, ي/ى,
-  ت/ة); ة and ى are only ever produced at the end of a word, ء and آ only by a confusion.
+  ت/ة); ة and ى are only ever produced at the end of a word, ء and آ only by a confusion; a swap never
+  moves ة or ى and an insertion next to them goes before them.
 - Thai: the unit is a character cluster; a substitution swaps ่ and ้ when the cluster has a tone mark
   (half the time), else changes its consonant, keeping the leading vowel and the marks around it.
   Insertions are consonants, placed between clusters, so a leading vowel never loses its consonant.
@@ -69,7 +70,12 @@ class Typist:
         """Whether units of ``script`` are edited at all (Japanese kanji are not)."""
         return not (self.language == "ja" and script == "Han")
 
-    # ---------------------------------------------------------------- the three operations
+    @staticmethod
+    def movable(unit: str, script: str) -> bool:
+        """Whether a swap may move ``unit``: not Arabic ة and ى, which only end a word."""
+        return not (script == "Arabic" and unit[:1] in _ARABIC_FINAL_ONLY)
+
+    # ---------------------------------------------------------------- the operations
 
     def substitute(self, unit: str, script: str, final: bool) -> str:
         """``unit`` with one typo that keeps its length class (see the module docstring)."""
@@ -95,6 +101,8 @@ class Typist:
         if script == "Hangul":
             return _hangul_add_final(unit, self.rng)
         letter = self._draw(script, _consonant_like(script), final=False)
+        if script == "Arabic" and unit[0] in _ARABIC_FINAL_ONLY:
+            return letter + unit  # ة and ى end their word: the new letter goes before them
         return unit + (letter.upper() if upper else letter)
 
     @staticmethod
