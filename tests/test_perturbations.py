@@ -61,7 +61,7 @@ def _lone_marks(text: str) -> list[int]:
 def _allowed_chars(name: str, language: str, original: str, muse_dir) -> set[str]:
     """What a perturbed text may contain besides neutral characters: the original text and the letters of the
     language's alphabet (for code-switching: the other language's dictionary words)."""
-    return set(original) | _inventory(name, language, str(muse_dir))
+    return set(original) | set(original.swapcase()) | _inventory(name, language, str(muse_dir))
 
 
 @lru_cache(maxsize=None)
@@ -132,8 +132,10 @@ def _check_script(name: str, language: str, before: str, after: str, muse_dir) -
     allowed = _allowed_chars(name, language, before, muse_dir)
     foreign = {c for c in after if c not in allowed and not _is_neutral(c)}
     assert not foreign, (language, name, foreign, after)
-    if name == "char_swap" or name == "word_order":
-        assert sorted(after) == sorted(before)  # a permutation of letters (words)
+    if name == "word_order":
+        assert sorted(after) == sorted(before)  # a permutation of words
+    if name == "char_swap":
+        assert sorted(after.lower()) == sorted(before.lower())  # a permutation of letters (case stays in place)
     if name == "char_drop":
         assert len(after) <= len(before)
     if name == "char_insert":

@@ -9,7 +9,8 @@ or a Latin letter inserted into Thai. So they never operate on code points or by
 | Latin, Cyrillic, Greek, Arabic | a letter with its combining marks (an extended grapheme cluster)     |
 | Devanagari                     | an akshara: a grapheme cluster, conjuncts and matras included (GB9c) |
 | Thai                           | a Thai character cluster (TCC, pythainlp): leading vowel + consonant + marks + following vowel |
-| Han, kana                      | one character                                                        |
+| Han                            | one character                                                        |
+| kana                           | one mora: a kana with the small kana after it (ファ, しょ, っ stays with its kana) |
 | Hangul                         | one syllable (its typos are made at the jamo level, see ``typos``)   |
 
 Grapheme clusters are Unicode UAX #29 clusters (the ``regex`` module's ``\\X``). Each language has two
@@ -88,9 +89,9 @@ def _own_alphabets() -> dict[str, dict[str, str]]:
 
 # Letters of ``letters`` that a modern typist never produces (obsolete, or precomposed forms NFC decomposes).
 _NOT_TYPED = {
-    "hi": _span(0x0958, 0x095F) + "ऄऌऍऎऑऒऋ",
+    "hi": _span(0x0958, 0x095F) + "ऄऌऍऎऑऒऋऩऱऴ",
     "th": "ฃฅฤฦ",
-    "ja": "ゐゑヰヱヵヶヷヸヹヺ",
+    "ja": "ゐゑヰヱヵヶヷヸヹヺ" + "ぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮ",  # small kana only follow a kana
 }
 
 
@@ -152,12 +153,28 @@ def is_word_char_cluster(cluster: str) -> bool:
 
 def units(text: str, language: str) -> list[str]:
     """The units of character noise (see the table above); their concatenation is ``text``."""
+    if language == "ja":
+        return _morae(graphemes(text))
     if language != "th":
         return graphemes(text)
     require("pythainlp", "Thai character noise (th)")
     from pythainlp.tokenize import tcc
 
     return [unit for piece in tcc.segment(text) for unit in ([piece] if _is_thai(piece) else graphemes(piece))]
+
+
+_SMALL_KANA = frozenset("ぁぃぅぇぉゃゅょゎァィゥェォャュョヮ")
+
+
+def _morae(clusters: list[str]) -> list[str]:
+    """Japanese clusters with each small kana joined to the kana before it (a small kana alone is no unit)."""
+    out: list[str] = []
+    for cluster in clusters:
+        if cluster in _SMALL_KANA and out and regex.match(r"[\p{Hiragana}\p{Katakana}]", out[-1][-1]):
+            out[-1] += cluster
+        else:
+            out.append(cluster)
+    return out
 
 
 def _is_thai(piece: str) -> bool:

@@ -10,8 +10,9 @@ and hyphens (``I'm``, ``l'homme``, ``well-known``, ``दो-दो``) in the wor
 Every piece gets a role (``Kind``):
 
 - ``WORD``: a word of the language's own script; word order may move it, code-switching may replace it.
-- ``FIXED``: stays where it is: numbers, contractions and hyphenated words, and words in another script
-  than the language's (a Latin name in Chinese, Hindi or Russian text).
+- ``FIXED``: stays where it is: numbers, contractions and hyphenated words, words in another script
+  than the language's (a Latin name in Chinese, Hindi or Russian text), and a word written against one of
+  those or against a closing quote or bracket (a particle or postposition: Cougars에서, C124上).
 - ``SPACE``: whitespace between words of one clause.
 - ``BREAK``: punctuation (and, in Thai, whitespace, which ends phrases and sentences there): a clause or
   sentence boundary that no word crosses.
@@ -24,6 +25,7 @@ as one, never 行き without ました), consecutive nouns stay one compound, an
 from __future__ import annotations
 
 import logging
+import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -34,6 +36,7 @@ from fastxlt.robustness.errors import require
 from fastxlt.robustness.scripts import UNSPACED, alphabet
 
 _SPACED_WORD = regex.compile(r"[\p{L}\p{M}\p{N}]+(?:['’\-‐][\p{L}\p{M}\p{N}]+)*")
+_CLOSERS = frozenset("\"')]}」』）】〕”’»›")
 _SHARED = regex.compile(r"[\p{Script=Common}\p{Script=Inherited}]")  # ー, 々: letters of no one script
 _KATAKANA = regex.compile(r"[\p{Script=Katakana}ー]")
 _JOINED = regex.compile(r"['’\-‐]|\p{N}")
@@ -60,15 +63,27 @@ class Piece:
 def pieces(text: str, language: str) -> list[Piece]:
     """``text`` cut into the segmenter's words and the separators between them."""
     if language not in UNSPACED:
-        return _spaced(text, language)
-    return [Piece(token, _kind(token, language)) for token in _tokens(text, language)]
+        return _glued(_spaced(text, language))
+    return _glued([Piece(token, _kind(token, language)) for token in _tokens(text, language)])
 
 
 def phrases(text: str, language: str) -> list[Piece]:
     """What word order moves: ``pieces``, with Japanese dependent words joined to their content word."""
     if language != "ja":
         return pieces(text, language)
-    return _bunsetsu(text)
+    return _glued(_bunsetsu(text))
+
+
+def _glued(parts: list[Piece]) -> list[Piece]:
+    """A word written against a fixed token or a closing quote or bracket belongs to it and stays: a particle
+    or postposition after a name (Cougars에서, ""Black Adam""의, C124上)."""
+    out = list(parts)
+    for i in range(1, len(out)):
+        previous = out[i - 1]
+        closing = previous.kind == Kind.BREAK and unicodedata.category(previous.text[-1]) in ("Pe", "Pf", "Po")
+        if out[i].kind == Kind.WORD and (previous.kind == Kind.FIXED or closing and previous.text[-1] in _CLOSERS):
+            out[i] = Piece(out[i].text, Kind.FIXED)
+    return out
 
 
 # ------------------------------------------------------------------------------------ spaced languages
@@ -176,7 +191,7 @@ def _bunsetsu(text: str) -> list[Piece]:
             dependent or katakana or previous_pos == "接頭辞")
         if attaches:
             out[-1] = Piece(out[-1].text + surface, Kind.WORD)
-        else:
-            out.append(Piece(surface, kind))
+        else:  # a particle that cannot join its word (after a bracket or a number) stays where it is
+            out.append(Piece(surface, Kind.FIXED if kind == Kind.WORD and pos1 in _JA_DEPENDENT_POS else kind))
         previous_pos = pos1 if kind == Kind.WORD else ""
     return out

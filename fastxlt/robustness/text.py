@@ -68,7 +68,7 @@ def _edit(i: int, operation: str, only: bool, out: list[str], pieces: list[str],
     partner = _swap_partner(i, pieces, scripts)
     movable = partner is not None and typist.movable(out[i], script) and typist.movable(out[partner], script)
     if operation == "swap" and movable:
-        out[i], out[partner] = out[partner], out[i]
+        out[i], out[partner] = _cased_like(out[partner], out[i]), _cased_like(out[i], out[partner])
         return out[i] != out[partner]
     if operation == "drop" and end - start > 1:
         out[i] = typist.drop(out[i], script)
@@ -80,8 +80,19 @@ def _edit(i: int, operation: str, only: bool, out: list[str], pieces: list[str],
             return True
     if only and operation != "substitute":
         return False  # char_swap / char_drop / char_insert apply one operation: this unit cannot take it
-    out[i] = typist.substitute(out[i], script, final=i == end - 1)
+    initial = i == start or "".join(pieces[start:i]) == "ال"
+    out[i] = typist.substitute(out[i], script, final=i == end - 1, initial=initial)
     return out[i] != before
+
+
+def _cased_like(unit: str, place: str) -> str:
+    """``unit`` moved to where ``place`` was, with that place's case (Kuna -> Ukna, not uKna); the dotted and
+    dotless i are left alone (their case pairs are Turkish, not Unicode's)."""
+    letters = unit[:1].isalpha() and place[:1].isalpha()
+    if not letters or unit[:1].isupper() == place[:1].isupper() or unit[:1] in "Iıİi":
+        return unit
+    cased = unit.upper() if place[:1].isupper() else unit.lower()
+    return cased if len(cased) == len(unit) else unit
 
 
 def _word_span(i: int, pieces: list[str], scripts: list[str | None]) -> tuple[int, int]:

@@ -13,8 +13,8 @@ misses the errors people actually make (Hindi ि for ी). The rules, per scrip
 - Devanagari: a substitution is a matra confusion (ि/ी, ु/ू, े/ै, ो/ौ, ं/ँ) when the akshara has a matra,
   else its first consonant changes (its matras, virama and conjunct stay). Insertions are consonants,
   never an independent vowel inside a word.
-- Arabic (ar): half the substitutions are the confusions of Arabic spelling (ا/أ/إ/آ; word-final ه/ة, ي/ى,
-  ت/ة); ة and ى are only ever produced at the end of a word, ء and آ only by a confusion; a swap never
+- Arabic (ar): half the substitutions are the confusions of Arabic spelling (ا/أ/إ/آ where a word or its
+  article ال starts; word-final ه/ة, ي/ى, ت/ة); ة and ى are only ever produced at the end of a word, ء and آ only by a confusion; a swap never
   moves ة or ى and an insertion next to them goes before them.
 - Thai: the unit is a character cluster; a substitution swaps ่ and ้ when the cluster has a tone mark
   (half the time), else changes its consonant, keeping the leading vowel and the marks around it.
@@ -22,7 +22,8 @@ misses the errors people actually make (Hindi ि for ी). The rules, per scrip
 - Han (Chinese): a substitution is a homophone (same pinyin without tone, pypinyin) among the 2,500
   most frequent characters of jieba's dictionary, drawn by frequency (a pinyin input method's error),
   else a frequent character; an insertion is a frequent homophone of the character before it.
-- Japanese: only kana are edited (typos happen at kana input, before kanji conversion); kanji stay.
+- Japanese: only kana are edited (typos happen at kana input, before kanji conversion); kanji stay; a
+  unit is a mora (a small kana stays with its kana) and small kana are never drawn.
 - Hangul: jamo-level confusions inside the syllable: ㅐ/ㅔ, ㅒ/ㅖ, ㅙ/ㅚ/ㅞ, ㅢ/ㅣ, plain/tense initials
   (ㄱ/ㄲ, ㄷ/ㄸ, ㅂ/ㅃ, ㅅ/ㅆ, ㅈ/ㅉ, the shift-key slip), final ㅅ/ㅆ/ㄷ, ㄱ/ㄲ, ㅂ/ㅍ, ㅈ/ㅊ, ㄴ/ㅇ; an
   insertion adds a final consonant to an open syllable; a drop removes a final consonant (else the syllable).
@@ -77,7 +78,7 @@ class Typist:
 
     # ---------------------------------------------------------------- the operations
 
-    def substitute(self, unit: str, script: str, final: bool) -> str:
+    def substitute(self, unit: str, script: str, final: bool, initial: bool = False) -> str:
         """``unit`` with one typo that keeps its length class (see the module docstring)."""
         if script == "Han":
             return _draw_han(self.rng, _homophones(unit[0]), avoid=unit)
@@ -88,7 +89,7 @@ class Typist:
         if script == "Thai":
             return self._thai(unit)
         if self.language == "ar" and self.rng.random() < 0.5:  # Urdu spells with other letters
-            confused = _arabic_confusion(unit, final, self.rng)
+            confused = _arabic_confusion(unit, final, initial, self.rng)
             if confused:
                 return confused
         letter = self._draw(script, unit[0], final)
@@ -162,8 +163,10 @@ def _same_class(letters: str, script: str, like: str, final: bool) -> tuple[str,
     return tuple(letters)
 
 
-def _arabic_confusion(unit: str, final: bool, rng: random.Random) -> str | None:
-    options = _ARABIC_CONFUSIONS.get(unit[0], "") + (_ARABIC_FINAL_CONFUSIONS.get(unit[0], "") if final else "")
+def _arabic_confusion(unit: str, final: bool, initial: bool, rng: random.Random) -> str | None:
+    """Hamza on an alef is confused where a word (or its article) starts; ه/ة, ي/ى, ت/ة where it ends."""
+    options = (_ARABIC_CONFUSIONS.get(unit[0], "") if initial else "") + (
+        _ARABIC_FINAL_CONFUSIONS.get(unit[0], "") if final else "")
     return rng.choice(options) + unit[1:] if options else None
 
 
