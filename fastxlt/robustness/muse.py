@@ -9,7 +9,9 @@ often wrong. Rules, applied to every line ``english<TAB or SPACE>foreign``:
 2. The English side is lower-case ASCII letters, two or more (``a`` and ``i`` aside: they are not
    content words worth switching); the foreign side is NFC and made only of the language's own letters
    (``scripts.Alphabet.letters``): no Latin, digits or punctuation in it.
-3. Identical sides (names, loanwords spelled alike) are dropped: they would change nothing.
+3. Identical sides (names, loanwords spelled alike) are dropped: they would change nothing; so are
+   foreign sides that are an Arabic article or clitic alone (ال, وال, بال, فال, لل: the -> ال), which are
+   not words.
 4. Transliterations are dropped: a pair whose English side has the same consonant skeleton as the
    foreign word's romanisation (``romanise``: the consonants of the letters' Unicode names for
    Devanagari, Thai, Arabic and Greek; a transliteration table for Cyrillic) is a spelling of the
@@ -39,6 +41,7 @@ from fastxlt.robustness.errors import require
 from fastxlt.robustness.scripts import alphabet
 
 MAX_ENGLISH_RANK = 20_000
+_CLITICS = frozenset({"ال", "وال", "بال", "فال", "لل", "و", "ب", "ل", "ف"})
 _KATAKANA_WORD = regex.compile(r"[\p{Script=Katakana}ー]+")
 _ENGLISH = regex.compile(r"[a-z]{2,}")
 _CYRILLIC = dict(zip("абвгдеёжзийклмнопрстуфхцчшщъыьэюяґєіїў",
@@ -104,7 +107,7 @@ def _clean_pairs(file: str, language: str) -> tuple[tuple[str, str], ...]:
 
 def keep_pair(english: str, foreign: str, language: str) -> bool:
     """Rules 2-4 of the module docstring."""
-    if not _ENGLISH.fullmatch(english) or english == foreign:
+    if not _ENGLISH.fullmatch(english) or english == foreign or foreign in _CLITICS:
         return False
     letters = alphabet(language)
     if not foreign or any(letters.script_of(char) is None for char in foreign if not _is_mark(char)):
