@@ -48,7 +48,8 @@ PAIRING_AXIS = "adversarial"
 STANDARD = "null"  # the grid's label for a null axis value: standard (non-adversarial) training
 AVERAGE = "average"
 CSV_COLUMNS = ("model", "intermediate", PAIRING_AXIS, "target", "seed", "task", "perturbation", "language", "clean",
-               "perturbed", "drop", "success_rate", "changed", "examples", "unavailable", "cell_id", "arm")  # fmt: skip
+               "perturbed", "drop", "success_rate", "changed", "edit_rate", "coverage", "examples", "unavailable",
+               "cell_id", "arm")  # fmt: skip
 DPI = 110
 
 
@@ -77,6 +78,7 @@ def robustness_frame(collection: Collection) -> pd.DataFrame:
                         task=task, metric=task_results.get("metric", "accuracy"), perturbation=key, language=language,
                         clean=result.get("clean"), perturbed=result.get("perturbed"), drop=result.get("drop"),
                         success_rate=result.get("success_rate"), changed=result.get("changed"),
+                        edit_rate=result.get("edit_rate"), coverage=result.get("coverage"),
                         examples=result.get("examples"), unavailable=result.get("unavailable"),
                         cell_id=cell.cell_id, arm=cell.arm, folder=_folder(perturbation, key),
                     )  # fmt: skip

@@ -32,7 +32,7 @@ from functools import lru_cache
 
 import regex
 
-from fastxlt.robustness.errors import require
+from fastxlt.robustness.errors import PerturbationError, require
 from fastxlt.robustness.scripts import UNSPACED, alphabet
 
 _SPACED_WORD = regex.compile(r"[\p{L}\p{M}\p{N}]+(?:['’\-‐][\p{L}\p{M}\p{N}]+)*")
@@ -115,10 +115,18 @@ def _kind(token: str, language: str) -> Kind:
         return Kind.BREAK
     if _JOINED.search(token):
         return Kind.FIXED
-    letters = alphabet(language)
-    if any(letters.script_of(char) is None for char in token if char.isalpha() and not _SHARED.match(char)):
+    letters = _alphabet(language)
+    if letters and any(letters.script_of(c) is None for c in token if c.isalpha() and not _SHARED.match(c)):
         return Kind.FIXED
     return Kind.WORD
+
+
+def _alphabet(language: str):
+    """The language's alphabet; None for a language without one (the synthetic world's): all its letters are own."""
+    try:
+        return alphabet(language)
+    except PerturbationError:
+        return None
 
 
 # ------------------------------------------------------------------------------------ libraries
