@@ -20,7 +20,7 @@ from fastxlt.robustness.scripts import alphabet, graphemes
 from fastxlt.robustness.seeding import text_rng
 from fastxlt.robustness.segment import Kind, pieces
 
-PER_LANGUAGE = 30
+PER_LANGUAGE = 20  # sentences per language and task (two texts each): seconds per case with the segmenters
 XNLI = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
 PAWSX = ("de", "en", "es", "fr", "ja", "ko", "zh")
 CASES = [("xnli", lang) for lang in XNLI] + [("pawsx", lang) for lang in PAWSX]

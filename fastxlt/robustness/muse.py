@@ -47,6 +47,7 @@ _ENGLISH = regex.compile(r"[a-z]{2,}")
 _CYRILLIC = dict(zip("абвгдеёжзийклмнопрстуфхцчшщъыьэюяґєіїў",
                      "a b v g d e e zh z i y k l m n o p r s t u f kh ts ch sh shch _ y _ e yu ya g e i i u".split()))
 _VOICELESS = str.maketrans("dbgvz", "tpkfs")
+_NOT_CONSONANTS = str.maketrans("", "", "aeiouyh")
 _NAMED_SCRIPTS = ("DEVANAGARI", "THAI", "ARABIC", "GREEK")
 
 
@@ -156,8 +157,8 @@ def _skeleton(word: str) -> str:
     """Consonants only, a few spellings of one sound merged (and voiced with voiceless: scripts differ in how
     they write them: Thai ด for English th), doubled letters collapsed."""
     word = word.lower().replace("ph", "f").replace("ck", "k").replace("c", "k").replace("q", "k").replace("w", "v")
-    consonants = regex.sub(r"[aeiouyh]", "", word).translate(_VOICELESS)
-    return regex.sub(r"(.)\1+", r"\1", consonants)
+    consonants = word.translate(_NOT_CONSONANTS).translate(_VOICELESS)
+    return "".join(c for i, c in enumerate(consonants) if i == 0 or c != consonants[i - 1])
 
 
 def _is_mark(char: str) -> bool:
