@@ -138,6 +138,10 @@ def test_word_order_moves_whole_words_within_a_clause(libraries):
             assert _prefix_counts(out) == _prefix_counts(text), (language, out)
             for word in words:
                 assert out.count(word) == text.count(word), (language, word, out)
+    for seed in SEEDS:  # verb-final languages: the predicate ends its clause, the arguments move around it
+        out = perturbation.perturb_text("타바시 강은 루마니아 류드라 강의 지류이다.", "ko", seed)
+        assert out.endswith("지류이다.") and out != "타바시 강은 루마니아 류드라 강의 지류이다."
+        assert perturbation.perturb_text(cases["ja"][0], "ja", seed).endswith("読みました。")
     out = perturbation.perturb_text(cases["en"][0], "en", 0)
     for token in ("I'm", "42", "well-known", "don't"):
         assert out.index(token) == cases["en"][0].index(token), out  # fixed tokens stay in place

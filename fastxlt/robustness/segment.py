@@ -19,7 +19,9 @@ Every piece gets a role (``Kind``):
 
 ``pieces`` gives the segmenter's words; ``phrases`` gives what word order moves: the same words, except
 Japanese, where a content word keeps its particles, auxiliaries and suffixes (a bunsetsu: 行きました moves
-as one, never 行き without ました), consecutive nouns stay one compound, and a katakana run one loanword.
+as one, never 行き without ました), consecutive nouns stay one compound, and a katakana run one loanword;
+and in Japanese and Korean, verb-final languages whose particles mark the roles, the clause's last word
+(its predicate) stays, so that word order scrambles the arguments around it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fastxlt.robustness.errors import PerturbationError, require
 from fastxlt.robustness.scripts import UNSPACED, alphabet
 
 _SPACED_WORD = regex.compile(r"[\p{L}\p{M}\p{N}]+(?:['’\-‐][\p{L}\p{M}\p{N}]+)*")
+VERB_FINAL = frozenset({"ja", "ko"})
 _CLOSERS = frozenset("\"')]}」』）】〕”’»›")
 _SHARED = regex.compile(r"[\p{Script=Common}\p{Script=Inherited}]")  # ー, 々: letters of no one script
 _KATAKANA = regex.compile(r"[\p{Script=Katakana}ー]")
@@ -68,10 +71,23 @@ def pieces(text: str, language: str) -> list[Piece]:
 
 
 def phrases(text: str, language: str) -> list[Piece]:
-    """What word order moves: ``pieces``, with Japanese dependent words joined to their content word."""
-    if language != "ja":
-        return pieces(text, language)
-    return _glued(_bunsetsu(text))
+    """What word order moves: ``pieces``, with Japanese dependent words joined to their content word; in the
+    verb-final languages (ja, ko) the last word of a clause, the predicate, stays."""
+    parts = _glued(_bunsetsu(text)) if language == "ja" else pieces(text, language)
+    return _predicate_stays(parts) if language in VERB_FINAL else parts
+
+
+def _predicate_stays(parts: list[Piece]) -> list[Piece]:
+    """The last movable word before each clause boundary (and the end) becomes fixed."""
+    out = list(parts)
+    last = None
+    for i, part in enumerate(out + [Piece("", Kind.BREAK)]):
+        if part.kind == Kind.BREAK and last is not None:
+            out[last] = Piece(out[last].text, Kind.FIXED)
+            last = None
+        elif part.kind == Kind.WORD:
+            last = i
+    return out
 
 
 def _glued(parts: list[Piece]) -> list[Piece]:
