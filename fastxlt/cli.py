@@ -1,4 +1,4 @@
-"""Command line: ``fastxlt`` (run, train, eval, report) and ``fastxlt-eval``.
+"""Command line: ``fastxlt`` (run, train, eval, report, perturb, ...) and ``fastxlt-eval``.
 
 Errors caused by the user's input (``FastXLTError``) are printed as one line, without a traceback,
 and the process exits with status 2; results already written stay where they are.
@@ -268,6 +268,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_perturb(args: argparse.Namespace) -> int:
+    """Write what the model is scored on under one perturbation: one JSON line per perturbed text."""
+    from fastxlt.robustness.dump import coverage_warning, perturb_task
+    from fastxlt.robustness.registry import parse_perturbations
+
+    result = perturb_task(args.task, args.data, args.language, args.perturb, args.out, split=args.split,
+                          seed=args.seed, max_examples=args.max_examples, muse_dir=args.muse,
+                          allow_label_changing=args.allow_label_changing)  # fmt: skip
+    line = f"{args.out}: {result['texts']} texts, {result['changed']:.0%} changed, mean edit rate {result['edit_rate']:.3f}"
+    if "coverage" in result:
+        line += f", mean dictionary coverage {result['coverage']:.3f}"
+    print(line)
+    warning = coverage_warning(parse_perturbations(args.perturb)[0], args.language, result.get("coverage"))
+    if warning:
+        print(warning, file=sys.stderr)
+    return 0
+
+
+def _add_perturb_parser(commands) -> None:
+    perturb = commands.add_parser("perturb", help="write perturbed evaluation texts (JSON lines) to read them")
+    perturb.add_argument("--task", "-t", required=True, help="a pair-classification task (xnli, pawsx)")
+    perturb.add_argument("--data", required=True, help="the task's local files in their original layout")
+    perturb.add_argument("--language", "-l", required=True)
+    perturb.add_argument("--perturb", required=True, metavar="NAME[:STRENGTH]", help="one text perturbation")
+    perturb.add_argument("--split", default="test")
+    perturb.add_argument("--seed", type=int, default=0)
+    perturb.add_argument("--max-examples", type=int, metavar="N", help="the first N examples (two texts each)")
+    perturb.add_argument("--out", required=True, metavar="FILE.jsonl")
+    perturb.add_argument("--muse", metavar="DIR", help="MUSE folder for code_switch_* (default: muse/ beside --data)")
+    perturb.add_argument("--allow-label-changing", action="store_true",
+                         help="run a perturbation that can change the task's labels (PAWS-X word order), for analysis")
+    perturb.set_defaults(handler=cmd_perturb)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained model's task head (or any encoder's embeddings) to ONNX, parity-checked against PyTorch."""
     check_length_arguments(args)
@@ -419,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GiB",
                       help="memory of one GPU in GiB (default 80; an 80 GB H100 shows 79.6)")
     plan.set_defaults(handler=cmd_plan)
+    _add_perturb_parser(commands)
     return parser
 
 

@@ -248,3 +248,14 @@ def test_toy_grid_adversarial_perturbed_evaluation_and_report(tmp_path, syntheti
     assert "synth-nli: freelb - null" in text and "Attack success rate" in text
     assert "code_switch_to_en:0.3 unavailable in" in text
     assert list((run / "figures").glob("robustness_*.png"))
+
+
+def test_report_links_the_perturbed_text_samples(tmp_path):
+    """Each drop table is followed by links to what the model was scored on, one per language (issue 21)."""
+    cells = make_grid(tmp_path)
+    arm = "baseline"
+    folder = tmp_path / "cells" / cells[0] / "eval" / arm / "xnli" / "char-0.1-seed0"
+    (folder / "de.samples.jsonl").write_text(json.dumps({"original": "Hallo", "perturbed": "Halol"}) + "\n")
+    text = build_report(tmp_path, replicates=20).read_text()
+    assert f"[de](cells/{cells[0]}/eval/{arm}/xnli/char-0.1-seed0/de.samples.jsonl)" in text
+    assert "[en](" not in text  # no samples file, no link

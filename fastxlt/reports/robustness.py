@@ -48,7 +48,8 @@ PAIRING_AXIS = "adversarial"
 STANDARD = "null"  # the grid's label for a null axis value: standard (non-adversarial) training
 AVERAGE = "average"
 CSV_COLUMNS = ("model", "intermediate", PAIRING_AXIS, "target", "seed", "task", "perturbation", "language", "clean",
-               "perturbed", "drop", "success_rate", "changed", "examples", "unavailable", "cell_id", "arm")  # fmt: skip
+               "perturbed", "drop", "success_rate", "changed", "edit_rate", "coverage", "examples", "unavailable",
+               "cell_id", "arm")  # fmt: skip
 DPI = 110
 
 
@@ -77,6 +78,7 @@ def robustness_frame(collection: Collection) -> pd.DataFrame:
                         task=task, metric=task_results.get("metric", "accuracy"), perturbation=key, language=language,
                         clean=result.get("clean"), perturbed=result.get("perturbed"), drop=result.get("drop"),
                         success_rate=result.get("success_rate"), changed=result.get("changed"),
+                        edit_rate=result.get("edit_rate"), coverage=result.get("coverage"),
                         examples=result.get("examples"), unavailable=result.get("unavailable"),
                         cell_id=cell.cell_id, arm=cell.arm, folder=_folder(perturbation, key),
                     )  # fmt: skip
@@ -357,6 +359,27 @@ def drop_heatmaps(summary: Summary, context: str, task: str, path: Path) -> Path
 # ------------------------------------------------------------------------------------------ report section
 
 
+def sample_links(frame: pd.DataFrame, collection: Collection, run_dir: Path, task: str, key: str) -> str:
+    """Markdown links to the perturbed-text samples (``<language>.samples.jsonl``, written by the evaluation) of
+    one task and perturbation, one per language, from the first cell that has them: a drop is read with its texts."""
+    cells = {(cell.cell_id, cell.arm): cell for cell in collection.cells}
+    rows = frame[(frame["task"] == task) & (frame["perturbation"] == key)]
+    links: dict[str, str] = {}
+    for _, row in rows.iterrows():
+        cell = cells.get((row["cell_id"], row["arm"]))
+        path = None if cell is None else cell.directory / "eval" / cell.arm / task / row["folder"] / f"{row['language']}.samples.jsonl"
+        if path is not None and row["language"] not in links and path.is_file():
+            links[row["language"]] = f"[{row['language']}]({_relative(path, run_dir)})"
+    return " ".join(links.values())
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """``robustness.csv``: known columns first, then any further axes (the internal folder column dropped)."""
     frame = frame.drop(columns=["folder"], errors="ignore")
@@ -390,6 +413,9 @@ def section(collection: Collection, run_dir: Path, *, replicates: int = DEFAULT_
         for key in dict.fromkeys(part["perturbation"]):
             title = f"{task}, {key}" + ("" if context == "all cells" else f": {context}")
             lines += ["", f"### Drop: {title}", "", to_markdown(drop_table(summary, context, task, key))]
+            links = sample_links(frame, collection, run_dir, task, key)
+            if links:
+                lines += ["", f"What the model was scored on (first examples, one cell): {links}"]
             if part[part["perturbation"] == key]["success_rate"].notna().any():
                 lines += ["", f"Attack success rate (%, correctly classified examples flipped): {title}", "",
                           to_markdown(success_table(summary, context, task, key))]  # fmt: skip

@@ -3,10 +3,15 @@
 For each perturbation and language the result is ``{"clean", "perturbed", "drop"}`` (the task's score,
 in percent; drop = clean - perturbed) plus what the perturbation adds: the share of examples whose text
 changed, the dictionary coverage for code-switching, the attack success rate for PGD. A language the
-perturbation cannot serve (no MUSE dictionary) gets ``"unavailable": reason`` and a printed line.
+perturbation cannot serve (no MUSE dictionary; a perturbation that would change the task's labels, such as
+PAWS-X word order, ``fastxlt.robustness.labels``) gets ``"unavailable": reason`` and a printed line. Text
+perturbations also record the mean ``edit_rate`` actually applied and, for code-switching, the mean
+dictionary ``coverage`` (with a printed warning when the strength exceeds it), and keep a sample of what
+the model was scored on: the first ``SAMPLE_SIZE`` examples as JSON lines,
+``<name>-<strength>-seed<seed>/<language>.samples.jsonl`` (``fastxlt.robustness.dump``), which the report links.
 Per-language results are cached as ``<out_dir>/<task>/<name>-<strength>-seed<seed>/<language>.json``,
 reused only when the clean evaluation's ``cache_key`` (model, split, max_length, data files), the
-perturbation, the seed and the MUSE folder are the same. Perturbed
+perturbation, its implementation's ``VERSION``, the seed and the MUSE folder are the same. Perturbed
 copies are scored: the examples, their labels and the clean results are never altered.
 Each file also keeps the per-example metric rows of both passes on the same examples
 (``clean_example_scores`` and ``example_scores``, as in the clean evaluation files) so a report can
@@ -24,11 +29,15 @@ from fastxlt.evaluation.aggregate import task_score
 from fastxlt.evaluation.predict import predict_examples
 from fastxlt.evaluation.zero_shot import _example_scores, cache_key, load_examples, read_cached
 from fastxlt.robustness.attack import AttackConfig, attack_features
+from fastxlt.robustness.dump import SAMPLE_SIZE, coverage_warning, rows_of, summary, write_jsonl
 from fastxlt.robustness.registry import Perturbation, PerturbationError
 from fastxlt.tasks.base import Family, TaskSpec
 from fastxlt.tasks import metrics
 from fastxlt.tasks.features import ops_for
 from fastxlt.utils.io import write_json_atomic
+
+# Bump when a text perturbation's output changes, so that cached perturbed results are not reused.
+VERSION = 2
 
 
 def check_supported(spec: TaskSpec, perturbations: list[Perturbation], backend: str = "torch") -> None:
@@ -72,7 +81,7 @@ def evaluate_perturbations(
 def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: str, *, split, out_dir, model_id,
                   clean_scores, seed, data_dir, max_length, batch_tokens, muse_dir, max_examples) -> dict[str, Any]:
     source = perturbation.source_language(language)
-    reason = perturbation.unavailable(language, muse_dir)
+    reason = perturbation.unavailable(language, muse_dir, task=spec.name)
     clean = clean_scores.get(source)
     if reason:
         tqdm.write(f"{spec.name} {language}: {perturbation.key} not evaluated: {reason}")
@@ -80,7 +89,8 @@ def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: 
     path = out_dir / spec.name / perturbation.folder(seed) / f"{language}.json"
     key = cache_key(spec, model_id=model_id, split=split, language=source, data_dir=data_dir, max_length=max_length,
                     max_examples=max_examples)
-    identity = {"cache_key": key, "perturbation": perturbation.key, "seed": seed, "muse_dir": _resolved(muse_dir)}
+    identity = {"cache_key": key, "perturbation": perturbation.key, "version": VERSION, "seed": seed,
+                "muse_dir": _resolved(muse_dir)}
     cached = _cached(path, identity)
     if cached is not None:
         return cached
@@ -90,7 +100,8 @@ def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: 
     if perturbation.is_attack:
         result, rows = _attack(model, tokenizer, spec, ops, examples, perturbation, max_length, batch_tokens)
     else:
-        perturbed = [perturbation.perturb_example(ex, language, seed, muse_dir) for ex in examples]
+        perturbed, applied = _perturb_all(perturbation, spec.name, examples, language, seed, muse_dir,
+                                          path.with_suffix(".samples.jsonl"))
         features = ops.featurize(spec, perturbed, tokenizer, max_length)
         predictions, gold = predict_examples(model, spec, perturbed, features, tokenizer, batch_tokens=batch_tokens,
                                              progress=progress)  # fmt: skip
@@ -104,12 +115,26 @@ def _one_language(model, tokenizer, spec, perturbation: Perturbation, language: 
         rows = {"clean_example_scores": clean_rows, "example_scores": _example_scores(spec.metric, predictions, gold)}
         changed = sum(p != e for p, e in zip(perturbed, examples)) / max(len(examples), 1)
         result = {"clean": _score(spec, clean), "perturbed": _score(spec, metrics.compute(spec.metric, predictions, gold)),
-                  "changed": changed}  # fmt: skip
+                  "changed": changed, **applied}  # fmt: skip
     result["drop"] = result["clean"] - result["perturbed"]
     result["source_language"] = source
     result["examples"] = len(examples)
     write_json_atomic(path, {**identity, "task": spec.name, "language": language, "result": result, **rows})
     return result
+
+
+def _perturb_all(perturbation: Perturbation, task: str, examples: list, language: str, seed: int, muse_dir,
+                 samples: Path) -> tuple[list, dict[str, float]]:
+    """The perturbed examples, the mean edit rate (and coverage) applied, and a sample written to ``samples``."""
+    pairs = [perturbation.perturb_pair(ex, language, seed, muse_dir) for ex in examples]
+    perturbed = [example for example, _ in pairs]
+    rows = rows_of(perturbation, task, language, seed, examples, [outcomes for _, outcomes in pairs])
+    write_jsonl(samples, [row for row in rows if row["example"] < SAMPLE_SIZE])
+    applied = {k: v for k, v in summary(rows).items() if k in ("edit_rate", "coverage")}
+    warning = coverage_warning(perturbation, language, applied.get("coverage"))
+    if warning:
+        tqdm.write(f"{task} {warning}")
+    return perturbed, applied
 
 
 def _clean_rows(path: Path, key: Mapping[str, Any]) -> list | None:

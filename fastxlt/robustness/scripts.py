@@ -1,34 +1,34 @@
-"""Scripts, alphabets and grapheme-safe units for every XNLI and PAWS-X language.
+"""Scripts, alphabets and the units of character noise for every XNLI and PAWS-X language.
 
 Text perturbations must never produce broken text: a combining mark separated from its base, half a
-Devanagari conjunct, half a Hangul syllable written as jamo, or a Latin letter inserted into Thai. So
-they never operate on code points or bytes: they operate on *extended grapheme clusters* (Unicode
-UAX #29, including the Indic conjunct rule GB9c, via the ``regex`` module's ``\\X``), and they only
-insert letters from the language's own alphabet.
+Devanagari conjunct, a Thai leading vowel split from its consonant, half a Hangul syllable written as jamo,
+or a Latin letter inserted into Thai. So they never operate on code points or bytes but on *units*:
 
-Each language's alphabet is derived from its script: Unicode ranges for the large scripts (Han,
-kana, Hangul syllables, Arabic, Thai consonants, Devanagari letters) and the orthography's letter
-inventory for alphabets that differ between languages of one script (Bulgarian has no ы, Turkish has
-ı and no q, Vietnamese has tone-marked vowels). Alphabets hold *base letters only* (no combining
-marks), in NFC, lowercase where the script has case.
+| script                         | unit                                                                 |
+|--------------------------------|----------------------------------------------------------------------|
+| Latin, Cyrillic, Greek, Arabic | a letter with its combining marks (an extended grapheme cluster)     |
+| Devanagari                     | an akshara: a grapheme cluster, conjuncts and matras included (GB9c) |
+| Thai                           | a Thai character cluster (TCC, pythainlp): leading vowel + consonant + marks + following vowel |
+| Han                            | one character                                                        |
+| kana                           | one mora: a kana with the small kana after it (ファ, しょ, っ stays with its kana) |
+| Hangul                         | one syllable (its typos are made at the jamo level, see ``typos``)   |
 
-Words: languages written with spaces split on anything that is not a letter, mark or digit.
-Chinese, Japanese and Thai are written without spaces; their documented, model-free segmentation
-(``segment_units``) is: Chinese, one Han character per word; Japanese, runs of one script (a kanji
-run, a hiragana run, a katakana run); Thai, Thai character clusters (a leading vowel, the consonant
-with its marks, and following vowels stay together). ``tokenizer_segmenter`` gives the model's own
-pieces instead.
+Grapheme clusters are Unicode UAX #29 clusters (the ``regex`` module's ``\\X``). Each language has two
+letter sets: ``letters``, every letter of its orthography (to recognise its own text: Thai ฤ, Hindi's
+precomposed nukta letters), and ``typing``, the modern letters a typist produces (what character noise may
+insert: no obsolete Thai ฃ ฅ ฦ, no precomposed nukta letters, which NFC decomposes anyway, no Hindi ऌ ऍ).
+Both hold base letters only, in NFC, lowercase where the script has case.
 """
 
 from __future__ import annotations
 
-import itertools
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import regex
+
+from fastxlt.robustness.errors import PerturbationError, require
 
 # Languages whose words are not separated by spaces.
 UNSPACED = frozenset({"zh", "ja", "th"})
@@ -87,36 +87,44 @@ def _own_alphabets() -> dict[str, dict[str, str]]:
     }
 
 
+# Letters of ``letters`` that a modern typist never produces (obsolete, or precomposed forms NFC decomposes).
+_NOT_TYPED = {
+    "hi": _span(0x0958, 0x095F) + "ऄऌऍऎऑऒऋऩऱऴ",
+    "th": "ฃฅฤฦ",
+    "ja": "ゐゑヰヱヵヶヷヸヹヺ" + "ぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮ",  # small kana only follow a kana
+}
+
+
 @dataclass(frozen=True)
 class Alphabet:
     """A language's own letters, per script, and how to recognise a cluster written in them."""
 
     language: str
     letters: dict[str, str]  # script -> letters
+    typing: dict[str, str]  # script -> the modern letters character noise may produce
 
     def script_of(self, cluster: str) -> str | None:
         """The script of ``cluster`` if its base is a letter of one of the language's scripts, else None.
 
         Foreign-script words (Latin names in Chinese text) and punctuation, digits and spaces are None:
         perturbations leave them alone."""
-        base = cluster[0]
-        if not base.isalpha():
-            return None
-        for script in self.letters:
-            if regex.match(rf"\p{{Script={script}}}", base):
-                return script
-        return None
+        return _script_among(cluster[0], tuple(self.letters)) if cluster else None
 
     def contains(self, char: str) -> bool:
         """Whether ``char`` (one code point, any case) is one of the language's letters."""
         lower = char.lower()
         return any(lower in letters or char in letters for letters in self.letters.values())
 
-    def cased_choice(self, script: str, like: str, pick: Callable[[str], str]) -> str:
-        """A letter of ``script`` drawn by ``pick``, upper-cased when ``like`` is an upper-case letter."""
-        letter = pick(self.letters[script])
-        upper = letter.upper()
-        return upper if like[:1].isupper() and len(upper) == 1 else letter
+
+@lru_cache(maxsize=65536)
+def _script_among(char: str, scripts: tuple[str, ...]) -> str | None:
+    """The first of ``scripts`` that letter ``char`` is written in (None for a non-letter or another script)."""
+    if not char.isalpha():
+        return None
+    for script in scripts:
+        if regex.match(rf"\p{{Script={script}}}", char):
+            return script
+    return None
 
 
 @lru_cache(maxsize=None)
@@ -124,12 +132,13 @@ def alphabet(language: str) -> Alphabet:
     """The alphabet of an XNLI / PAWS-X language; a one-line error for a language without one."""
     alphabets = _own_alphabets()
     if language not in alphabets:
-        from fastxlt.robustness.registry import PerturbationError
-
         raise PerturbationError(
             f"no alphabet for language '{language}'; text perturbations support {', '.join(sorted(alphabets))}"
         )
-    return Alphabet(language, alphabets[language])
+    letters = alphabets[language]
+    dropped = _NOT_TYPED.get(language, "")
+    typing = {script: "".join(c for c in chars if c not in dropped) for script, chars in letters.items()}
+    return Alphabet(language, letters, typing)
 
 
 def graphemes(text: str) -> list[str]:
@@ -142,105 +151,34 @@ def is_word_char_cluster(cluster: str) -> bool:
     return bool(regex.match(r"[\p{L}\p{M}\p{N}]", cluster))
 
 
-_THAI_LEADING = frozenset("เแโใไ")
-_THAI_FOLLOWING = frozenset("ะาๅๆ")
-
-
-def segment_units(text: str, language: str) -> list[tuple[str, bool]]:
-    """``text`` cut into consecutive (piece, is_word) parts whose concatenation is ``text``.
-
-    Words are what word-order perturbations move; the other parts (spaces, punctuation) stay put.
-    Spaced languages: runs of letters, marks and digits. zh, ja, th: see the module docstring.
-    """
-    clusters = graphemes(text)
-    if language not in UNSPACED:
-        return _runs(clusters, lambda c: "w" if is_word_char_cluster(c) else None)
-    if language == "zh":
-        counter = itertools.count()
-        return _runs(clusters, lambda c: (None if not is_word_char_cluster(c) else
-                                          ("han", next(counter)) if regex.match(r"\p{Script=Han}", c) else "other"))
+def units(text: str, language: str) -> list[str]:
+    """The units of character noise (see the table above); their concatenation is ``text``."""
     if language == "ja":
-        return _runs(clusters, _japanese_class)
-    return _thai_units(clusters)
+        return _morae(graphemes(text))
+    if language != "th":
+        return graphemes(text)
+    require("pythainlp", "Thai character noise (th)")
+    from pythainlp.tokenize import tcc
+
+    return [unit for piece in tcc.segment(text) for unit in ([piece] if _is_thai(piece) else graphemes(piece))]
 
 
-def _japanese_class(cluster: str):
-    if not is_word_char_cluster(cluster) and cluster != "ー":
-        return None
-    for script in ("Han", "Hiragana", "Katakana"):
-        if regex.match(rf"\p{{Script={script}}}", cluster):
-            return script
-    return "Katakana" if cluster == "ー" else "other"
+_SMALL_KANA = frozenset("ぁぃぅぇぉゃゅょゎァィゥェォャュョヮ")
 
 
-def _runs(clusters: list[str], key) -> list[tuple[str, bool]]:
-    """Group consecutive clusters with the same non-None key into one word; None-key clusters are separators.
-
-    A key that never repeats (Chinese Han characters) makes every such cluster a word of its own."""
-    parts: list[tuple[str, bool]] = []
-    previous = object()
+def _morae(clusters: list[str]) -> list[str]:
+    """Japanese clusters with each small kana joined to the kana before it (a small kana alone is no unit)."""
+    out: list[str] = []
     for cluster in clusters:
-        k = key(cluster)
-        if k is not None and parts and parts[-1][1] and k == previous:
-            parts[-1] = (parts[-1][0] + cluster, True)
-        elif k is None and parts and not parts[-1][1]:
-            parts[-1] = (parts[-1][0] + cluster, False)
+        if cluster in _SMALL_KANA and out and regex.match(r"[\p{Hiragana}\p{Katakana}]", out[-1][-1]):
+            out[-1] += cluster
         else:
-            parts.append((cluster, k is not None))
-        previous = k
-    return parts
-
-
-def _thai_units(clusters: list[str]) -> list[tuple[str, bool]]:
-    """Thai character clusters: a leading vowel joins the next cluster, following vowels and ๆ the previous one;
-    non-Thai words are runs as in spaced languages."""
-    parts: list[tuple[str, bool]] = []
-    pending = ""  # a leading vowel waiting for its consonant
-    for cluster in clusters:
-        thai = _is_thai(cluster) and is_word_char_cluster(cluster)
-        if thai and cluster in _THAI_LEADING:
-            pending += cluster
-            continue
-        previous_thai_word = bool(parts) and parts[-1][1] and _is_thai(parts[-1][0][-1])
-        if thai and cluster in _THAI_FOLLOWING and not pending and previous_thai_word:
-            parts[-1] = (parts[-1][0] + cluster, True)
-            continue
-        piece, had_pending, pending = pending + cluster, bool(pending), ""
-        word = had_pending or is_word_char_cluster(cluster)
-        if word and not thai and not had_pending and parts and parts[-1][1] and not previous_thai_word:
-            parts[-1] = (parts[-1][0] + piece, True)  # a non-Thai word (a Latin name, digits) continues
-        elif not word and parts and not parts[-1][1]:
-            parts[-1] = (parts[-1][0] + piece, False)
-        else:
-            parts.append((piece, word))
-    if pending:
-        parts.append((pending, True))
-    return parts
+            out.append(cluster)
+    return out
 
 
 def _is_thai(piece: str) -> bool:
     return bool(regex.match(r"\p{Script=Thai}", piece))
-
-
-def tokenizer_segmenter(tokenizer) -> Callable[[str, str], list[tuple[str, bool]]]:
-    """Segmentation by the model's own pieces (a fast Hugging Face tokenizer's offsets), snapped to grapheme
-    boundaries so that no piece boundary splits a cluster; spaces and punctuation are separators."""
-
-    def segment(text: str, language: str) -> list[tuple[str, bool]]:
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        grapheme_ends = set()
-        position = 0
-        for cluster in graphemes(text):
-            position += len(cluster)
-            grapheme_ends.add(position)
-        cuts = sorted({end for _, end in offsets if end in grapheme_ends} | {0, len(text)})
-        parts: list[tuple[str, bool]] = []
-        for start, end in zip(cuts, cuts[1:]):
-            for piece, is_word in _runs(graphemes(text[start:end]), lambda c: "w" if is_word_char_cluster(c) else None):
-                parts.append((piece, is_word))
-        return parts
-
-    return segment
 
 
 def is_broken(text: str) -> bool:
