@@ -107,7 +107,8 @@ def test_slurm_array_script_and_resubmission_of_missing_cells(tmp_path, syntheti
     assert requeued.function is calls[1].function and requeued.args == calls[1].args
     # one cell finished, one failed: a resubmission deals only the three without results.json
     done = submission.shards[0][0]
-    write_json_atomic(tmp_path / "slurm" / "cells" / done / "results.json", {"arms": {}})
+    finished = {"arms": {"baseline": {"tasks": {"synth-para": {"metric": "accuracy", "languages": {"en": 50.0}}}}}}
+    write_json_atomic(tmp_path / "slurm" / "cells" / done / "results.json", finished)
     with mocked_slurm():
         again = submit.submit_grid(config, [], options)
     assert done not in sum(again.shards, []) and len(sum(again.shards, [])) == 3 and again.done == [done]
