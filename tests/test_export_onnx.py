@@ -4,6 +4,7 @@ unfaithful graph, reuse of a graph and refusal of a stale one, and retrieval emb
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -195,9 +196,22 @@ def test_parity_failure_refuses_to_save(pair_graph, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".refused.staging-*"))
 
 
+_TRAINED: dict[str, dict[str, torch.Tensor]] = {}  # encoder weights' digest -> trained state (two modules use it)
+
+
 def trained_paraphrase_model(encoder_dir: Path) -> TransferModel:
     """``encoder_dir`` with a synth-para head trained 100 steps to confident predictions (eval mode): a model
-    whose margins reduced precision must keep, unlike a random head's near-ties."""
+    whose margins reduced precision must keep, unlike a random head's near-ties. Trained once per distinct
+    encoder in a test session (the int8 and bf16 tests share it)."""
+    digest = hashlib.sha256((Path(encoder_dir) / "model.safetensors").read_bytes()).hexdigest()
+    if digest not in _TRAINED:
+        _TRAINED[digest] = _train_paraphrase_model(encoder_dir).state_dict()
+    model = TransferModel(load_encoder(encoder_dir), [get_task("synth-para")])
+    model.load_state_dict(_TRAINED[digest])
+    return model.eval()
+
+
+def _train_paraphrase_model(encoder_dir: Path) -> TransferModel:
     spec = get_task("synth-para")
     tokenizer = load_tokenizer(encoder_dir)
     ops = ops_for(spec)

@@ -446,6 +446,7 @@ def test_retrieval_embeddings_of_mt5_equal_a_one_sentence_reference(tiny_mt5):
         TorchSentenceEncoder.from_pretrained(str(tiny_mt5), pooling="cls", device="cpu")
 
 
+@pytest.mark.slow  # ~30 s (the mT5 tokenizer loads twice); the retrieval CLI is covered on XLM-R, mT5 embeddings below
 def test_tatoeba_retrieval_with_layer_and_pooling_on_mt5(tiny_mt5, shared_data, tmp_path):
     from fastxlt.retrieval import cli
 
@@ -481,6 +482,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.distributed
+@pytest.mark.slow  # a second 2-rank launcher run (~35 s); test_training's 2-rank test covers the contract by default
 def test_zero2_on_two_ranks_matches_one_rank_on_mt5(tmp_path, tiny_mt5):
     """2 ranks x grad-accum 1 take the global batches of 1 rank x grad-accum 2: the same weights up to reduction order."""
     launcher = Path(sys.executable).parent / "deepspeed"
