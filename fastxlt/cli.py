@@ -29,13 +29,13 @@ def default_config_path() -> Path:
 
 
 def _load(args: argparse.Namespace):
-    from fastxlt.config import load_config
+    from fastxlt.experiments.preflight import load_experiment
 
     path = args.config or default_config_path()
     overrides = list(args.set or [])
     if getattr(args, "run_dir", None):
         overrides.append(f"run_dir={args.run_dir}")
-    return load_config(path, overrides)
+    return load_experiment(path, overrides)
 
 
 def cmd_run(args: argparse.Namespace, *, evaluate: bool = True) -> int:
@@ -175,7 +175,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Zero-shot evaluation of a trained model (a run directory or a phase's model directory)."""
     check_length_arguments(args)
     if getattr(args, "suite", None):
-        from fastxlt.evaluation.xtreme_r import run_suite_cli
+        from fastxlt.experiments.xtreme_r import run_suite_cli
 
         run_suite_cli(args)
         return 0
@@ -285,7 +285,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", metavar="DIR",
                         help="--suite: the folder holding each task's files (xnli/, ud/, panx/, xquad/, tatoeba/, xquad_r/ ...)")
     try:
-        from fastxlt.retrieval.cli import add_retrieval_arguments
+        from fastxlt.retrieval.arguments import add_retrieval_arguments
     except ImportError:
         return
     add_retrieval_arguments(parser)

@@ -21,13 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from fastxlt.errors import ConfigError
-from fastxlt.robustness import code_switch, text
+import fastxlt.robustness.code_switch as code_switch
+import fastxlt.robustness.text as text
+from fastxlt.robustness.errors import PerturbationError
 from fastxlt.robustness.seeding import text_rng
-
-
-class PerturbationError(ConfigError):
-    """An unknown perturbation, a bad strength, or a perturbation that cannot run on a task."""
 
 
 _CHAR = {"char": text.CHAR_OPERATIONS, "char_swap": ("swap",), "char_drop": ("drop",),

@@ -30,6 +30,8 @@ from typing import Callable
 
 import regex
 
+from fastxlt.robustness.errors import PerturbationError
+
 # Languages whose words are not separated by spaces.
 UNSPACED = frozenset({"zh", "ja", "th"})
 
@@ -124,8 +126,6 @@ def alphabet(language: str) -> Alphabet:
     """The alphabet of an XNLI / PAWS-X language; a one-line error for a language without one."""
     alphabets = _own_alphabets()
     if language not in alphabets:
-        from fastxlt.robustness.registry import PerturbationError
-
         raise PerturbationError(
             f"no alphabet for language '{language}'; text perturbations support {', '.join(sorted(alphabets))}"
         )
