@@ -13,8 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fastxlt.errors import ConfigError, CorruptDataError, FastXLTError
+from fastxlt.errors import CheckpointError, ConfigError, CorruptDataError, DataNotFoundError, FastXLTError
+from fastxlt.experiments.cell_results import is_results_record, start_command
+from fastxlt.retrieval.arguments import add_retrieval_arguments
 from fastxlt.retrieval.options import RETRIEVAL_MAX_LENGTH
+from fastxlt.utils.io import read_json
 
 DEFAULT_CONFIG = "default.yaml"
 # --help is read in a terminal: plain text, not the module docstring's reStructuredText
@@ -29,13 +32,13 @@ def default_config_path() -> Path:
 
 
 def _load(args: argparse.Namespace):
-    from fastxlt.config import load_config
+    from fastxlt.experiments.preflight import load_experiment
 
     path = args.config or default_config_path()
     overrides = list(args.set or [])
     if getattr(args, "run_dir", None):
         overrides.append(f"run_dir={args.run_dir}")
-    return load_config(path, overrides)
+    return load_experiment(path, overrides)
 
 
 def cmd_run(args: argparse.Namespace, *, evaluate: bool = True) -> int:
@@ -162,9 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from fastxlt.errors import DataNotFoundError
     from fastxlt.evaluation.report import print_results
-    from fastxlt.utils.io import read_json
 
     if (Path(args.run_dir) / "grid.json").is_file():  # a grid: its table, then the report files
         from fastxlt.experiments.grid_table import print_grid
@@ -200,7 +201,6 @@ def _print_report_files(run_dir: Path, console, *, latex: bool = False) -> None:
 
 def _check_results(results: object, path: Path) -> None:
     """The shape ``print_results`` reads: {"arms": {arm: {"tasks": {task: {split, metric, languages}}}}}."""
-    from fastxlt.experiments.cell_results import is_results_record
 
     if not is_results_record(results, needs=("split", "metric", "languages")):
         raise CorruptDataError(f"{path} does not hold fastxlt results (no arms with tasks); re-run `fastxlt run` "
@@ -236,7 +236,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Zero-shot evaluation of a trained model (a run directory or a phase's model directory)."""
     check_length_arguments(args)
     if getattr(args, "suite", None):
-        from fastxlt.evaluation.xtreme_r import run_suite_cli
+        from fastxlt.experiments.xtreme_r import run_suite_cli
 
         run_suite_cli(args)
         return 0
@@ -311,7 +311,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     console = Console()
     if args.task:
-        from fastxlt.errors import CheckpointError
         from fastxlt.evaluation.model_eval import find_models
 
         if not Path(args.model).exists():
@@ -379,10 +378,6 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "--model may list several, comma-separated)")
     parser.add_argument("--data-root", metavar="DIR",
                         help="--suite: the folder holding each task's files (xnli/, ud/, panx/, xquad/, tatoeba/, xquad_r/ ...)")
-    try:
-        from fastxlt.retrieval.cli import add_retrieval_arguments
-    except ImportError:
-        return
     add_retrieval_arguments(parser)
 
 
@@ -458,7 +453,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    from fastxlt.experiments.cell_results import start_command
 
     start_command()
     try:

@@ -5,6 +5,11 @@ optimisation settings (DESIGN.md defaults: AdamW lr 1e-5, weight decay 0.01, 10%
 batch 4 x grad-accum 8, max length 256), the DeepSpeed section and the run directory. Every field is
 checked at load time; an invalid file fails with the field path and what is wrong, e.g.
 ``config.yaml: phases.target.optimization.lr: expected a number, got 'fast'``.
+
+This module is pure data and parsing (docs/design.md, layer 2): it imports no task, model or
+perturbation. The checks that need them (task names against the registry, perturbation specs, what the
+encoder family allows) run in :func:`fastxlt.experiments.preflight.experiment_from_dict` and
+:func:`~fastxlt.experiments.preflight.load_experiment`, which every command uses to read a config.
 """
 
 from __future__ import annotations
@@ -359,21 +364,6 @@ class ExperimentConfig:
                 "phases.evaluate.tasks",
                 "name the tasks to evaluate (there is no target phase to default to)",
             )
-            _check_perturbations(phases.evaluate.perturbations)
-        self._validate_task_names()
-
-    def _validate_task_names(self) -> None:
-        from fastxlt.tasks.base import all_tasks
-
-        known = all_tasks()
-        for phase_name in ("mlm", "intermediate", "target"):
-            phase = getattr(self.phases, phase_name)
-            for index, task in enumerate(phase.tasks if phase else []):
-                _require(task in known, f"phases.{phase_name}.tasks[{index}]", f"unknown task '{task}'; known: {', '.join(sorted(known))}")
-        for index, task in enumerate(self.phases.evaluate.tasks or [] if self.phases.evaluate else []):
-            _require(task in known, f"phases.evaluate.tasks[{index}]", f"unknown task '{task}'; known: {', '.join(sorted(known))}")
-        for task in self.data:
-            _require(task in known, f"data.{task}", f"unknown task '{task}'; known: {', '.join(sorted(known))}")
 
     def phase_optimization(self, phase_name: str) -> OptimizationConfig:
         """The experiment-wide optimisation settings with the phase's overrides applied."""
@@ -403,15 +393,6 @@ class ExperimentConfig:
 
     def _where(self) -> str:
         return f"{self.source}: " if self.source else ""
-
-
-def _check_perturbations(specs: list[str]) -> None:
-    from fastxlt.robustness import PerturbationError, parse_perturbations
-
-    try:
-        parse_perturbations(specs)
-    except PerturbationError as error:
-        raise ConfigError(f"phases.evaluate.perturbations: {error}") from None
 
 
 def _require(condition: bool, path: str, message: str) -> None:
@@ -515,25 +496,10 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Expe
     config.source = source
     try:
         config.validate()
-        resolve_model_family(config)
     except ConfigError as error:
         message = str(error)
         raise ConfigError(message if message.startswith(where) else f"{where}{message}") from None
     return config
-
-
-def resolve_model_family(config: ExperimentConfig) -> None:
-    """Apply what the encoder family decides (``fastxlt.models.family``): the default pooling, and refusals of
-    settings that cannot work for it (fp16, ``cls`` pooling and masked LM for mT5), before anything runs."""
-    from fastxlt.models.family import check_masked_lm, check_pooling, check_precision, default_pooling, model_type_of
-
-    model_type = model_type_of(config.model.name_or_path)
-    if config.model.pooling is None:
-        config.model.pooling = default_pooling(model_type)
-    check_pooling(model_type, config.model.pooling)
-    check_precision(model_type, config.deepspeed.precision)
-    if config.phases.mlm is not None:
-        check_masked_lm(model_type)
 
 
 def read_yaml_file(path: Path) -> Any:
@@ -549,7 +515,8 @@ def read_yaml_file(path: Path) -> Any:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override (``key.sub=value`` strings, values parsed as YAML) and validate a config file."""
+    """Read, override (``key.sub=value`` strings, values parsed as YAML) and validate a config file on its own
+    (``fastxlt.experiments.preflight.load_experiment`` adds the registry and model-family checks)."""
     path = Path(path)
     data = read_yaml_file(path)
     if data is None:

@@ -56,6 +56,10 @@ from pathlib import Path
 from typing import Any
 
 from fastxlt.errors import ConfigError
+from fastxlt.experiments.grid import has_grid_section, load_grid
+from fastxlt.experiments.preflight import load_experiment
+from fastxlt.models.encoder import resolve_encoder_path
+from fastxlt.models.family import encoder_class
 
 GIB = 2**30
 USABLE_FRACTION = 0.9
@@ -135,8 +139,6 @@ def model_config(name_or_path: str):
                           "plan a config whose model.name_or_path is a real model (e.g. configs/plan/*.yaml)")
     path = Path(name_or_path)
     if path.exists():
-        from fastxlt.models.encoder import resolve_encoder_path
-
         return AutoConfig.from_pretrained(resolve_encoder_path(path))
     key = _ALIASES.get(name_or_path.lower(), name_or_path.lower())
     if key in BUILTIN_MODELS:
@@ -156,7 +158,6 @@ def count_parameters(config, name: str = "model") -> ModelShape:
     import torch
     from transformers import AutoModel
 
-    from fastxlt.models.family import encoder_class
 
     with torch.device("meta"):
         loader = encoder_class(config.model_type)
@@ -302,15 +303,12 @@ def phase_needs(config, phase: str) -> PhaseNeeds:
 
 def build_plans(config_path: str | Path, overrides: list[str] | None = None) -> list[ModelPlan]:
     """One ``ModelPlan`` for an experiment file; one per distinct model of its cells for a grid file."""
-    from fastxlt.config import load_config
-    from fastxlt.experiments.grid import has_grid_section, load_grid
-
     if not Path(config_path).is_file():
         raise ConfigError(f"config file '{config_path}' not found; pass an existing YAML file (see configs/plan/)")
     if has_grid_section(config_path):
         configs = [cell.config for cell in load_grid(config_path, overrides).cells]
     else:
-        configs = [load_config(config_path, overrides)]
+        configs = [load_experiment(config_path, overrides)]
     by_model: dict[str, list] = {}
     for config in configs:
         by_model.setdefault(config.model.name_or_path, []).append(config)

@@ -23,7 +23,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastxlt.config import ADVERSARIAL_DEFAULTS, AdversarialConfig, config_from_dict
+from fastxlt.config import ADVERSARIAL_DEFAULTS, AdversarialConfig
+from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import ConfigError
 from fastxlt.models.encoder import load_encoder
 from fastxlt.models.transfer import TransferModel
@@ -287,7 +288,7 @@ def test_random_start_and_smart_projection_bounds(tiny_encoder):
 
 def phase_config(adversarial_section):
     data = {"phases": {"target": {"tasks": ["synth-para"], "adversarial": adversarial_section}}}
-    return config_from_dict(data, source="exp.yaml")
+    return experiment_from_dict(data, source="exp.yaml")
 
 
 def test_defaults_follow_the_published_code():
@@ -300,7 +301,7 @@ def test_defaults_follow_the_published_code():
     # a default written out is the same phase as a default left out (the phase store hashes asdict(phase))
     assert phase_config({"method": "freelb", "max_norm": 0.3}).phases.target == phase_config({"method": "freelb"}).phases.target
     assert set(ADVERSARIAL_DEFAULTS) == {"freelb", "pgd", "smart", "r3f"}
-    none = config_from_dict({"phases": {"target": {"tasks": ["synth-para"]}}}).phases.target
+    none = experiment_from_dict({"phases": {"target": {"tasks": ["synth-para"]}}}).phases.target
     assert none.adversarial is None and none == phase_config(None).phases.target
 
 

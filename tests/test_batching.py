@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastxlt.evaluation import batching
-from fastxlt.evaluation.batching import (
+from fastxlt.inference import batching
+from fastxlt.inference.batching import (
     iter_batches,
     pack_batches,
     pack_batches_reference,

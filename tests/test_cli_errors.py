@@ -183,7 +183,7 @@ def test_retrieval_uses_one_maximum_length(tiny_encoder):
     from transformers import XLMRobertaConfig
 
     from fastxlt.cli import build_parser
-    from fastxlt.evaluation.precision import EVAL_PRECISIONS
+    from fastxlt.inference.precision import EVAL_PRECISIONS
     from fastxlt.retrieval import cli as retrieval_cli
     from fastxlt.retrieval.embed import TorchSentenceEncoder, _model_max_length
     from fastxlt.retrieval.options import ENCODER_PRECISIONS, RETRIEVAL_MAX_LENGTH

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from fastxlt.cli import default_config_path
-from fastxlt.config import ExperimentConfig, apply_override, config_from_dict, load_config
+from fastxlt.config import ExperimentConfig, apply_override
+from fastxlt.experiments.preflight import experiment_from_dict, load_experiment
 from fastxlt.errors import ConfigError
 
 MINIMAL = {
@@ -31,7 +32,7 @@ def write(tmp_path: Path, data) -> Path:
 
 
 def test_minimal_config_is_typed_and_has_the_recipe_defaults(tmp_path):
-    config = load_config(write(tmp_path, MINIMAL))
+    config = load_experiment(write(tmp_path, MINIMAL))
     assert isinstance(config, ExperimentConfig)
     assert config.optimization.lr == 1e-5 and config.optimization.weight_decay == 0.01
     assert config.optimization.warmup_ratio == 0.1
@@ -44,7 +45,7 @@ def test_minimal_config_is_typed_and_has_the_recipe_defaults(tmp_path):
 
 
 def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
-    config = load_config(write(tmp_path, "phases:\n  target:\n    tasks: [xnli]\noptimization:\n  lr: 1e-5\n"))
+    config = load_experiment(write(tmp_path, "phases:\n  target:\n    tasks: [xnli]\noptimization:\n  lr: 1e-5\n"))
     assert config.optimization.lr == pytest.approx(1e-5)
 
 
@@ -79,7 +80,7 @@ def test_invalid_fields_name_their_path(tmp_path, mutate, expected):
     mutate(data)
     path = write(tmp_path, data)
     with pytest.raises(ConfigError) as error:
-        load_config(path)
+        load_experiment(path)
     message = str(error.value)
     assert expected in message
     assert message.startswith(str(path))
@@ -88,16 +89,16 @@ def test_invalid_fields_name_their_path(tmp_path, mutate, expected):
 
 def test_malformed_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML at line"):
-        load_config(write(tmp_path, "phases: [unclosed\n"))
+        load_experiment(write(tmp_path, "phases: [unclosed\n"))
     with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "absent.yaml")
+        load_experiment(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
-        load_config(write(tmp_path, "- a\n- b\n"))
+        load_experiment(write(tmp_path, "- a\n- b\n"))
 
 
 def test_a_config_needs_a_training_phase():
     with pytest.raises(ConfigError, match="phases: needs at least one of"):
-        config_from_dict({"phases": {"evaluate": {"tasks": ["xnli"]}}})
+        experiment_from_dict({"phases": {"evaluate": {"tasks": ["xnli"]}}})
 
 
 def test_overrides_are_parsed_as_yaml(tmp_path):
@@ -105,7 +106,7 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     apply_override(data, "optimization.lr=3e-5")
     apply_override(data, "phases.evaluate.languages=[de, fr]")
     apply_override(data, "deepspeed.zero_stage=2")
-    config = config_from_dict(data)
+    config = experiment_from_dict(data)
     assert config.optimization.lr == pytest.approx(3e-5)
     assert config.phases.evaluate.languages == ["de", "fr"]
     assert config.deepspeed.zero_stage == 2
@@ -123,4 +124,4 @@ def test_shipped_configs_are_valid():
         if has_grid_section(path):
             assert load_grid(path).cells  # every cell is a valid experiment config
         else:
-            load_config(path)
+            load_experiment(path)

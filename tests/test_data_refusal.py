@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fastxlt.config import config_from_dict
+from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import CorruptDataError
 from fastxlt.tasks.base import PairExample, get_task
 from fastxlt.tasks.multiple_choice import COPA_QUESTIONS, ChoiceExample
@@ -81,8 +81,8 @@ def test_blank_qa_answers_are_refused():
 
 def test_config_field_for_the_override():
     data = {"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"allow_constant_labels": True}}}
-    assert config_from_dict(data).phases.evaluate.allow_constant_labels is True
-    assert config_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {}}}).phases.evaluate.allow_constant_labels is False
+    assert experiment_from_dict(data).phases.evaluate.allow_constant_labels is True
+    assert experiment_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {}}}).phases.evaluate.allow_constant_labels is False
 
 
 # ------------------------------------------------------------------------------------------ XCOPA, XTREME-R layout

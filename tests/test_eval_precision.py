@@ -11,10 +11,10 @@ from test_export_cli import TASK
 from test_export_onnx import FAMILIES, MAX_LENGTH, phase_model, registered, trained_paraphrase_model
 
 from fastxlt.cli import eval_main
-from fastxlt.config import config_from_dict
+from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import ConfigError
-from fastxlt.evaluation import precision as eval_precision
-from fastxlt.evaluation.predict import predict, score_examples
+from fastxlt.inference import precision as eval_precision
+from fastxlt.inference.predict import predict, score_examples
 from fastxlt.models.encoder import load_encoder, load_tokenizer
 from fastxlt.models.transfer import TransferModel, load_transfer_model
 from fastxlt.tasks.base import get_task
@@ -124,12 +124,12 @@ def test_cli_keeps_bf16_results_apart_and_refuses_bf16_on_onnx(tiny_run, tmp_pat
 
 
 def test_evaluate_section_takes_precision_and_an_automatic_budget():
-    config = config_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"precision": "auto"}}})
+    config = experiment_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"precision": "auto"}}})
     assert config.phases.evaluate.precision == "auto" and config.phases.evaluate.batch_tokens is None
     with pytest.raises(ConfigError, match="phases.evaluate.precision: bf16 runs on the torch backend"):
-        config_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"precision": "bf16", "backend": "onnx"}}})
+        experiment_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"precision": "bf16", "backend": "onnx"}}})
     with pytest.raises(ConfigError, match="phases.evaluate.batch_tokens"):
-        config_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"batch_tokens": 0}}})
+        experiment_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"batch_tokens": 0}}})
 
 
 def _unlabelled(batch: dict) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fastxlt.cli import eval_main, main
-from fastxlt.config import config_from_dict
+from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import ConfigError
 from fastxlt.tasks.base import get_task
 from fastxlt.utils.io import read_json
@@ -59,9 +59,9 @@ def test_wrong_or_missing_models_give_one_line_errors(tiny_run, tmp_path, capsys
 
 def test_evaluate_section_takes_backend_and_quantize():
     base = {"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"backend": "onnx", "quantize": "int8"}}}
-    config = config_from_dict(base)
+    config = experiment_from_dict(base)
     assert config.phases.evaluate.backend == "onnx" and config.phases.evaluate.quantize == "int8"
     with pytest.raises(ConfigError, match="phases.evaluate.quantize: int8 runs in ONNX Runtime"):
-        config_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"quantize": "int8"}}})
+        experiment_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"quantize": "int8"}}})
     with pytest.raises(ConfigError, match="phases.evaluate.backend: must be one of torch, onnx"):
-        config_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"backend": "tensorrt"}}})
+        experiment_from_dict({"phases": {"target": {"tasks": ["xnli"]}, "evaluate": {"backend": "tensorrt"}}})

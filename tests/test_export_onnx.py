@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fastxlt.errors import CheckpointError, DataNotFoundError
-from fastxlt.evaluation.predict import predict, score_examples
+from fastxlt.inference.predict import predict, score_examples
 from fastxlt.export import TOLERANCES, OnnxModel, OnnxSentenceEncoder, ParityError, export_onnx
 from fastxlt.export import exporter as exporter_module
 from fastxlt.models.encoder import load_encoder, load_tokenizer

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastxlt.config import PhaseConfig, config_from_dict
+from fastxlt.config import PhaseConfig
+from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import ConfigError
 from fastxlt.experiments.grid import load_grid, select_shard
 from fastxlt.experiments.store import key_of, phase_identity
@@ -104,7 +105,7 @@ def test_shards_partition_the_cells(tmp_path):
 
 
 def _identity(**changes):
-    config = config_from_dict({**copy.deepcopy(BASE), "model": {"name_or_path": "m"}})
+    config = experiment_from_dict({**copy.deepcopy(BASE), "model": {"name_or_path": "m"}})
     phase = config.phases.intermediate
     for name, value in changes.items():
         setattr(phase, name, value)
@@ -127,7 +128,7 @@ def test_phase_key_changes_with_the_fast_training_options():
     from fastxlt.experiments.store import phase_identity
 
     def key(**optimization) -> str:
-        config = config_from_dict({**BASE, "optimization": {**BASE["optimization"], **optimization}})
+        config = experiment_from_dict({**BASE, "optimization": {**BASE["optimization"], **optimization}})
         return key_of(phase_identity("intermediate", {"pretrained": "m"}, config.phases.intermediate,
                                      config.phase_optimization("intermediate"), seed=1, deepspeed=config.deepspeed,
                                      kernels="none", pooling="cls", data_dirs={}))

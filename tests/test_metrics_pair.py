@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastxlt.errors import ConfigError, DataNotFoundError
-from fastxlt.tasks import metrics
+from fastxlt.tasks import metric_registry, metrics
 
 
 def test_accuracy_hand_computed():
@@ -69,7 +69,7 @@ def test_bad_calls():
 
 
 def test_register_metric_extends_compute(monkeypatch):
-    monkeypatch.setattr(metrics, "_METRICS", dict(metrics._METRICS))  # keep the global registry clean
+    monkeypatch.setattr(metric_registry, "_METRICS", dict(metric_registry._METRICS))  # keep the global registry clean
     error_rate = metrics.Metric("test_error_rate", lambda p, y: {"error": 1 - metrics.accuracy(p, y)}, primary="error")
     metrics.register_metric(error_rate)
     assert metrics.compute("test_error_rate", [0, 1], [0, 0]) == {"error": 50.0}

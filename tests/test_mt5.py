@@ -27,7 +27,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from fastxlt.config import config_from_dict
+from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import ConfigError
 from fastxlt.kernels.dispatch import KernelError
 from fastxlt.models.encoder import load_encoder, load_tokenizer
@@ -102,26 +102,26 @@ def test_the_family_is_known_from_the_directory_or_the_hub_name(tiny_mt5, tiny_e
 
 
 def test_config_picks_mean_pooling_and_refuses_fp16_cls_and_masked_lm(tiny_mt5, tiny_encoder, tmp_path):
-    assert config_from_dict(base_config(tiny_mt5, tmp_path / "a")).model.pooling == "mean"
-    assert config_from_dict(base_config("google/mt5-base", tmp_path / "b")).model.pooling == "mean"
-    assert config_from_dict(base_config(tiny_encoder, tmp_path / "c")).model.pooling == "cls"  # XLM-R unchanged
+    assert experiment_from_dict(base_config(tiny_mt5, tmp_path / "a")).model.pooling == "mean"
+    assert experiment_from_dict(base_config("google/mt5-base", tmp_path / "b")).model.pooling == "mean"
+    assert experiment_from_dict(base_config(tiny_encoder, tmp_path / "c")).model.pooling == "cls"  # XLM-R unchanged
     with pytest.raises(ConfigError, match=r"deepspeed.precision: fp16 is refused for mt5: .*overflow"):
-        config_from_dict(base_config(tiny_mt5, tmp_path / "d", deepspeed={"precision": "fp16"}))
+        experiment_from_dict(base_config(tiny_mt5, tmp_path / "d", deepspeed={"precision": "fp16"}))
     with pytest.raises(ConfigError, match="fp16 is refused"):
-        config_from_dict(base_config("google/mt5-large", tmp_path / "e", deepspeed={"precision": "fp16"}))
+        experiment_from_dict(base_config("google/mt5-large", tmp_path / "e", deepspeed={"precision": "fp16"}))
     for precision in ("bf16", "fp32"):
-        config_from_dict(base_config(tiny_mt5, tmp_path / precision, deepspeed={"precision": precision}))
+        experiment_from_dict(base_config(tiny_mt5, tmp_path / precision, deepspeed={"precision": precision}))
     with pytest.raises(ConfigError, match="model.pooling: cls .* no CLS"):
-        config_from_dict(base_config(tiny_mt5, tmp_path / "f") | {"model": {"name_or_path": str(tiny_mt5), "pooling": "cls"}})
+        experiment_from_dict(base_config(tiny_mt5, tmp_path / "f") | {"model": {"name_or_path": str(tiny_mt5), "pooling": "cls"}})
     config = base_config(tiny_mt5, tmp_path / "g")
     config["phases"]["mlm"] = {"tasks": ["synth-mlm"]}
     with pytest.raises(ConfigError, match="phases.mlm: mt5 has no mask token"):
-        config_from_dict(config)
+        experiment_from_dict(config)
     with pytest.raises(ConfigError, match="offload"):
-        config_from_dict(base_config(tiny_mt5, tmp_path / "h", deepspeed={"zero_stage": 2, "offload_optimizer": True},
+        experiment_from_dict(base_config(tiny_mt5, tmp_path / "h", deepspeed={"zero_stage": 2, "offload_optimizer": True},
                                      optimization={"optimizer": "adafactor", "lr": 1e-3}))
     with pytest.raises(ConfigError, match="optimizer: must be one of adamw, adafactor"):
-        config_from_dict(base_config(tiny_mt5, tmp_path / "i", optimization={"optimizer": "sgd"}))
+        experiment_from_dict(base_config(tiny_mt5, tmp_path / "i", optimization={"optimizer": "sgd"}))
 
 
 def test_fp16_error_is_one_line_on_the_command_line(tiny_mt5, tmp_path):

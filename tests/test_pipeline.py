@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fastxlt.evaluation.aggregate import task_score, xtreme_score
+from fastxlt.tasks.aggregate import task_score, xtreme_score
 from fastxlt.tasks import metrics
 from fastxlt.tasks.base import get_task
 from fastxlt.utils.io import read_json

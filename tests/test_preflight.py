@@ -7,7 +7,7 @@ import pytest
 from transformers import BertConfig, XLMRobertaConfig
 
 from fastxlt.cli import eval_main, main
-from fastxlt.config import config_from_dict
+from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import ConfigError, DataNotFoundError, UnknownLanguageError, UnknownTaskError
 from fastxlt.experiments.pipeline import run_experiment
 from fastxlt.experiments.preflight import check_experiment, position_limit
@@ -30,7 +30,7 @@ def experiment(tmp_path, **fields) -> dict:
 
 def refused(tmp_path, error_type, **fields) -> str:
     """The one-line error of run_experiment, which must stop before writing anything into the run directory."""
-    config = config_from_dict(experiment(tmp_path, **fields))
+    config = experiment_from_dict(experiment(tmp_path, **fields))
     with pytest.raises(error_type) as caught:
         run_experiment(config)
     run_dir = tmp_path / "run"
@@ -74,7 +74,7 @@ def test_missing_data_directory_and_file(tmp_path):
 
 def test_complete_local_data_passes(tmp_path):
     folder = xnli_dir(tmp_path, languages=("de", "fr"))
-    config = config_from_dict(experiment(tmp_path, data={"xnli": str(folder)},
+    config = experiment_from_dict(experiment(tmp_path, data={"xnli": str(folder)},
                                          **{"phases.evaluate.tasks": ["xnli"], "phases.evaluate.languages": ["de", "fr"]}))
     check_experiment(config)  # no error
 
@@ -93,13 +93,13 @@ def test_max_length_beyond_the_models_positions(tmp_path, tiny_encoder):
                        "(its position embeddings); set optimization.max_length to 128 or less")
     message = refused(tmp_path, ConfigError, model=model, **{"phases.target.optimization": {"max_length": 129}})
     assert message.startswith("phases.target.optimization.max_length: 129 exceeds the 128 tokens")
-    check_experiment(config_from_dict(experiment(tmp_path, model=model, **{"optimization.max_length": 128})))
+    check_experiment(experiment_from_dict(experiment(tmp_path, model=model, **{"optimization.max_length": 128})))
 
 
 def test_unwritable_run_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory", encoding="utf-8")
-    config = config_from_dict(experiment(tmp_path, run_dir=str(blocker / "run")))
+    config = experiment_from_dict(experiment(tmp_path, run_dir=str(blocker / "run")))
     with pytest.raises(ConfigError, match=r"^run_dir: cannot create .*; choose a writable directory$"):
         check_experiment(config)
 

@@ -416,8 +416,8 @@ def test_help_is_plain_text():
 
 
 def test_qa_progress_counts_questions_not_windows(copa_qa_run, monkeypatch):
-    import fastxlt.evaluation.predict as predict_module
-    from fastxlt.evaluation.predict import predict_examples
+    import fastxlt.inference.predict as predict_module
+    from fastxlt.inference.predict import predict_examples
     from fastxlt.models.encoder import load_tokenizer
     from fastxlt.models.transfer import load_transfer_model
     from fastxlt.tasks.base import get_task

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from fastxlt.evaluation.aggregate import task_score
+from fastxlt.tasks.aggregate import task_score
 from fastxlt.reports.stats import PairedSample, paired_bootstrap, percentile_interval, seed_summary
 from fastxlt.tasks.metrics import metric_from_statistics
 

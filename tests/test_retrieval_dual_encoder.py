@@ -117,7 +117,7 @@ def test_dev_metric_ranks_every_distinct_candidate():
 
 
 def _toy_map(model, tokenizer, examples) -> float:
-    from fastxlt.evaluation.predict import score_examples
+    from fastxlt.inference.predict import score_examples
     from fastxlt.tasks.base import get_task
 
     spec = get_task("squad_retrieval")

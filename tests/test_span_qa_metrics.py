@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fastxlt.errors import ConfigError
-from fastxlt.evaluation.aggregate import task_score
+from fastxlt.tasks.aggregate import task_score
 from fastxlt.tasks import metrics
 from fastxlt.tasks.qa_metrics import QAGold
 from fastxlt.tasks.span_qa import read_squad_json

@@ -266,7 +266,7 @@ def first_word_dataset(path: Path, texts: list[str], prefix: str) -> list[tuple[
 
 
 def test_tiny_model_trains_on_squad_layout_and_scores(tmp_path, synthetic_model):
-    from fastxlt.evaluation.predict import score_examples
+    from fastxlt.inference.predict import score_examples
     from fastxlt.models.encoder import load_tokenizer
     from fastxlt.models.transfer import load_transfer_model
     from fastxlt.synthetic.world import get_world

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fastxlt.config import PhaseConfig, config_from_dict
+from fastxlt.config import PhaseConfig
+from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import DataNotFoundError, UnknownLanguageError
 from fastxlt.experiments.preflight import check_experiment
 from fastxlt.tasks.base import PairExample, get_task
@@ -95,6 +96,6 @@ def test_preflight_checks_every_training_language_before_any_work(tmp_path):
                                         "dev_holdout": 1}},
         }  # fmt: skip
 
-    check_experiment(config_from_dict(config(["de", "fr"])))
+    check_experiment(experiment_from_dict(config(["de", "fr"])))
     with pytest.raises(DataNotFoundError, match=r"tasks\[0\] \(xnli\).*multinli\.train\.es\.tsv"):
-        check_experiment(config_from_dict(config(["de", "es"])))
+        check_experiment(experiment_from_dict(config(["de", "es"])))

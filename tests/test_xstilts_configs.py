@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastxlt.config import load_config
+from fastxlt.experiments.preflight import load_experiment
 from fastxlt.errors import UnknownTaskError
 from fastxlt.tasks.base import Family, get_task
 
@@ -51,7 +51,7 @@ def test_the_grid_is_complete_and_generated():
 def test_config_loads_with_reference_hyperparameters(path):
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     _require_tasks(task for phase in raw["phases"].values() for task in phase.get("tasks", []))
-    config = load_config(path)  # validates every field and that every task name resolves
+    config = load_experiment(path)  # validates every field and that every task name resolves
     assert config.model.name_or_path == "xlm-roberta-large"
     assert (config.deepspeed.zero_stage, config.deepspeed.precision) == (2, "bf16")
     for name in ("intermediate", "target"):

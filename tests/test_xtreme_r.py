@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from fastxlt.errors import ConfigError, UnknownLanguageError
-from fastxlt.evaluation import xtreme_r
-from fastxlt.evaluation.xtreme_r import (
+from fastxlt.experiments import xtreme_r
+from fastxlt.experiments.xtreme_r import (
     SuiteOptions, combine_columns, deviations, plan_models, run_suite, xtreme_r_score,
 )
 from fastxlt.tasks import languages as langs

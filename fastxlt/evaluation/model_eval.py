@@ -8,12 +8,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fastxlt.errors import CheckpointError, ConfigError
-from fastxlt.evaluation.aggregate import xtreme_score
-from fastxlt.evaluation.precision import cast_for_precision, resolve_eval_precision
 from fastxlt.evaluation.zero_shot import evaluate_task
+from fastxlt.export import OnnxModel, precision_name
+from fastxlt.inference.precision import cast_for_precision, resolve_eval_precision
 from fastxlt.models.encoder import load_tokenizer
+from fastxlt.models.limits import check_max_length, model_position_limit
 from fastxlt.models.transfer import HEADS_FILENAME, load_transfer_model
+from fastxlt.robustness import parse_perturbations
+from fastxlt.robustness.evaluate import check_supported
+from fastxlt.tasks.aggregate import xtreme_score
 from fastxlt.tasks.base import get_task
+from fastxlt.tasks.sanity import check_data_files
 from fastxlt.utils.hardware import default_device
 from fastxlt.utils.io import write_json_atomic
 from fastxlt.utils.locks import DirectoryLock
@@ -51,7 +56,7 @@ def evaluate_models(
     ``backend="onnx"`` evaluates through ONNX Runtime: each arm's heads are exported once (beside the
     checkpoint, ``<model>/onnx/``, parity-checked, reused on re-runs) and ``quantize="int8"`` runs them
     with int8 dynamic quantisation. ``precision`` ('fp32', 'bf16' or 'auto', see
-    ``fastxlt.evaluation.precision``) is the torch backend's; ``batch_tokens=None`` takes the device's
+    ``fastxlt.inference.precision``) is the torch backend's; ``batch_tokens=None`` takes the device's
     default token budget. ``allow_constant_labels`` scores files whose gold is one value throughout
     (refused otherwise: ``fastxlt.tasks.sanity``). ``max_length=None`` takes ``DEFAULT_MAX_LENGTH``, or
     the models' position limit when that is smaller; a given ``max_length`` beyond it is refused.
@@ -105,9 +110,6 @@ def _check_perturbations(perturbations: str | list[str] | None, specs, backend: 
     """Parse the specs and refuse tasks or backends they cannot run on, before any model is loaded."""
     if not perturbations:
         return []
-    from fastxlt.robustness import parse_perturbations
-    from fastxlt.robustness.evaluate import check_supported
-
     parsed = parse_perturbations(perturbations)
     for spec in specs:
         check_supported(spec, parsed, backend)
@@ -120,8 +122,6 @@ def _preflight(
 ) -> int:
     """Fail on an unknown language or split, a missing data file or a max_length beyond a model's positions
     before any model is loaded; returns the max_length to use."""
-    from fastxlt.experiments.preflight import check_data_files, check_max_length, model_position_limit
-
     for spec in specs:
         spec.check_split(split)
         for language in spec.resolve_languages(languages):
@@ -175,8 +175,6 @@ def _load_model(
     """The PyTorch model in ``precision``, or its exported graphs (exported on first use, parity-checked on the
     task's own data)."""
     if backend == "onnx":
-        from fastxlt.export import OnnxModel, precision_name
-
         return OnnxModel.for_phase(
             model_dir, specs, precision=precision_name(quantize, False), data_dirs=data_dirs, max_length=max_length
         )

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from rich.console import Console
 from rich.table import Table
 
-from fastxlt.evaluation.aggregate import task_score
+from fastxlt.tasks.aggregate import task_score
 
 
 def language_table(task_results: Mapping[str, Mapping[str, Any]], title: str) -> Table:

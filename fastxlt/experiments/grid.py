@@ -33,8 +33,9 @@ from typing import Any, Callable
 
 import yaml
 
-from fastxlt.config import ExperimentConfig, apply_override, config_from_dict, read_yaml_file
+from fastxlt.config import ExperimentConfig, apply_override, read_yaml_file
 from fastxlt.errors import ConfigError
+from fastxlt.experiments.preflight import experiment_from_dict
 
 NONE_LABEL = "none"
 COLLAPSED = "-"
@@ -288,4 +289,4 @@ def _cell_config(spec: GridSpec, values: dict[str, Any], cell_id: str) -> Experi
     data["run_dir"] = str(spec.run_dir / "cells" / cell_id)
     data["name"] = f"{spec.name}/{cell_id}"
     where = f"{spec.source} (cell {cell_id})" if spec.source else f"cell {cell_id}"
-    return config_from_dict(data, source=where)
+    return experiment_from_dict(data, source=where)

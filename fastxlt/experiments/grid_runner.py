@@ -29,6 +29,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+import fastxlt.synthetic as synthetic_package
 from fastxlt.config import ExperimentConfig, dump_config
 from fastxlt.errors import ConfigError, FastXLTError
 from fastxlt.evaluation.model_eval import evaluate_models
@@ -41,8 +42,11 @@ from fastxlt.experiments.grid import (
     GridSpec,
     select_shard,
 )
+from fastxlt.experiments.pipeline import evaluation_settings
 from fastxlt.experiments.preflight import check_experiment, check_run_dir
 from fastxlt.experiments.store import PhaseStore, key_of, model_identity, phase_identity
+from fastxlt.models.encoder import load_encoder, load_tokenizer
+from fastxlt.synthetic import build_default_assets
 from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
 from fastxlt.training.loop import (
@@ -248,8 +252,6 @@ def run_cell(
 
 
 def _evaluate_cell(config: ExperimentConfig, arm: str, model_dir: Path, cell_dir: Path) -> dict[str, Any]:
-    from fastxlt.experiments.pipeline import evaluation_settings
-
     return evaluate_models({arm: model_dir}, config.evaluation_tasks(), out_root=cell_dir, **evaluation_settings(config))
 
 
@@ -261,7 +263,6 @@ def _base_encoder(spec: GridSpec, config: ExperimentConfig, store: PhaseStore) -
     model = config.model
     if model.name_or_path != SYNTHETIC_MODEL:
         return EncoderRef(model.name_or_path, model.tokenizer or model.name_or_path, _base_identity_only(spec, config))
-    from fastxlt.synthetic import build_default_assets
 
     identity = _base_identity_only(spec, config)
     directory = store.phase_dir("pretrained", identity)
@@ -273,10 +274,8 @@ def _base_encoder(spec: GridSpec, config: ExperimentConfig, store: PhaseStore) -
 @functools.lru_cache(maxsize=1)
 def _synthetic_source_digest() -> str:
     """The synthetic world is code: a changed generator must not reuse assets built by the old one."""
-    import fastxlt.synthetic as package
-
     digest = hashlib.sha256()
-    for file in sorted(Path(package.__file__).parent.glob("*.py")):
+    for file in sorted(Path(synthetic_package.__file__).parent.glob("*.py")):
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -403,7 +402,6 @@ def average_snapshots(phase_dir: Path, steps: list[int]) -> Path:
             return out
         import shutil
 
-        from fastxlt.models.encoder import load_encoder, load_tokenizer
 
         sources = [snapshot_dir(phase_dir, step) / "encoder" for step in steps]
         model = load_encoder(str(sources[0]))

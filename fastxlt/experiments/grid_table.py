@@ -15,7 +15,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fastxlt.evaluation.aggregate import task_score
+from fastxlt.tasks.aggregate import task_score
 from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.utils.io import read_json
 

@@ -28,6 +28,7 @@ from fastxlt.config import ExperimentConfig, dump_config
 from fastxlt.errors import ConfigError
 from fastxlt.evaluation.model_eval import evaluate_models
 from fastxlt.experiments.preflight import check_experiment
+from fastxlt.synthetic import build_default_assets
 from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
 from fastxlt.training.loop import PhasePlan, phase_model_dir, run_phase
@@ -142,8 +143,6 @@ def _plan(config: ExperimentConfig, phase_name: str, phase_dir: Path, encoder: s
 def _pretrained(config: ExperimentConfig, run_dir: Path) -> tuple[str, str]:
     """The starting encoder and tokenizer; for ``synthetic``, built into the run directory first."""
     if config.model.name_or_path == SYNTHETIC_MODEL:
-        from fastxlt.synthetic import build_default_assets
-
         target = run_dir / "pretrained"
         if distributed.is_main():
             build_default_assets(target, seed=config.seed)

@@ -1,6 +1,8 @@
 """Every check an experiment can fail before its first training step, run once when it starts.
 
-``ExperimentConfig.validate`` checks what a config file says on its own (types, ranges, task names).
+``ExperimentConfig.validate`` checks what a config file says on its own (types, ranges).
+``experiment_from_dict`` / ``load_experiment`` add what needs the layers above the config (task names
+against the registry, perturbation specs, what the encoder family allows): the config stays pure data.
 This module checks the config against the world: that the run directory can be created, that every
 split and language a phase or the evaluation reads exists for its task, that every local data file
 is where its task looks for it, and that no phase's ``max_length`` exceeds what the model's position
@@ -16,22 +18,91 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from fastxlt.config import ExperimentConfig
-from fastxlt.errors import CheckpointError, ConfigError, FastXLTError
+from fastxlt.config import ExperimentConfig, apply_override, config_from_dict, read_yaml_file
+from fastxlt.errors import ConfigError
+from fastxlt.models.family import check_masked_lm, check_pooling, check_precision, default_pooling, model_type_of
+from fastxlt.models.limits import check_max_length, model_position_limit, position_limit
+from fastxlt.robustness import PerturbationError, parse_perturbations
 from fastxlt.synthetic.model import SYNTHETIC_MAX_LENGTH
-from fastxlt.tasks.base import Family, TaskSpec, get_task
-from fastxlt.tasks.sanity import check_scorable
+from fastxlt.tasks.base import Family, TaskSpec, all_tasks, get_task
+from fastxlt.tasks.sanity import _checked, check_data_files, check_scorable
 from fastxlt.training.loop import check_train_examples, reads_dev_split, train_splits
 from fastxlt.training.tracking import check_integrations
 
 SYNTHETIC_MODEL = "synthetic"  # built inside the run, so there is no config to read beforehand
 SYNTHETIC_POSITION_LIMIT = SYNTHETIC_MAX_LENGTH  # what it is built with (fastxlt.synthetic.model)
 TRAINING_PHASES = ("mlm", "intermediate", "target")
-# Model types whose position ids start after the padding index (RoBERTa's scheme): two of XLM-R's 514
-# positions are never used by a token, so its usable length is max_position_embeddings - padding_idx - 1.
-PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer")
-# Relative position schemes: no learned table, so no length limit from the config.
-RELATIVE_POSITION_TYPES = ("t5", "mt5", "umt5")
+
+
+
+def experiment_from_dict(data: dict[str, Any], *, source: str | None = None) -> ExperimentConfig:
+    """``config_from_dict`` plus the checks against the registry, the perturbations and the model family."""
+    config = config_from_dict(data, source=source)
+    where = f"{source}: " if source else ""
+    try:
+        check_config(config)
+    except ConfigError as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith(where) else f"{where}{message}") from None
+    return config
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override (``key.sub=value``, values parsed as YAML) and fully check a config file."""
+    path = Path(path)
+    data = read_yaml_file(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
+    for override in overrides or []:
+        apply_override(data, override)
+    return experiment_from_dict(data, source=str(path))
+
+
+def check_config(config: ExperimentConfig) -> None:
+    """What a config says, checked against the layers above it: perturbation specs, task names, model family.
+
+    Why here and not in ``ExperimentConfig.validate``: the config is pure data (docs/design.md, layer 2) and
+    imports none of the registry, the perturbations or the models; this module sits above all of them.
+    """
+    evaluate = config.phases.evaluate
+    if evaluate is not None:
+        try:
+            parse_perturbations(evaluate.perturbations)
+        except PerturbationError as error:
+            raise ConfigError(f"phases.evaluate.perturbations: {error}") from None
+    _check_task_names(config)
+    resolve_model_family(config)
+
+
+def _check_task_names(config: ExperimentConfig) -> None:
+    known = all_tasks()
+
+    def require(task: str, path: str) -> None:
+        if task not in known:
+            raise ConfigError(f"{path}: unknown task '{task}'; known: {', '.join(sorted(known))}")
+
+    for phase_name in ("mlm", "intermediate", "target"):
+        phase = getattr(config.phases, phase_name)
+        for index, task in enumerate(phase.tasks if phase else []):
+            require(task, f"phases.{phase_name}.tasks[{index}]")
+    for index, task in enumerate(config.phases.evaluate.tasks or [] if config.phases.evaluate else []):
+        require(task, f"phases.evaluate.tasks[{index}]")
+    for task in config.data:
+        require(task, f"data.{task}")
+
+
+def resolve_model_family(config: ExperimentConfig) -> None:
+    """Apply what the encoder family decides (``fastxlt.models.family``): the default pooling, and refusals of
+    settings that cannot work for it (fp16, ``cls`` pooling and masked LM for mT5), before anything runs."""
+    model_type = model_type_of(config.model.name_or_path)
+    if config.model.pooling is None:
+        config.model.pooling = default_pooling(model_type)
+    check_pooling(model_type, config.model.pooling)
+    check_precision(model_type, config.deepspeed.precision)
+    if config.phases.mlm is not None:
+        check_masked_lm(model_type)
 
 
 def check_experiment(config: ExperimentConfig) -> None:
@@ -133,25 +204,6 @@ def _check_evaluation(config: ExperimentConfig) -> None:
                                allow_constant_labels=evaluate.allow_constant_labels)  # fmt: skip
 
 
-def check_data_files(
-    spec: TaskSpec, split: str, language: str, data_dir: str | Path | None, field: str, dir_field: str | None = None
-) -> None:
-    """The local files of one split and language exist (the hub and generated tasks are not checked)."""
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise ConfigError(
-            f"{dir_field or f'data.{spec.name}'}: directory '{data_dir}' does not exist; point it at the task's files"
-        )
-    _checked(field, spec.data_files, split, language, data_dir)
-
-
-def _checked(field: str, check, *args):
-    """Run a task-level check; its one-line error gains the config field it came from."""
-    try:
-        return check(*args)
-    except FastXLTError as error:
-        raise type(error)(f"{field}: {error}") from None
-
-
 # ---------------------------------------------------------------------------------------- model
 
 
@@ -179,43 +231,6 @@ def _length_field(config: ExperimentConfig, phase_name: str) -> str:
     if "max_length" in (phase.optimization or {}):
         return f"phases.{phase_name}.optimization.max_length"
     return "optimization.max_length"
-
-
-def check_max_length(max_length: int, limit: int, field: str, model: str) -> None:
-    if max_length > limit:
-        raise ConfigError(
-            f"{field}: {max_length} exceeds the {limit} tokens that model '{model}' can take "
-            f"(its position embeddings); set {field} to {limit} or less"
-        )
-
-
-def model_position_limit(name_or_path: str | Path, field: str = "model.name_or_path") -> int | None:
-    """The longest input the model's position embeddings hold, from its ``config.json`` (None: no limit)."""
-    from transformers import AutoConfig
-
-    from fastxlt.models.encoder import resolve_encoder_path
-
-    try:
-        model_config = AutoConfig.from_pretrained(resolve_encoder_path(name_or_path))
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"{field}: cannot read the config of '{name_or_path}' ({reason}); "
-            "pass a local Hugging Face directory or a hub name available offline"
-        ) from None
-    return position_limit(model_config)
-
-
-def position_limit(model_config: Any) -> int | None:
-    """Usable positions of a model config: XLM-R's is ``max_position_embeddings - padding_idx - 1`` (512 of 514)."""
-    model_type = getattr(model_config, "model_type", "")
-    positions = getattr(model_config, "max_position_embeddings", None)
-    if model_type in RELATIVE_POSITION_TYPES or positions is None:
-        return None
-    if model_type in PADDING_OFFSET_TYPES:
-        padding_idx = getattr(model_config, "pad_token_id", None)
-        return int(positions) - (1 if padding_idx is None else int(padding_idx)) - 1
-    return int(positions)
 
 
 __all__ = ["check_experiment", "check_run_dir", "check_data_files", "check_max_length", "model_position_limit",

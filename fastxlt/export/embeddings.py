@@ -14,11 +14,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
+import fastxlt.export.manifest as manifest_io
 from fastxlt.errors import CheckpointError, ConfigError
-from fastxlt.evaluation.batching import pack_batches, restore_order
-from fastxlt.evaluation.precision import default_batch_tokens
-from fastxlt.export import manifest as manifest_io
+from fastxlt.export.exporter import export_onnx
 from fastxlt.export.session import create_session, run_session
+from fastxlt.inference.batching import pack_batches, restore_order
+from fastxlt.inference.embed import _model_max_length, default_layer
+from fastxlt.inference.precision import default_batch_tokens
+from fastxlt.models.encoder import load_encoder_config, load_tokenizer
 from fastxlt.tasks.features import pad_ids
 
 
@@ -60,10 +63,6 @@ class OnnxSentenceEncoder:
         precision: str = "fp32", out_dir: str | Path | None = None, **kwargs,
     ) -> OnnxSentenceEncoder:
         """Export (or reuse) the embedding graph of any encoder and load it; ``layers`` default to ``[layer]``."""
-        from fastxlt.export.exporter import export_onnx
-        from fastxlt.models.encoder import load_encoder_config, load_tokenizer
-        from fastxlt.retrieval.embed import _model_max_length, default_layer
-
         if precision == "auto":  # the torch backend's bf16 has no ONNX Runtime counterpart here; int8 is asked for by name
             precision = "fp32"
         if precision not in ("fp32", "int8", "fp16"):

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import fastxlt.export.manifest as manifest_io
 from fastxlt.errors import CheckpointError, ConfigError, DataNotFoundError
-from fastxlt.export import manifest as manifest_io
 from fastxlt.export.graphs import (
     EmbeddingGraph,
     HeadGraph,
@@ -45,8 +45,12 @@ from fastxlt.export.graphs import (
 from fastxlt.export.manifest import GRAPH_FILENAME
 from fastxlt.export.parity import ParityError, check, measure
 from fastxlt.export.session import create_session, run_session
+from fastxlt.inference.embed import POOLINGS, check_layer, default_layer
+from fastxlt.models.encoder import ENCODER_DIRNAME, load_encoder, load_tokenizer, resolve_encoder_path
+from fastxlt.models.family import check_pooling, check_precision, model_type_of
+from fastxlt.models.transfer import HEADS_FILENAME, load_transfer_model
 from fastxlt.tasks.base import TaskSpec, get_task
-from fastxlt.tasks.features import Feature, FamilyOps, ops_for
+from fastxlt.tasks.features import FamilyOps, Feature, ops_for, pad_ids
 from fastxlt.utils.io import follow_umask
 
 log = logging.getLogger(__name__)
@@ -137,8 +141,6 @@ def export_onnx(
 
 def _check_family_precision(model: str | Path, precision: str) -> None:
     """fp16 graphs of a T5-family encoder overflow (as its fp16 training does): refuse them before any work."""
-    from fastxlt.models.family import check_precision, model_type_of
-
     check_precision(model_type_of(model), precision, field="--fp16")
 
 
@@ -153,9 +155,6 @@ def default_out_dir(model_dir: Path, name: str, precision: str) -> Path:
 def _export_head(
     model_dir: Path, out_dir: Path, spec: TaskSpec, precision: str, parity_features, data_dir, max_length, optimize, threads, force
 ) -> ExportResult:
-    from fastxlt.models.encoder import ENCODER_DIRNAME, load_tokenizer
-    from fastxlt.models.transfer import HEADS_FILENAME, load_transfer_model
-
     if not (model_dir / HEADS_FILENAME).is_file():
         raise CheckpointError(
             f"'{model_dir}' is not a fastxlt phase model (no {HEADS_FILENAME}); point at <run>/target/<arm>/model "
@@ -232,10 +231,6 @@ def parity_batches(ops: FamilyOps, features: Sequence[Feature], tokenizer) -> li
 def _export_embeddings(
     name_or_path: str, out_dir: Path, precision: str, layers, pooling: str, optimize: bool, threads, force
 ) -> ExportResult:
-    from fastxlt.models.encoder import load_encoder, load_tokenizer, resolve_encoder_path
-    from fastxlt.models.family import check_pooling
-    from fastxlt.retrieval.embed import POOLINGS, check_layer, default_layer
-
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling '{pooling}'; choose {' or '.join(POOLINGS)}")
     resolved = resolve_encoder_path(name_or_path)
@@ -257,8 +252,6 @@ def _export_embeddings(
     batches = []
     for start in range(0, len(PARITY_SENTENCES), 4):
         ids = tokenizer(list(PARITY_SENTENCES[start : start + 4]), truncation=True, max_length=128)["input_ids"]
-        from fastxlt.tasks.features import pad_ids
-
         input_ids, attention_mask = pad_ids(ids, pad_id)
         batches.append({"input_ids": input_ids, "attention_mask": attention_mask})
     graph = EmbeddingGraph(encoder, layers, pooling).eval()

@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fastxlt.retrieval.embed import l2_normalize, only_first_layers, pool
+from fastxlt.inference.embed import l2_normalize, only_first_layers, pool
 
 # Graph inputs in the order the exported graph takes them; a batch may omit token_type_ids.
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")

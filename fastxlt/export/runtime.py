@@ -1,6 +1,6 @@
 """``OnnxModel``: exported head graphs behind ``TransferModel``'s evaluation contract.
 
-``fastxlt.evaluation.predict.predict``, ``score_examples`` and ``zero_shot.evaluate_task`` call a
+``fastxlt.inference.predict.predict``, ``score_examples`` and ``zero_shot.evaluate_task`` call a
 model as ``model(head=..., input_ids=..., attention_mask=...) -> (loss, logits)`` after
 ``model.head_for(task)``, and switch it with ``eval()`` / ``train()``. ``OnnxModel`` answers the same
 calls with ONNX Runtime sessions, one per head, created once and reused for every language:
@@ -16,8 +16,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+import fastxlt.export.manifest as manifest_io
 from fastxlt.errors import CheckpointError
-from fastxlt.export import manifest as manifest_io
+from fastxlt.export.exporter import default_out_dir, export_onnx
 from fastxlt.export.session import create_session, run_session
 from fastxlt.tasks.base import TaskSpec
 
@@ -75,8 +76,6 @@ class OnnxModel:
         Graphs go to ``root/<head>-<precision>`` (default root: ``<model_dir>/onnx``); each export checks
         parity on the task's first real examples (``data_dirs[task]`` for local files).
         """
-        from fastxlt.export.exporter import default_out_dir, export_onnx
-
         model_dir = Path(model_dir)
         graphs: dict[str, Path] = {}
         task_to_head: dict[str, str] = {}

@@ -64,12 +64,11 @@ time/memory against PyTorch on a CUDA node. Test helpers live in :mod:`.testing`
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastxlt.kernels.attention import attention
 from fastxlt.kernels.dispatch import KernelError, resolve_backend
 from fastxlt.kernels.layernorm import residual_dropout_layernorm
 from fastxlt.kernels.linear_ce import linear_cross_entropy
+from fastxlt.kernels.patching import patch
 
 __all__ = [
     "KernelError",
@@ -79,12 +78,3 @@ __all__ = [
     "residual_dropout_layernorm",
     "resolve_backend",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """Import :mod:`.patching` (and with it transformers' model code) only when it is used."""
-    if name == "patch":
-        from fastxlt.kernels.patching import patch
-
-        return patch
-    raise AttributeError(f"module 'fastxlt.kernels' has no attribute {name!r}")

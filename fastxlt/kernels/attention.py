@@ -13,14 +13,17 @@ import torch
 from fastxlt.kernels.attention_torch import as_key_mask, attention_torch
 from fastxlt.kernels.dispatch import KernelError, new_seed, use_triton
 
+try:  # Triton is optional (absent on many CPU-only installs); dispatch never picks it there
+    from fastxlt.kernels.attention_triton import attention_backward, attention_forward
+except ImportError:
+    attention_forward = attention_backward = None
+
 
 class _TritonAttention(torch.autograd.Function):
     """Autograd for the Triton kernels; the dropout seed is kept so the backward redraws the same mask."""
 
     @staticmethod
     def forward(ctx, q, k, v, key_mask, dropout_p: float, scale: float, seed: int):  # type: ignore[override]
-        from fastxlt.kernels.attention_triton import attention_forward
-
         out, lse = attention_forward(q, k, v, key_mask, scale=scale, dropout_p=dropout_p, seed=seed)
         ctx.save_for_backward(q, k, v, out, lse, key_mask)
         ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
@@ -28,8 +31,6 @@ class _TritonAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        from fastxlt.kernels.attention_triton import attention_backward
-
         q, k, v, out, lse, key_mask = ctx.saved_tensors
         dq, dk, dv = attention_backward(
             grad_out, q, k, v, out, lse, key_mask, scale=ctx.scale, dropout_p=ctx.dropout_p, seed=ctx.seed

@@ -20,14 +20,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fastxlt.kernels.dispatch import KernelError
+
 
 def as_key_mask(key_padding_mask: torch.Tensor | None, batch: int, kv_len: int) -> torch.Tensor | None:
     """Normalise a key-padding mask to bool ``[B, Tk]`` (True = attend), checking its shape."""
     if key_padding_mask is None:
         return None
     if tuple(key_padding_mask.shape) != (batch, kv_len):
-        from fastxlt.kernels.dispatch import KernelError
-
         raise KernelError(
             f"key_padding_mask has shape {tuple(key_padding_mask.shape)}, expected {(batch, kv_len)} "
             "([batch, key length], True for real tokens); pass the 2-D attention_mask"

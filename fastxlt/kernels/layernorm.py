@@ -12,14 +12,17 @@ import torch
 from fastxlt.kernels.dispatch import KernelError, new_seed, use_triton
 from fastxlt.kernels.layernorm_torch import residual_dropout_layernorm_torch
 
+try:  # Triton is optional (absent on many CPU-only installs); dispatch never picks it there
+    from fastxlt.kernels.layernorm_triton import layernorm_backward, layernorm_forward
+except ImportError:
+    layernorm_forward = layernorm_backward = None
+
 
 class _TritonResidualLayerNorm(torch.autograd.Function):
     """Autograd for the Triton kernels; saves z, mean and 1/std (not x or the residual)."""
 
     @staticmethod
     def forward(ctx, x, residual, weight, bias, eps: float, p: float, seed: int):  # type: ignore[override]
-        from fastxlt.kernels.layernorm_triton import layernorm_forward
-
         y, z, mean, rstd = layernorm_forward(x, residual, weight, bias, eps=eps, p=p, seed=seed)
         ctx.save_for_backward(z, weight, mean, rstd)
         ctx.p, ctx.seed, ctx.has_residual = p, seed, residual is not None
@@ -28,8 +31,6 @@ class _TritonResidualLayerNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
-        from fastxlt.kernels.layernorm_triton import layernorm_backward
-
         z, weight, mean, rstd = ctx.saved_tensors
         dx, dres, dw, db = layernorm_backward(
             grad_y, z, weight, mean, rstd, has_residual=ctx.has_residual, p=ctx.p, seed=ctx.seed

@@ -28,7 +28,13 @@ from types import ModuleType
 
 import torch
 
+import fastxlt.kernels.linear_ce_torch as linear_ce_torch
 from fastxlt.kernels.dispatch import KernelError, new_output, use_triton
+
+try:  # Triton is optional (absent on many CPU-only installs); dispatch never picks it there
+    import fastxlt.kernels.linear_ce_triton as linear_ce_triton
+except ImportError:
+    linear_ce_triton = None
 
 REDUCTIONS = ("mean", "sum")
 _CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 64 MiB in fp32
@@ -52,13 +58,7 @@ def _chunk_width(rows: int, vocab: int, requested: int | None) -> int:
 
 
 def _ops(triton: bool) -> ModuleType:
-    if triton:
-        from fastxlt.kernels import linear_ce_triton
-
-        return linear_ce_triton
-    from fastxlt.kernels import linear_ce_torch
-
-    return linear_ce_torch
+    return linear_ce_triton if triton else linear_ce_torch
 
 
 def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:

@@ -27,7 +27,8 @@ import json
 import re
 from pathlib import Path
 
-from fastxlt.errors import ConfigError
+from fastxlt.errors import CheckpointError, ConfigError
+from fastxlt.models.paths import resolve_encoder_path
 
 T5_MODEL_TYPES = ("t5", "mt5", "umt5")
 _T5_NAME = re.compile(r"(?:^|[/_.-])(umt5|mt5|(?:flan-|by)?t5)(?:[/_.-]|$)", re.IGNORECASE)
@@ -120,9 +121,6 @@ def dropout_overrides(model_type: str | None, overrides: dict) -> dict:
 
 
 def _model_type_on_disk(name_or_path: str) -> str | None:
-    from fastxlt.errors import CheckpointError
-    from fastxlt.models.encoder import resolve_encoder_path
-
     if not Path(name_or_path).exists():
         return None
     try:

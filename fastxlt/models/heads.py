@@ -11,7 +11,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastxlt.kernels import linear_cross_entropy
 from fastxlt.tasks.base import Family, TaskSpec
+from fastxlt.tasks.tagging import tag_names
 
 POOLINGS = ("cls", "mean")
 MLM_LOSS_BACKENDS = ("auto", "triton", "torch", "none")  # MaskedLMHead.kernel_backend; "none" = unfused
@@ -106,7 +108,6 @@ class MaskedLMHead(nn.Module):
         if self.kernel_backend == "none":
             logits = F.linear(hidden, self.decoder_weight, self.bias)
             return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1)), None
-        from fastxlt.kernels import linear_cross_entropy
 
         loss = linear_cross_entropy(
             hidden.reshape(-1, hidden.shape[-1]), self.decoder_weight, self.bias, labels.reshape(-1),
@@ -195,6 +196,47 @@ class MultipleChoiceHead(nn.Module):
         return loss, logits
 
 
+SCALE = 100.0  # XTREME-R's fixed logit scale ("logit_scale = 100.0") of the dual encoder's in-batch softmax
+
+
+def in_batch_softmax_loss(
+    queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor | None = None, scale: float = SCALE
+) -> torch.Tensor:
+    """Cross-entropy of ``scale * queries @ candidates.T`` with target ``labels`` (default: the diagonal).
+
+    ``queries`` and ``candidates`` are (batch, hidden) and L2-normalised; row i's right candidate is ``labels[i]``.
+    """
+    logits = scale * queries.float() @ candidates.float().T
+    if labels is None:
+        labels = torch.arange(queries.shape[0], device=queries.device)
+    return F.cross_entropy(logits, labels)
+
+
+class DualEncoderHead(nn.Module):
+    """Pool, normalise, in-batch softmax: a head without parameters (the encoder is the dual encoder).
+
+    Inputs are the encoder's output for (batch * 2) sequences, query then candidate of each example, and
+    the (batch, 2, tokens) attention mask. Returns (loss or None, embeddings of shape (batch, 2, hidden)).
+    """
+
+    def __init__(self, pooling: str = "mean", scale: float = SCALE) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.scale = scale
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if attention_mask.dim() != 3 or attention_mask.shape[1] != 2:
+            raise ValueError("dual-encoder inputs must be (batch, 2, tokens); collate them with RetrievalOps")
+        batch, _, width = attention_mask.shape
+        pooled = pool(sequence_output, attention_mask.reshape(batch * 2, width), self.pooling).float()
+        embeddings = F.normalize(pooled, p=2.0, dim=-1).view(batch, 2, -1)
+        if labels is None:
+            return None, embeddings
+        return in_batch_softmax_loss(embeddings[:, 0], embeddings[:, 1], labels, self.scale), embeddings
+
+
 def make_head(spec: TaskSpec, encoder: nn.Module, pooling: str = "cls") -> nn.Module:
     """The head for a task's family, sized from the encoder's config."""
     config = encoder.config
@@ -208,13 +250,9 @@ def make_head(spec: TaskSpec, encoder: nn.Module, pooling: str = "cls") -> nn.Mo
     if spec.family is Family.SPAN_QA:
         return SpanHead(config.hidden_size)
     if spec.family is Family.TOKEN_TAGGING:
-        from fastxlt.tasks.tagging import tag_names
-
         return TokenTaggingHead(config.hidden_size, len(tag_names(spec)), dropout)
     if spec.family is Family.MULTIPLE_CHOICE:
         return MultipleChoiceHead(config.hidden_size, dropout, pooling)
     if spec.family is Family.RETRIEVAL:  # parameter-free: pooling + in-batch softmax (the encoder is the dual encoder)
-        from fastxlt.retrieval.dual_encoder import DualEncoderHead
-
         return DualEncoderHead(pooling)
     raise NotImplementedError(f"task '{spec.name}': family '{spec.family.value}' has no head yet")

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fastxlt.reports import figures, robustness, tables
+import fastxlt.reports.figures as figures
+import fastxlt.reports.robustness as robustness
+import fastxlt.reports.tables as tables
 from fastxlt.reports.collect import Collection, collect, results_frame
 from fastxlt.reports.compare import XTREME, summarise
 from fastxlt.reports.curves import phase_directories, read_curves

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from fastxlt.errors import CorruptDataError, DataNotFoundError
-from fastxlt.evaluation.aggregate import task_score
+from fastxlt.tasks.aggregate import task_score
 from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.experiments.grid import value_label
 from fastxlt.utils.io import read_json

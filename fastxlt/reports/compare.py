@@ -24,6 +24,7 @@ import pandas as pd
 
 from fastxlt.reports.collect import COLLAPSED, INTERMEDIATE_AXES, NONE, Cell, Collection
 from fastxlt.reports.stats import DEFAULT_REPLICATES, DEFAULT_SEED, Delta, PairedSample, combine, paired_bootstrap, seed_summary
+from fastxlt.tasks.aggregate import task_score
 
 AVERAGE = "average"
 NON_ENGLISH = "average (non-English)"
@@ -133,7 +134,6 @@ def _point_deltas(task: str, languages: list[str], pairs: list[tuple[Cell, Cell]
     """Mean over seeds of (arm score - baseline score), from the results files (the tables' numbers)."""
     if not pairs:
         return {}
-    from fastxlt.evaluation.aggregate import task_score
 
     per_language: dict[str, list[float]] = {language: [] for language in languages}
     for cell, baseline in pairs:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastxlt.evaluation.aggregate import task_score
+from fastxlt.tasks.aggregate import task_score
 from fastxlt.tasks.metrics import get_statistics
 
 DEFAULT_REPLICATES = 1000

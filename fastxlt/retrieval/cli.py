@@ -14,8 +14,9 @@ the scores are written as JSON (atomically) into the output directory. ``python 
 fastxlt.retrieval.cli`` is the same command. ``fastxlt.cli`` adds these options to its own
 ``fastxlt-eval`` parser with ``add_retrieval_arguments`` and calls ``run_retrieval``.
 
-Building the parser imports no torch or transformers (``--help`` stays fast): the option values
-come from ``fastxlt.retrieval.options`` and the modules that compute are imported when a task runs.
+Building the parser imports no torch or transformers (``--help`` stays fast): the options live in
+``fastxlt.retrieval.arguments``, which the command lines import; this module, which runs the tasks, is
+imported only when one runs.
 Every entry point embeds sentences of at most ``RETRIEVAL_MAX_LENGTH`` tokens unless ``--max-length``
 says otherwise.
 """
@@ -33,94 +34,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastxlt.errors import ConfigError, DataNotFoundError, FastXLTError
+from fastxlt.retrieval.arguments import TASKS, _adder, add_retrieval_arguments, build_parser  # noqa: F401
+from fastxlt.retrieval.bucc import evaluate_bucc, locate_bucc
+from fastxlt.retrieval.dual_encoder import load_dual_encoder
+from fastxlt.retrieval.embed import load_sentence_encoder
 from fastxlt.retrieval.languages import BUCC_DEFAULT, TATOEBA_DEFAULT, split_languages
-from fastxlt.retrieval.options import (
-    CANDIDATE_FORMATS,
-    DIRECTIONS,
-    DUAL_ENCODER_TASKS,
-    ENCODER_PRECISIONS,
-    POOLINGS,
-    RETRIEVAL_MAX_LENGTH,
-    RETRIEVAL_TASKS,
-    SEARCH_BACKENDS,
-    SEARCH_PRECISIONS,
-)
-from fastxlt.retrieval.protocols import ALIASES, PROTOCOLS, RetrievalProtocol, get_protocol
+from fastxlt.retrieval.lareqa import evaluate_lareqa, locate_xquad_r
+from fastxlt.retrieval.mewsli import evaluate_mewsli, locate_mewsli
+from fastxlt.retrieval.options import DUAL_ENCODER_TASKS, RETRIEVAL_MAX_LENGTH
+from fastxlt.retrieval.protocols import RetrievalProtocol, get_protocol
+from fastxlt.retrieval.tatoeba import locate_tatoeba, read_tatoeba, tatoeba_accuracy
+from fastxlt.utils.io import write_json_atomic
 
 if TYPE_CHECKING:
     from fastxlt.retrieval.embed import TorchSentenceEncoder
 
-TASKS = RETRIEVAL_TASKS
 DUAL_ENCODER_MAX_LENGTH = 256  # evaluate_lareqa / evaluate_mewsli's default (a LAReQA candidate is a whole paragraph)
-
-
-# ----------------------------------------------------------------------------------------------
-# Arguments
-
-
-def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the retrieval options; options the parser already has (--model, --data...) are kept as they are."""
-    add = _adder(parser)
-    add("--retrieval", choices=TASKS, help="run a retrieval task on the encoder (no fine-tuning)")
-    add("--model", "-m", help="encoder: hub name, Hugging Face directory or fastxlt run")
-    add("--data", help="directory of local files (LASER / XTREME / BUCC / hub parquet layout; default: the hub)")
-    add("--languages", "-l", default="all", help="'all' or comma-separated ISO 639-1 or LASER codes (de,fr or deu,fra)")
-    add(
-        "--output",
-        "-o",
-        help="directory for the JSON scores (default: <model>/eval, or runs/eval/<name> for a hub name)",
-    )
-    add("--batch-tokens", type=int, help="token budget of a padded batch (default: 2048 on a CPU, 16384 on a GPU)")
-    add("--layer", type=int, help="hidden state to pool (0 = embeddings, -1 = last; default: the protocol's, "
-        "the last for lareqa and mewsli-x)")
-    add("--pooling", choices=POOLINGS, help="token pooling (default: the protocol's)")
-    names = sorted(PROTOCOLS) + sorted(ALIASES)
-    add(
-        "--protocol",
-        default="xtreme",
-        choices=names,
-        help="named preset: " + "; ".join(f"{p.name}: {p.description}" for p in PROTOCOLS.values()),
-    )
-    add("--direction", default="xx-en", choices=DIRECTIONS, help="Tatoeba: query with xx (XTREME) or with English")
-    add(
-        "--precision",
-        default="fp32",
-        choices=ENCODER_PRECISIONS,
-        help="encoder precision: fp32 (exact), bf16, or auto (bf16 on an AMX CPU or a bf16 GPU, else fp32)",
-    )
-    add(
-        "--search", default="torch", choices=SEARCH_BACKENDS, help="kNN backend: torch (one pass for both directions) or faiss"
-    )
-    add(
-        "--search-precision",
-        default="fp32",
-        choices=SEARCH_PRECISIONS,
-        help="kNN products: fp32 (exact) or bf16/int8/auto candidates re-scored in fp32",
-    )
-    add("--device", help="torch device (default: cuda when available, else cpu)")
-    add("--max-questions", type=int, help="LAReQA: score the first N questions of each language (the pool stays whole)")
-    add(
-        "--candidate-format",
-        default="pair",
-        choices=CANDIDATE_FORMATS,
-        help="LAReQA: encode a candidate as (sentence, paragraph) pair (XTREME-R's training input) or sentence+paragraph "
-        "as one text (its evaluation script)",
-    )
-    add("--split", default="test", help="Mewsli-X: the WikiNews split to score, dev or test (default test)")
-    add(
-        "--bucc-drop-duplicates",
-        action="store_true",
-        help="BUCC: drop a sentence that occurs under several ids on one side, as XTREME's evaluation does "
-        "(default: mine it once and credit every id that carries it)",
-    )
-
-
-def _adder(parser: argparse.ArgumentParser):
-    def add(*flags: str, **kwargs) -> None:
-        if not any(flag in parser._option_string_actions for flag in flags):
-            parser.add_argument(*flags, **kwargs)
-
-    return add
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,9 +59,6 @@ def _adder(parser: argparse.ArgumentParser):
 def run_retrieval(args: argparse.Namespace) -> dict:
     """Evaluate ``args.model`` on ``args.retrieval``; print the table, write the JSON, return the scores."""
     from tqdm.auto import tqdm
-
-    from fastxlt.retrieval.bucc import locate_bucc
-    from fastxlt.retrieval.tatoeba import locate_tatoeba
 
     task = getattr(args, "retrieval", None)
     if task not in TASKS:
@@ -168,8 +94,6 @@ def run_dual_encoder_task(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--retrieval {task} embeds with the torch backend only (LAReQA encodes text pairs); drop --backend")
     languages = None if getattr(args, "languages", None) in (None, "", "all") else split_languages(args.languages, ())
     if task == "lareqa":
-        from fastxlt.retrieval.lareqa import evaluate_lareqa, locate_xquad_r
-
         _refuse_skipped(task, languages, locate_xquad_r(data, languages)[1])
         max_questions = getattr(args, "max_questions", None)
         if max_questions is not None and max_questions < 1:
@@ -177,8 +101,6 @@ def run_dual_encoder_task(args: argparse.Namespace) -> dict:
         run = partial(evaluate_lareqa, data_dir=data, languages=languages, max_questions=max_questions,
                       candidate_format=getattr(args, "candidate_format", None) or "pair")
     else:
-        from fastxlt.retrieval.mewsli import evaluate_mewsli, locate_mewsli
-
         split = getattr(args, "split", None) or "test"
         _refuse_skipped(task, languages, locate_mewsli(data, languages, split=split)[1])
         run = partial(evaluate_mewsli, data_dir=data, languages=languages, split=split)
@@ -199,8 +121,6 @@ def _refuse_skipped(task: str, languages: list[str] | None, skipped: dict[str, s
 
 
 def _load_dual_encoder(args: argparse.Namespace):
-    from fastxlt.retrieval.dual_encoder import load_dual_encoder
-
     max_length = getattr(args, "max_length", None)
     if max_length is not None and max_length < 1:
         raise ConfigError(f"--max-length must be a positive number of tokens, got {max_length}")
@@ -212,8 +132,6 @@ def _load_dual_encoder(args: argparse.Namespace):
 
 
 def _write_dual_encoder_result(result: dict, args: argparse.Namespace) -> Path:
-    from fastxlt.utils.io import write_json_atomic
-
     details = result["details"]
     output = Path(args.output) if getattr(args, "output", None) else default_output_dir(str(args.model))
     name = f"{result['task']}-layer{details['layer']}-{details['pooling']}"
@@ -238,8 +156,6 @@ def format_dual_encoder_table(result: dict) -> str:
 
 
 def _load_encoder(args: argparse.Namespace, protocol: RetrievalProtocol) -> TorchSentenceEncoder:
-    from fastxlt.retrieval.embed import load_sentence_encoder
-
     max_length = getattr(args, "max_length", None)
     if max_length is not None and max_length < 1:
         raise ConfigError(f"--max-length must be a positive number of tokens, got {max_length}; "
@@ -257,9 +173,6 @@ def _load_encoder(args: argparse.Namespace, protocol: RetrievalProtocol) -> Torc
 
 
 def _evaluate_one(task: str, source, encoder: TorchSentenceEncoder, protocol: RetrievalProtocol, args) -> dict:
-    from fastxlt.retrieval.bucc import evaluate_bucc
-    from fastxlt.retrieval.tatoeba import read_tatoeba, tatoeba_accuracy
-
     precision = getattr(args, "search_precision", None) or "fp32"
     backend = getattr(args, "search", None) or "torch"
     if task == "bucc":
@@ -304,7 +217,6 @@ def _write(result: dict, args, protocol: RetrievalProtocol, layer: int) -> Path:
     name = f"{result['task']}-{protocol.name}-layer{layer}-{result['pooling']}"
     if result["task"] == "tatoeba" and result["direction"] != "xx-en":
         name += f"-{result['direction']}"
-    from fastxlt.utils.io import write_json_atomic
 
     return write_json_atomic(output / f"{name}.json", result)
 
@@ -343,15 +255,6 @@ def _num(value: float | None) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # python -m fastxlt.retrieval.cli
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fastxlt-eval --retrieval", description="sentence retrieval: Tatoeba, BUCC 2018, LAReQA and Mewsli-X"
-    )
-    add_retrieval_arguments(parser)
-    parser.add_argument("--max-length", type=int, default=None, help="truncate sentences to this many tokens")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,8 +14,9 @@ It plugs into the ordinary training loop as the ``retrieval`` family:
   collates a batch as (batch, 2, tokens), which ``TransferModel`` runs through the encoder flattened,
   as it does for multiple choice (the question side is padded to the candidates' width: simple, at the
   cost of some padding);
-* ``DualEncoderHead`` has no parameters: it pools the last hidden layer (the phase's ``pooling``),
-  normalises, and applies the loss. So the encoder that a phase hands on is the whole dual encoder, and
+* ``DualEncoderHead`` (defined with the other heads in ``fastxlt.models.heads``, which builds a head per
+  family) has no parameters: it pools the last hidden layer (the phase's ``pooling``), normalises, and
+  applies the loss. So the encoder that a phase hands on is the whole dual encoder, and
   ``evaluate_lareqa`` / ``evaluate_mewsli`` with the same ``pooling`` (and the last layer) read exactly
   what was trained;
 * the English dev score (early stopping) ranks every dev query against every distinct dev candidate:
@@ -23,7 +24,8 @@ It plugs into the ordinary training loop as the ``retrieval`` family:
 
 Tasks: ``squad_retrieval`` (SQuAD v1.1 train / dev, ``train-v1.1.json`` / ``dev-v1.1.json`` or the hub's
 ``rajpurkar/squad``; sentence breaks inferred by ``infer_sentence_breaks``) and ``mewslix_wikipedia``
-(``wikipedia_pairs-{train,dev}.jsonl`` of XTREME-R's Mewsli-X download). As in XTREME-R, negatives are
+(``wikipedia_pairs-{train,dev}.jsonl`` of XTREME-R's Mewsli-X download; registered by
+``fastxlt.retrieval.mewsli``, beside its reader). As in XTREME-R, negatives are
 the other examples of the micro-batch on the same rank (no cross-rank gathering), and two questions
 that share an answer sentence in one batch are each other's (false) negatives.
 """
@@ -37,15 +39,15 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from fastxlt.errors import ConfigError
+from fastxlt.models.heads import SCALE, DualEncoderHead, in_batch_softmax_loss  # noqa: F401  - the family's head
+from fastxlt.retrieval.embed import load_sentence_encoder
+from fastxlt.retrieval.map_at_k import retrieval_average_precision
 from fastxlt.tasks import metrics
-from fastxlt.tasks.base import Family, TaskSpec, register
+from fastxlt.tasks.base import Family, TaskSpec, get_task, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 
-SCALE = 100.0  # XTREME-R's fixed logit scale ("logit_scale = 100.0")
 DEV_METRIC = "map@20"
 
 
@@ -64,7 +66,6 @@ def load_dual_encoder(
         if not hasattr(model, "encode"):
             raise ConfigError(f"model must be a name, a directory or an encoder with encode(); got {type(model).__name__}")
         return model
-    from fastxlt.retrieval.embed import load_sentence_encoder
 
     if max_length < 1 or batch_size < 1:
         raise ConfigError(f"max_length and batch_size must be positive, got {max_length} and {batch_size}")
@@ -78,44 +79,8 @@ def load_dual_encoder(
 # Training objective
 
 
-def in_batch_softmax_loss(
-    queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor | None = None, scale: float = SCALE
-) -> torch.Tensor:
-    """Cross-entropy of ``scale * queries @ candidates.T`` with target ``labels`` (default: the diagonal).
-
-    ``queries`` and ``candidates`` are (batch, hidden) and L2-normalised; row i's right candidate is ``labels[i]``.
-    """
-    logits = scale * queries.float() @ candidates.float().T
-    if labels is None:
-        labels = torch.arange(queries.shape[0], device=queries.device)
-    return F.cross_entropy(logits, labels)
-
-
-class DualEncoderHead(nn.Module):
-    """Pool, normalise, in-batch softmax: a head without parameters (the encoder is the dual encoder).
-
-    Inputs are the encoder's output for (batch * 2) sequences, query then candidate of each example, and
-    the (batch, 2, tokens) attention mask. Returns (loss or None, embeddings of shape (batch, 2, hidden)).
-    """
-
-    def __init__(self, pooling: str = "mean", scale: float = SCALE) -> None:
-        super().__init__()
-        self.pooling = pooling
-        self.scale = scale
-
-    def forward(
-        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        from fastxlt.models.heads import pool
-
-        if attention_mask.dim() != 3 or attention_mask.shape[1] != 2:
-            raise ValueError("dual-encoder inputs must be (batch, 2, tokens); collate them with RetrievalOps")
-        batch, _, width = attention_mask.shape
-        pooled = pool(sequence_output, attention_mask.reshape(batch * 2, width), self.pooling).float()
-        embeddings = F.normalize(pooled, p=2.0, dim=-1).view(batch, 2, -1)
-        if labels is None:
-            return None, embeddings
-        return in_batch_softmax_loss(embeddings[:, 0], embeddings[:, 1], labels, self.scale), embeddings
+# The loss and the head (``in_batch_softmax_loss``, ``DualEncoderHead``, ``SCALE``) live with the other heads
+# in fastxlt.models.heads, which builds a head per family; this module re-exports them.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,8 +130,6 @@ class RetrievalOps(FamilyOps):
 
     def decode(self, examples, features, outputs):
         """Per-query AP@20 (= RR@20: one right candidate) against every distinct candidate of the set."""
-        from fastxlt.retrieval.map_at_k import retrieval_average_precision
-
         gold = self.gold(features)
         first = {cid: i for i, cid in reversed(list(enumerate(gold)))}
         distinct = sorted(first.values())
@@ -264,26 +227,14 @@ def squad_retrieval_examples(qa_examples: Sequence[Any]) -> list[RetrievalExampl
 
 
 def _squad_retrieval_adapter(spec: TaskSpec, split: str, language: str, data_dir: Path | None) -> list[RetrievalExample]:
-    from fastxlt.tasks.base import get_task
-
     return squad_retrieval_examples(get_task("squad").load(split, language, data_dir))
 
 
 def _squad_retrieval_files(spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[Path]:
-    from fastxlt.tasks.base import get_task
-
     return get_task("squad").data_files(split, language, data_dir) or []
 
 
 _squad_retrieval_adapter.data_files = _squad_retrieval_files  # type: ignore[attr-defined]
-
-
-def _mewslix_adapter(spec: TaskSpec, split: str, language: str, data_dir: Path | None) -> list[RetrievalExample]:
-    from fastxlt.retrieval.mewsli import read_wikipedia_pairs
-
-    if data_dir is None:
-        raise ConfigError("mewslix_wikipedia reads local files only (XTREME-R's download); set data: {mewslix_wikipedia: DIR}")
-    return read_wikipedia_pairs(Path(data_dir) / f"wikipedia_pairs-{'train' if split == 'train' else 'dev'}.jsonl")
 
 
 TASKS = {
@@ -292,8 +243,5 @@ TASKS = {
         TaskSpec("squad_retrieval", Family.RETRIEVAL, ("en",), ("train", "validation"), DEV_METRIC,
                  _squad_retrieval_adapter, head="dual_encoder", test_split="validation", hub_id="rajpurkar/squad",
                  description="SQuAD v1.1 as answer-sentence retrieval (LAReQA's and XTREME-R's training data)"),
-        TaskSpec("mewslix_wikipedia", Family.RETRIEVAL, ("en",), ("train", "validation"), DEV_METRIC,
-                 _mewslix_adapter, head="dual_encoder", test_split="validation",
-                 description="Mewsli-X English Wikipedia (mention, entity) pairs (XTREME-R's training data)"),
     )
 }  # fmt: skip

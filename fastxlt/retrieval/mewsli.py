@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
-from fastxlt.retrieval.dual_encoder import RetrievalExample, load_dual_encoder
+from fastxlt.retrieval.dual_encoder import DEV_METRIC, RetrievalExample, load_dual_encoder
 from fastxlt.retrieval.map_at_k import K, retrieval_average_precision
+from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.languages import XTREME_R_MEWSLIX
 
 TASK = "mewsli-x"
@@ -267,3 +268,21 @@ def evaluate_mewsli(
             "max_length": getattr(encoder, "max_length", max_length),
         },
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# The Mewsli-X training task: English Wikipedia (mention, entity) pairs, a retrieval-family record that
+# registers when this module is imported (fastxlt.plugins lists it), beside the reader it needs.
+
+
+def _mewslix_adapter(spec: TaskSpec, split: str, language: str, data_dir: Path | None) -> list[RetrievalExample]:
+    if data_dir is None:
+        raise ConfigError("mewslix_wikipedia reads local files only (XTREME-R's download); set data: {mewslix_wikipedia: DIR}")
+    return read_wikipedia_pairs(Path(data_dir) / f"wikipedia_pairs-{'train' if split == 'train' else 'dev'}.jsonl")
+
+
+TRAINING_TASK = register(
+    TaskSpec("mewslix_wikipedia", Family.RETRIEVAL, ("en",), ("train", "validation"), DEV_METRIC,
+             _mewslix_adapter, head="dual_encoder", test_split="validation",
+             description="Mewsli-X English Wikipedia (mention, entity) pairs (XTREME-R's training data)")
+)  # fmt: skip

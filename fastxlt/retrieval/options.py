@@ -14,7 +14,7 @@ POOLINGS = ("mean", "cls")  # token pooling of a sentence embedding
 EMBEDDING_BACKENDS = ("torch", "onnx")  # what computes the embeddings
 SEARCH_BACKENDS = ("torch", "faiss")  # what computes the kNN
 SEARCH_PRECISIONS = ("fp32", "bf16", "int8", "auto")  # kNN products (candidates re-scored in fp32)
-ENCODER_PRECISIONS = ("fp32", "bf16", "auto")  # = fastxlt.evaluation.precision.EVAL_PRECISIONS (a test checks)
+ENCODER_PRECISIONS = ("fp32", "bf16", "auto")  # = fastxlt.inference.precision.EVAL_PRECISIONS (a test checks)
 DIRECTIONS = ("xx-en", "en-xx")  # Tatoeba: which side queries
 
 # The one maximum sentence length of every retrieval entry point (fastxlt-eval --retrieval, python -m

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fastxlt.evaluation.batching import pack_batches
-from fastxlt.evaluation.precision import default_batch_tokens
+from fastxlt.inference.batching import pack_batches
+from fastxlt.inference.precision import default_batch_tokens
 
 NORMS = ("l2", "linf")
 

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from fastxlt.robustness.labels import check_label_preserving
 from fastxlt.robustness.registry import Outcome, Perturbation, PerturbationError, parse_perturbations
+from fastxlt.tasks.base import get_task
 from fastxlt.utils.io import write_text_atomic
 
 SAMPLE_SIZE = 20
@@ -76,8 +77,6 @@ def perturb_task(task: str, data_dir: str | Path, language: str, spec: str, out:
                  seed: int = 0, max_examples: int | None = None, muse_dir: str | Path | None = None,
                  allow_label_changing: bool = False) -> dict[str, Any]:
     """``fastxlt perturb``: perturb one language of a task and write every text to ``out``; the summary."""
-    from fastxlt.tasks.base import get_task
-
     perturbations = parse_perturbations(spec)
     if len(perturbations) != 1 or perturbations[0].is_attack:
         raise PerturbationError(f"--perturb takes one text perturbation (e.g. char:0.1), got '{spec}'")

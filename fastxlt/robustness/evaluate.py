@@ -25,14 +25,14 @@ from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
-from fastxlt.evaluation.aggregate import task_score
-from fastxlt.evaluation.predict import predict_examples
-from fastxlt.evaluation.zero_shot import _example_scores, cache_key, load_examples, read_cached
+from fastxlt.inference.predict import predict_examples
+from fastxlt.inference.results import _example_scores, cache_key, load_examples, read_cached
 from fastxlt.robustness.attack import AttackConfig, attack_features
 from fastxlt.robustness.dump import SAMPLE_SIZE, coverage_warning, rows_of, summary, write_jsonl
 from fastxlt.robustness.registry import Perturbation, PerturbationError
-from fastxlt.tasks.base import Family, TaskSpec
 from fastxlt.tasks import metrics
+from fastxlt.tasks.aggregate import task_score
+from fastxlt.tasks.base import Family, TaskSpec
 from fastxlt.tasks.features import ops_for
 from fastxlt.utils.io import write_json_atomic
 

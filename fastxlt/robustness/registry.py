@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from fastxlt.robustness import code_switch, text
+import fastxlt.robustness.code_switch as code_switch
+import fastxlt.robustness.text as text
 from fastxlt.robustness.errors import PerturbationError
 from fastxlt.robustness.labels import label_changing_reason
 from fastxlt.robustness.muse import load_dictionary

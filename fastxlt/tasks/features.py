@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from fastxlt.tasks.base import Family, PairExample, TaskSpec, TextExample
+from fastxlt.tasks.base import Family, PairExample, TaskSpec, TextExample, _ensure_builtin_tasks
 
 Feature = dict[str, Any]
 
@@ -144,8 +144,7 @@ FAMILY_OPS: dict[Family, FamilyOps] = {
 
 
 def ops_for(spec: TaskSpec) -> FamilyOps:
-    if spec.family not in FAMILY_OPS:  # span QA adds its ops when fastxlt.tasks.span_qa is imported
-        from fastxlt.tasks.base import _ensure_builtin_tasks
+    if spec.family not in FAMILY_OPS:  # a family adds its ops when its module is imported (fastxlt.plugins)
 
         _ensure_builtin_tasks()
     try:

@@ -62,7 +62,7 @@ XTREME_ALL = tuple(sorted(set(PANX) | set(UDPOS) | set(XNLI) | set(PAWSX) | set(
 # XTREME-R (Ruder et al., 2021, arXiv 2104.07412): the language lists of its official scorer, google-research/xtreme
 # evaluate.py XTREME_R_TASK2LANGS @ 838c13b69daafb9328785d16caae2711e4012123 (the download script, download_data.sh,
 # fetches the same UD and PAN-X languages). XTREME-R drops PAWS-X and BUCC; the XTREME tasks it keeps gain languages.
-# XTREME's tuples above stay what "all" means for a task; the XTREME-R suite (fastxlt.evaluation.xtreme_r) asks for
+# XTREME's tuples above stay what "all" means for a task; the XTREME-R suite (fastxlt.experiments.xtreme_r) asks for
 # these lists, and the task registries accept the additions by name (TaskSpec.extra_languages).
 XTREME_R_XNLI = XNLI  # 15
 XTREME_R_XCOPA = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")  # 11; English COPA is training data

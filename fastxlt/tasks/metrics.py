@@ -6,7 +6,9 @@ run reports, aggregation and the reference numbers in DESIGN.md all use that sca
 
 Rows with the label -1 (unlabelled: e.g. the XTREME test files, whose labels were stripped) are
 refused rather than scored: counting them as errors would report a silently wrong number.
-Other task families add their metrics with :func:`register_metric`.
+Other task families add their metrics with :func:`register_metric`; the registry itself is
+:mod:`.metric_registry`, below the span-QA and seqeval metrics that register into it and that this
+module imports (so importing it makes every built-in metric available).
 """
 
 from __future__ import annotations
@@ -18,29 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from fastxlt.errors import ConfigError, DataNotFoundError
-
-UNLABELLED = -1
-
-ArrayLike = Sequence[int] | np.ndarray
-
-
-def _as_label_arrays(predictions: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Check shapes and gold labels once, for every metric."""
-    predictions = np.asarray(predictions).reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
-    if predictions.shape != labels.shape:
-        raise ValueError(f"{predictions.size} predictions but {labels.size} labels; score the same examples")
-    if labels.size == 0:
-        raise ValueError("no examples to score")
-    unlabelled = int(np.count_nonzero(labels == UNLABELLED))
-    if unlabelled:
-        raise DataNotFoundError(
-            f"{unlabelled} of {labels.size} examples have no gold label (-1); score a labelled split "
-            "or attach gold labels (e.g. labels_file=...)"
-        )
-    return predictions, labels
-
+from fastxlt.errors import ConfigError
+from fastxlt.tasks import qa_metrics  # registers squad, squad_v2, mlqa
+from fastxlt.tasks import seqeval_metric as sm  # registers seqeval_f1 (token tagging)
+from fastxlt.tasks.metric_registry import (  # noqa: F401  - the registry's names, used through this module
+    UNLABELLED,
+    ArrayLike,
+    Metric,
+    _METRICS,
+    _as_label_arrays,
+    compute,
+    get_metric,
+    primary_score,
+    register_metric,
+)
 
 def accuracy(predictions: ArrayLike, labels: ArrayLike) -> float:
     """Fraction of examples whose predicted label equals the gold label."""
@@ -63,54 +56,6 @@ def binary_f1(predictions: ArrayLike, labels: ArrayLike, positive: int = 1) -> f
     return 2.0 * true_positives / (int(np.count_nonzero(predicted)) + int(np.count_nonzero(gold)))
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A named metric: a scorer returning fractions by key, and the key that ranks models."""
-
-    name: str
-    score: Callable[[ArrayLike, ArrayLike], dict[str, float]]
-    primary: str
-    # True when ``score`` already returns percent (span QA: the official scripts scale 100 * sum / n,
-    # and multiplying a fraction by 100 afterwards can differ from them in the last digit).
-    in_percent: bool = False
-    # Decimals a report keeps (results.csv, summary.csv): percent scores to a hundredth of a point, finer than
-    # one example of the largest test sets (XNLI's 5,010: 0.02) and free of float noise like 57.599999999999994.
-    decimals: int = 2
-
-
-_METRICS: dict[str, Metric] = {}
-
-
-def register_metric(metric: Metric) -> Metric:
-    """Make a metric available to ``compute`` under ``metric.name`` (what ``TaskSpec.metric`` names)."""
-    _METRICS[metric.name] = metric
-    return metric
-
-
-def get_metric(name: str) -> Metric:
-    try:
-        return _METRICS[name]
-    except KeyError:
-        raise ConfigError(f"unknown metric '{name}'; known metrics: {', '.join(sorted(_METRICS))}") from None
-
-
-def compute(metric_name: str, predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:
-    """Score predictions with the named metric; every value is in percent (0-100)."""
-    metric = get_metric(metric_name)
-    scores = metric.score(predictions, labels)
-    if metric.in_percent:
-        return dict(scores)
-    return {key: 100.0 * value for key, value in scores.items()}
-
-
-def primary_score(metric_name: str, scores: dict[str, float]) -> float:
-    """The single number that ranks models for this metric (early stopping, tables)."""
-    key = get_metric(metric_name).primary
-    if key not in scores:
-        raise KeyError(f"scores for metric '{metric_name}' lack its primary key '{key}' (have {', '.join(scores)})")
-    return scores[key]
-
-
 register_metric(Metric("accuracy", lambda p, y: {"accuracy": accuracy(p, y)}, primary="accuracy"))
 register_metric(
     Metric(
@@ -120,8 +65,6 @@ register_metric(
     )
 )
 
-import fastxlt.tasks.qa_metrics  # noqa: E402,F401  - registers squad, squad_v2, mlqa
-import fastxlt.tasks.seqeval_metric  # noqa: E402,F401  - registers seqeval_f1 (token tagging)
 
 
 # ------------------------------------------------------------------------------ per-example statistics
@@ -235,8 +178,6 @@ def _qa_rows(scorer: str, metric_name: str) -> Callable[[Sequence[str], Sequence
     """[f1, exact_match] per question, exactly as the official scripts score it (``qa_metrics``)."""
 
     def rows(predictions: Sequence[str], gold: Sequence[Any]) -> list[list[float]]:
-        from fastxlt.tasks import qa_metrics
-
         golds = qa_metrics._checked(predictions, gold)
         qa_metrics._require_answers(golds, metric_name)
         score = getattr(qa_metrics, scorer)
@@ -254,8 +195,6 @@ def _qa_from_sums(sums: np.ndarray, n: int) -> dict[str, Any]:
 
 def _squad_v2_rows(predictions: Sequence[str], gold: Sequence[Any]) -> list[list[float]]:
     """[f1, exact_match, has_answer, and f1 / exact_match restricted to HasAns and to NoAns questions]."""
-    from fastxlt.tasks import qa_metrics
-
     golds = qa_metrics._checked(predictions, gold)
     rows = []
     for prediction, item in zip(predictions, golds):
@@ -287,8 +226,6 @@ def _seqeval_rows(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[st
     sentence separator), and each chunk is credited to the sentence it starts in; the rows therefore
     sum to ``chunk_counts`` of the full set.
     """
-    from fastxlt.tasks import seqeval_metric as sm
-
     sm._check(gold, predicted)
     distinct = sorted(set(itertools.chain.from_iterable(gold)).union(itertools.chain.from_iterable(predicted)))
     chunker = sm._Chunker(distinct)

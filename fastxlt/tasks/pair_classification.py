@@ -51,7 +51,7 @@ from typing import Any
 
 from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
-from fastxlt.tasks.base import Family, PairExample, TaskSpec, register
+from fastxlt.tasks.base import Family, PairExample, TaskSpec, get_task, register
 from fastxlt.tasks.readers import (
     attach_labels,
     first_existing,
@@ -658,6 +658,5 @@ def load_pair_examples(
 def _lookup(name: str) -> TaskSpec:
     if name in TASKS:
         return TASKS[name]
-    from fastxlt.tasks.base import get_task
 
     return get_task(name)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fastxlt.errors import ConfigError
-from fastxlt.tasks.metrics import Metric, register_metric
+from fastxlt.tasks.metric_registry import Metric, register_metric
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ override: the QA metrics need an answer per question, so no flag can make such a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from fastxlt.errors import CorruptDataError
+from fastxlt.errors import ConfigError, CorruptDataError, FastXLTError
 from fastxlt.tasks.base import Family, TaskSpec
 
 # Below this many examples one gold value can be real (a hand-made sample), so it is not refused.
@@ -63,3 +64,22 @@ def _check_answers(spec: TaskSpec, examples: Sequence[Any], where: str, allow_co
         )
     if blank == len(examples) and not allow_constant_labels and len(examples) >= MIN_EXAMPLES_FOR_CONSTANT_CHECK:
         raise CorruptDataError(f"{withheld} (or, if blank answers are real, set {OVERRIDE})")
+
+
+def check_data_files(
+    spec: TaskSpec, split: str, language: str, data_dir: str | Path | None, field: str, dir_field: str | None = None
+) -> None:
+    """The local files of one split and language exist (the hub and generated tasks are not checked)."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ConfigError(
+            f"{dir_field or f'data.{spec.name}'}: directory '{data_dir}' does not exist; point it at the task's files"
+        )
+    _checked(field, spec.data_files, split, language, data_dir)
+
+
+def _checked(field: str, check, *args):
+    """Run a task-level check; its one-line error gains the config field it came from."""
+    try:
+        return check(*args)
+    except FastXLTError as error:
+        raise type(error)(f"{field}: {error}") from None

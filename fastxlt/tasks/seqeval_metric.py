@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fastxlt.errors import DataNotFoundError
-from fastxlt.tasks.metrics import Metric, register_metric
+from fastxlt.tasks.metric_registry import Metric, register_metric
 
 OUTSIDE = "O"
 

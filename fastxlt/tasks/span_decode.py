@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -43,15 +43,12 @@ N_BEST = 20
 MAX_ANSWER_LENGTH = 30
 
 
-def _load_extension() -> Any | None:
-    try:
-        from fastxlt import _C
-    except ImportError:
-        return None
-    return _C if hasattr(_C, "decode_spans") else None
-
-
-_C = _load_extension()
+try:  # the C++ extension is optional (a source tree without a build): the Python path below stands in
+    from fastxlt import _C
+except ImportError:
+    _C = None
+if not hasattr(_C, "decode_spans"):  # an extension built before the span decoder existed
+    _C = None
 _warned_fallback = False
 
 

@@ -47,15 +47,12 @@ PHILOX_KEY_STEPS = (0x9E3779B9, 0xBB67AE85)
 PHILOX_ROUNDS = 10
 
 
-def _extension():
-    try:
-        from fastxlt import _C
-    except ImportError:
-        return None
-    return _C if hasattr(_C, "dropout_forward_f32") else None
-
-
-_C = _extension()
+try:  # the C++ extension is optional (a source tree without a build): torch stands in
+    from fastxlt import _C
+except ImportError:
+    _C = None
+if not hasattr(_C, "dropout_forward_f32"):  # an extension built before the dropout kernels existed
+    _C = None
 
 
 # ------------------------------------------------------------------------------------------ the random words

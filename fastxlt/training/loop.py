@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from fastxlt.config import FP32_WEIGHT_PRECISIONS, DeepSpeedConfig, OptimizationConfig, PhaseConfig
 from fastxlt.errors import CheckpointError, ConfigError, DataNotFoundError
-from fastxlt.evaluation.predict import score_examples
+from fastxlt.inference.predict import score_examples
+from fastxlt.kernels.patching import patch
 from fastxlt.models.encoder import load_encoder, load_tokenizer
 from fastxlt.models.transfer import TransferModel, save_phase_outputs
 from fastxlt.tasks import metrics
@@ -303,8 +304,6 @@ def _build_model(plan: PhasePlan, task_data: list[TaskData]) -> TransferModel:
         encoder.get_input_embeddings().weight.requires_grad_(False)
     model = TransferModel(encoder, [data.spec for data in task_data], pooling=plan.pooling)
     if plan.kernels != "none":
-        from fastxlt.kernels import patch
-
         patch(model.encoder, backend=plan.kernels)
         for head in model.heads.values():
             if hasattr(head, "kernel_backend"):

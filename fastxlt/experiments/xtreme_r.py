@@ -51,8 +51,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
+from fastxlt.config import read_yaml_file
+from fastxlt.errors import CheckpointError, ConfigError, CorruptDataError, DataNotFoundError
+from fastxlt.evaluation.model_eval import evaluate_models, find_models
+from fastxlt.experiments.pipeline import BASELINE_ARM
+from fastxlt.models.encoder import resolve_encoder_path
+from fastxlt.models.transfer import HEADS_FILENAME
+from fastxlt.retrieval.cli import default_output_dir
+from fastxlt.retrieval.embed import load_sentence_encoder
+from fastxlt.retrieval.languages import split_languages, tatoeba_language
+from fastxlt.retrieval.protocols import get_protocol
+from fastxlt.retrieval.tatoeba import locate_tatoeba, read_tatoeba, tatoeba_accuracy
 from fastxlt.tasks import languages as langs
+from fastxlt.tasks.aggregate import task_score
+from fastxlt.tasks.base import get_task
+from fastxlt.tasks.sanity import check_scorable
+from fastxlt.utils.io import read_json, write_json_atomic
+from fastxlt.utils.locks import DirectoryLock
 
 SUITE = "xtreme-r"
 
@@ -181,10 +196,6 @@ class SuiteModel:
 
 def plan_models(model: str | Path) -> list[SuiteModel]:
     """The columns ``--model`` stands for: a grid run directory, a run or phase model directory, or a bare encoder."""
-    from fastxlt.errors import CheckpointError
-    from fastxlt.evaluation.model_eval import find_models
-    from fastxlt.models.encoder import resolve_encoder_path
-
     path = Path(model)
     if (path / "grid.json").is_file():
         return _grid_models(path)
@@ -214,8 +225,6 @@ def combine_columns(models: Sequence[str]) -> list[SuiteModel]:
 def _retrieval_encoder(run_dir: Path, arm: str, model_dir: Path) -> str:
     """The encoder before target fine-tuning: the run's intermediate encoder for an intermediate arm, the
     pretrained (or MLM-phase) encoder for the baseline; a phase directory given alone: its own encoder."""
-    from fastxlt.experiments.pipeline import BASELINE_ARM
-
     if model_dir.resolve() != (run_dir / "target" / arm / "model").resolve():
         return str(model_dir / "encoder")
     intermediate = run_dir / "intermediate" / "model" / "encoder"
@@ -229,8 +238,6 @@ def _retrieval_encoder(run_dir: Path, arm: str, model_dir: Path) -> str:
 
 def _pretrained(run_dir: Path) -> str:
     """The pretrained model a run started from (its config.yaml), or the run's built synthetic model."""
-    from fastxlt.config import read_yaml_file
-
     config = read_yaml_file(run_dir / "config.yaml") or {}
     name = str((config.get("model") or {}).get("name_or_path") or "")
     if not name:
@@ -241,8 +248,6 @@ def _pretrained(run_dir: Path) -> str:
 def _grid_models(grid_dir: Path) -> list[SuiteModel]:
     """A grid: one column per group of done cells that differ only in their target task, named by the axes that
     vary between groups."""
-    from fastxlt.utils.io import read_json
-
     cells = [read_json(grid_dir / "cells" / cell_id / "cell.json") for cell_id in read_json(grid_dir / "grid.json")["cells"]
              if (grid_dir / "cells" / cell_id / "cell.json").is_file()]  # the cells trained so far
     varying = [axis for axis in dict.fromkeys(a for cell in cells for a in cell["axes"])
@@ -269,9 +274,6 @@ def _grid_models(grid_dir: Path) -> list[SuiteModel]:
 def _heads_of(model_dir: Path) -> dict[str, Path]:
     """Head key -> ``model_dir`` for every head saved in its heads.pt."""
     import torch
-
-    from fastxlt.errors import CheckpointError
-    from fastxlt.models.transfer import HEADS_FILENAME
 
     path = Path(model_dir) / HEADS_FILENAME
     if not path.is_file():
@@ -305,9 +307,6 @@ def run_suite(model: str | Path, data_root: str | Path, output: str | Path, opti
     ``model`` may name several models, comma-separated (e.g. the XLM-R and the mT5 grid of one study): their
     columns are side by side, a column name that repeats gets its model's folder name in front.
     """
-    from fastxlt.utils.io import write_json_atomic
-    from fastxlt.utils.locks import DirectoryLock
-
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise DataNotFoundError(f"data root '{data_root}' does not exist; pass --data-root DIR (e.g. ../shared/data)")
@@ -368,10 +367,6 @@ def _no_data(task: SuiteTask, data_root: Path) -> str:
 def _run_head_task(
     task: SuiteTask, column: SuiteModel, data_root: Path, output: Path, languages: list[str], options: SuiteOptions
 ) -> dict | str:
-    from fastxlt.evaluation.aggregate import task_score
-    from fastxlt.evaluation.model_eval import evaluate_models
-    from fastxlt.tasks.base import get_task
-
     spec = get_task(task.task)
     data_dir = find_data_dir(task, data_root)
     if spec.head_key not in column.heads:
@@ -419,8 +414,6 @@ def _languages_with_files(spec, data_dir: Path, languages: list[str]) -> list[st
 
 def _scorable_languages(spec, data_dir: Path, languages: list[str]) -> tuple[list[str], dict[str, str]]:
     """The languages whose test file exists and carries gold; the others with the reason."""
-    from fastxlt.tasks.sanity import check_scorable
-
     scorable, skipped = [], {}
     for language in languages:
         try:
@@ -456,11 +449,6 @@ def _has_gold(examples: Sequence[Any]) -> bool:
 
 
 def _run_tatoeba(task: SuiteTask, column: SuiteModel, data_root: Path, languages: list[str], options: SuiteOptions) -> dict | str:
-    from fastxlt.retrieval.embed import load_sentence_encoder
-    from fastxlt.retrieval.languages import tatoeba_language
-    from fastxlt.retrieval.protocols import get_protocol
-    from fastxlt.retrieval.tatoeba import locate_tatoeba, read_tatoeba, tatoeba_accuracy
-
     data_dir = find_data_dir(task, data_root)
     if data_dir is None:
         return _no_data(task, data_root)
@@ -573,9 +561,6 @@ def _safe(name: str) -> str:
 
 def run_suite_cli(args) -> dict:
     """``fastxlt-eval --suite xtreme-r --model M --data-root DIR [--max-examples N] [--output DIR]``."""
-    from fastxlt.retrieval.cli import default_output_dir
-    from fastxlt.retrieval.languages import split_languages
-
     if getattr(args, "suite", None) != SUITE:
         raise ConfigError(f"unknown suite '{args.suite}'; the one suite is {SUITE}")
     if not getattr(args, "model", None):

@@ -26,16 +26,10 @@ import numpy as np
 T = TypeVar("T")
 
 
-def _load_extension() -> Any | None:
-    """Return ``fastxlt._C`` or None when the C++ extension was not built."""
-    try:
-        from fastxlt import _C
-    except ImportError:
-        return None
-    return _C
-
-
-_C = _load_extension()
+try:  # the C++ extension is optional (a source tree without a build): the Python packer stands in
+    from fastxlt import _C
+except ImportError:
+    _C = None
 _warned_fallback = False
 
 

@@ -11,6 +11,8 @@ from typing import Mapping
 
 import numpy as np
 
+from fastxlt.tasks.metrics import primary_score
+
 QA_METRICS = ("squad", "squad_v2", "mlqa")
 
 
@@ -18,7 +20,6 @@ def task_score(metric: str, scores: Mapping[str, float]) -> float:
     """The single number XTREME uses for one task in one language."""
     if metric in QA_METRICS:
         return (scores["f1"] + scores["exact_match"]) / 2.0
-    from fastxlt.tasks.metrics import primary_score
 
     return primary_score(metric, dict(scores))
 
