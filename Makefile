@@ -105,7 +105,7 @@ _full-install:
 	rc=$$?; rm -f $$pins; exit $$rc
 
 test: venv
-	@rc=0; $(TEST_ENV) $(VENV_PY) -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(TEST_ENV) $(VENV_PY) -m pytest -q --durations=25 $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); check tests/ and PYTEST_ARGS='$(PYTEST_ARGS)'" >&2; fi; \
 	exit $$rc
 
