@@ -18,6 +18,7 @@ from fastxlt.experiments.cell_results import is_results_record, start_command
 from fastxlt.retrieval.arguments import add_retrieval_arguments
 from fastxlt.retrieval.options import RETRIEVAL_MAX_LENGTH
 from fastxlt.utils.io import read_json
+from fastxlt.utils.run_layout import RESULTS_CSV, RESULTS_FILENAME, is_grid_dir
 
 DEFAULT_CONFIG = "default.yaml"
 # --help is read in a terminal: plain text, not the module docstring's reStructuredText
@@ -57,7 +58,7 @@ def cmd_run(args: argparse.Namespace, *, evaluate: bool = True) -> int:
     results = run_experiment(config, evaluate=evaluate)
     if results:
         print_results(results, Console())
-        Console().print(f"results: {Path(config.run_dir) / 'results.json'}")
+        Console().print(f"results: {Path(config.run_dir) / RESULTS_FILENAME}")
     return 0
 
 
@@ -167,13 +168,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from fastxlt.evaluation.report import print_results
 
-    if (Path(args.run_dir) / "grid.json").is_file():  # a grid: its table, then the report files
+    if is_grid_dir(args.run_dir):  # a grid: its table, then the report files
         from fastxlt.experiments.grid_table import print_grid
 
         print_grid(Path(args.run_dir), Console())
         _print_report_files(Path(args.run_dir), Console(), latex=args.latex)
         return 0
-    path = Path(args.run_dir) / "results.json"
+    path = Path(args.run_dir) / RESULTS_FILENAME
     if not path.is_file():
         raise DataNotFoundError(f"'{path}' not found; run the experiment (fastxlt run --config ...) first")
     try:
@@ -192,7 +193,7 @@ def _print_report_files(run_dir: Path, console, *, latex: bool = False) -> None:
     from fastxlt.reports.build import TABLES_DIRNAME, build_report
 
     report = build_report(run_dir, latex=latex)
-    console.print(f"report: {report}\nresults: {run_dir / 'results.csv'}")
+    console.print(f"report: {report}\nresults: {run_dir / RESULTS_CSV}")
     for table in sorted((run_dir / TABLES_DIRNAME).glob("*.tex" if latex else "*.md")):
         console.print(f"table: {table}")
     for figure in sorted((run_dir / "figures").glob("*.png")):

@@ -22,6 +22,7 @@ from fastxlt.tasks.sanity import check_data_files
 from fastxlt.utils.hardware import default_device
 from fastxlt.utils.io import write_json_atomic
 from fastxlt.utils.locks import DirectoryLock
+from fastxlt.utils.run_layout import RESULTS_FILENAME
 
 BACKENDS = ("torch", "onnx")
 CLI_OUTPUT_DIRNAME = "eval-cli"  # fastxlt-eval writes to <model>/eval-cli unless --output says otherwise
@@ -82,7 +83,7 @@ def evaluate_models(
             )
         arm_results["benchmark_score"] = xtreme_score({t: r["score"] for t, r in arm_results["tasks"].items()})
         results["arms"][arm] = arm_results
-    write_json_atomic(Path(out_root) / "results.json", results)
+    write_json_atomic(Path(out_root) / RESULTS_FILENAME, results)
     return results
 
 

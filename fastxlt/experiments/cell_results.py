@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fastxlt.utils.io import read_json
+from fastxlt.utils.run_layout import RESULTS_FILENAME
 
-RESULTS_FILENAME = "results.json"
 _named: set[tuple[str, int]] = set()  # (path, mtime_ns) already reported by this command
 
 

@@ -36,6 +36,7 @@ import yaml
 from fastxlt.config import ExperimentConfig, apply_override, read_yaml_file
 from fastxlt.errors import ConfigError
 from fastxlt.experiments.preflight import experiment_from_dict
+from fastxlt.utils.run_layout import cell_dir
 
 NONE_LABEL = "none"
 COLLAPSED = "-"
@@ -286,7 +287,7 @@ def _cell_config(spec: GridSpec, values: dict[str, Any], cell_id: str) -> Experi
         else:
             apply_override(data, f"{axis}={yaml.safe_dump(value, default_flow_style=True).strip()}")
     data["compare_without_intermediate"] = False
-    data["run_dir"] = str(spec.run_dir / "cells" / cell_id)
+    data["run_dir"] = str(cell_dir(spec.run_dir, cell_id))
     data["name"] = f"{spec.name}/{cell_id}"
     where = f"{spec.source} (cell {cell_id})" if spec.source else f"cell {cell_id}"
     return experiment_from_dict(data, source=where)

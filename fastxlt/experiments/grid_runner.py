@@ -50,7 +50,6 @@ from fastxlt.synthetic import build_default_assets
 from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
 from fastxlt.training.loop import (
-    PHASE_DONE,
     PhasePlan,
     phase_is_done,
     phase_model_dir,
@@ -61,9 +60,8 @@ from fastxlt.training.loop import (
 from fastxlt.training.tracking import run_name
 from fastxlt.utils.io import follow_umask, read_json, write_json_atomic, write_text_atomic
 from fastxlt.utils.locks import DirectoryLock
+from fastxlt.utils.run_layout import CELL_FILENAME, CONFIG_FILENAME, GRID_FILENAME, PHASE_DONE, cell_dir
 
-GRID_FILENAME = "grid.json"
-CELL_FILENAME = "cell.json"
 SYNTHETIC_MODEL = "synthetic"
 
 
@@ -97,11 +95,11 @@ def run_grid(
         check_experiment(cell.config)
     done, skipped = [], []
     for cell in tqdm(cells, desc=f"grid {spec.name}", unit="cell", disable=len(cells) < 2):
-        cell_dir = spec.run_dir / "cells" / cell.cell_id
-        if read_cell_results(cell_dir) is not None or (not evaluate and _trained(cell_dir)):
+        directory = cell_dir(spec.run_dir, cell.cell_id)
+        if read_cell_results(directory) is not None or (not evaluate and _trained(directory)):
             done.append(cell.cell_id)
             continue
-        lock = DirectoryLock(cell_dir, what="grid cell")
+        lock = DirectoryLock(directory, what="grid cell")
         try:
             lock.acquire(blocking=False)
         except FastXLTError:
@@ -124,10 +122,10 @@ def grid_status(run_dir: str | Path) -> dict[str, list[str]]:
         raise ConfigError(f"'{run_dir}' is not a grid run directory (no {GRID_FILENAME}); run the grid first")
     states: dict[str, list[str]] = {"done": [], "running": [], "pending": []}
     for cell_id in read_json(path)["cells"]:
-        cell_dir = run_dir / "cells" / cell_id
-        if read_cell_results(cell_dir) is not None:
+        directory = cell_dir(run_dir, cell_id)
+        if read_cell_results(directory) is not None:
             states["done"].append(cell_id)
-        elif cell_dir.is_dir() and _is_locked(cell_dir):
+        elif directory.is_dir() and _is_locked(directory):
             states["running"].append(cell_id)
         else:
             states["pending"].append(cell_id)
@@ -176,8 +174,8 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
 
 
-def _trained(cell_dir: Path) -> bool:
-    return (cell_dir / CELL_FILENAME).is_file()
+def _trained(directory: Path) -> bool:
+    return (directory / CELL_FILENAME).is_file()
 
 
 def _snapshot_requests(spec: GridSpec) -> dict[str, list[int | float]]:
@@ -219,8 +217,8 @@ def run_cell(
 ) -> dict[str, Any]:
     """Train (or reuse) the cell's phases, evaluate its final model, write cell.json and results.json."""
     config = cell.config
-    cell_dir = Path(config.run_dir)
-    write_text_atomic(cell_dir / "config.yaml", dump_config(config))
+    directory = Path(config.run_dir)
+    write_text_atomic(directory / CONFIG_FILENAME, dump_config(config))
     encoder = _base_encoder(spec, config, store)
     phase_keys: dict[str, str] = {}
     if config.phases.mlm is not None:
@@ -244,11 +242,11 @@ def run_cell(
         "intermediate_steps": encoder.steps if cell.has_intermediate else None,
         "intermediate_dev_score": encoder.dev_score if cell.has_intermediate else None,
     }
-    write_json_atomic(cell_dir / CELL_FILENAME, record)
+    write_json_atomic(directory / CELL_FILENAME, record)
     if not evaluate or config.phases.evaluate is None:
         return {}
     arm = "+".join(config.phases.intermediate.tasks) if cell.has_intermediate else "none"
-    return _evaluate_cell(config, arm, Path(final.path).parent, cell_dir)
+    return _evaluate_cell(config, arm, Path(final.path).parent, directory)
 
 
 def _evaluate_cell(config: ExperimentConfig, arm: str, model_dir: Path, cell_dir: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from rich.table import Table
 from fastxlt.tasks.aggregate import task_score
 from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.utils.io import read_json
+from fastxlt.utils.run_layout import CELL_FILENAME, GRID_FILENAME, cell_dir
 
 NONE_LABEL = "none"
 # Axes that tell apart the columns of the table; seeds are averaged over; the rest make separate tables.
@@ -28,12 +29,12 @@ def collect_cells(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every done cell: its axis labels and per-language scores of each evaluated task."""
     run_dir = Path(run_dir)
     cells = []
-    for cell_id in read_json(run_dir / "grid.json")["cells"]:
-        cell_dir = run_dir / "cells" / cell_id
-        results = read_cell_results(cell_dir)
+    for cell_id in read_json(run_dir / GRID_FILENAME)["cells"]:
+        directory = cell_dir(run_dir, cell_id)
+        results = read_cell_results(directory)
         if results is None:
             continue  # not done, or damaged (named on stderr; `fastxlt run` re-scores it)
-        record = read_json(cell_dir / "cell.json")
+        record = read_json(directory / CELL_FILENAME)
         (arm,) = results["arms"].values()
         scores = {
             task: {lang: task_score(result["metric"], values) for lang, values in result["languages"].items()}

@@ -35,6 +35,7 @@ from fastxlt.training.loop import PhasePlan, phase_model_dir, run_phase
 from fastxlt.training.tracking import run_name
 from fastxlt.utils.io import write_text_atomic
 from fastxlt.utils.locks import DirectoryLock
+from fastxlt.utils.run_layout import CONFIG_FILENAME
 
 BASELINE_ARM = "baseline"
 SYNTHETIC_MODEL = "synthetic"
@@ -179,7 +180,7 @@ def _training_identity(data: dict[str, Any]) -> dict[str, Any]:
 
 def _write_or_check_config(config: ExperimentConfig, run_dir: Path) -> None:
     """Write config.yaml; refuse to continue a run directory that was trained with different settings."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILENAME
     text = dump_config(config)
     if path.is_file():
         existing = _training_identity(yaml.safe_load(path.read_text(encoding="utf-8")) or {})

@@ -68,6 +68,7 @@ from fastxlt.tasks.base import get_task
 from fastxlt.tasks.sanity import check_scorable
 from fastxlt.utils.io import read_json, write_json_atomic
 from fastxlt.utils.locks import DirectoryLock
+from fastxlt.utils.run_layout import CELL_FILENAME, CONFIG_FILENAME, GRID_FILENAME, cell_dir, is_grid_dir
 
 SUITE = "xtreme-r"
 
@@ -197,7 +198,7 @@ class SuiteModel:
 def plan_models(model: str | Path) -> list[SuiteModel]:
     """The columns ``--model`` stands for: a grid run directory, a run or phase model directory, or a bare encoder."""
     path = Path(model)
-    if (path / "grid.json").is_file():
+    if is_grid_dir(path):
         return _grid_models(path)
     try:
         arms = find_models(path) if path.is_dir() else {}
@@ -238,23 +239,23 @@ def _retrieval_encoder(run_dir: Path, arm: str, model_dir: Path) -> str:
 
 def _pretrained(run_dir: Path) -> str:
     """The pretrained model a run started from (its config.yaml), or the run's built synthetic model."""
-    config = read_yaml_file(run_dir / "config.yaml") or {}
+    config = read_yaml_file(run_dir / CONFIG_FILENAME) or {}
     name = str((config.get("model") or {}).get("name_or_path") or "")
     if not name:
-        raise ConfigError(f"{run_dir / 'config.yaml'} names no model.name_or_path; cannot tell the pretrained encoder")
+        raise ConfigError(f"{run_dir / CONFIG_FILENAME} names no model.name_or_path; cannot tell the pretrained encoder")
     return str(run_dir / "pretrained") if name == "synthetic" else name
 
 
 def _grid_models(grid_dir: Path) -> list[SuiteModel]:
     """A grid: one column per group of done cells that differ only in their target task, named by the axes that
     vary between groups."""
-    cells = [read_json(grid_dir / "cells" / cell_id / "cell.json") for cell_id in read_json(grid_dir / "grid.json")["cells"]
-             if (grid_dir / "cells" / cell_id / "cell.json").is_file()]  # the cells trained so far
+    cells = [read_json(cell_dir(grid_dir, cell_id) / CELL_FILENAME) for cell_id in read_json(grid_dir / GRID_FILENAME)["cells"]
+             if (cell_dir(grid_dir, cell_id) / CELL_FILENAME).is_file()]  # the cells trained so far
     varying = [axis for axis in dict.fromkeys(a for cell in cells for a in cell["axes"])
                if axis != "target" and len({cell["axes"].get(axis) for cell in cells}) > 1]  # name columns by these
     columns: dict[str, SuiteModel] = {}
     for cell in cells:
-        cell_dir = grid_dir / "cells" / cell["cell_id"]
+        directory = cell_dir(grid_dir, cell["cell_id"])
         name = ",".join(f"{axis}={cell['axes'].get(axis)}" for axis in varying) or "grid"
         store = Path(cell["store"])
         keys = cell["phase_keys"]
@@ -265,7 +266,7 @@ def _grid_models(grid_dir: Path) -> list[SuiteModel]:
         if not column.retrieval_encoder:
             intermediate = store / "intermediate" / keys["intermediate"] / "model" / "encoder" if "intermediate" in keys else None
             mlm = store / "mlm" / keys["mlm"] / "model" / "encoder" if "mlm" in keys else None
-            column.retrieval_encoder = str(intermediate or mlm or _pretrained(cell_dir))
+            column.retrieval_encoder = str(intermediate or mlm or _pretrained(directory))
     if not columns:
         raise DataNotFoundError(f"grid {grid_dir} has no finished cell yet (no cells/*/cell.json); run it first")
     return list(columns.values())

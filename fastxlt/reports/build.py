@@ -23,6 +23,7 @@ from fastxlt.reports.resources import SOURCE
 from fastxlt.reports.rounding import round_scores
 from fastxlt.reports.stats import CONFIDENCE, DEFAULT_REPLICATES, DEFAULT_SEED
 from fastxlt.utils.io import write_text_atomic
+from fastxlt.utils.run_layout import REPORT_FILENAME, RESULTS_CSV, SUMMARY_CSV
 
 TABLES_DIRNAME = "tables"
 CSV_COLUMNS = ("model", "intermediate", "intermediate_languages", "target", "target_size", "snapshot", "seed",
@@ -37,17 +38,17 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
     started = time.perf_counter()
     collection = collect(run_dir)
     frame = results_frame(collection)
-    write_csv(frame, run_dir / "results.csv")
+    write_csv(frame, run_dir / RESULTS_CSV)
     lines = _header(collection, frame, replicates, seed)
     if frame.empty:
         lines.append("No cell is done yet: nothing to tabulate.")
     else:
         summary, lay = summarise(collection, frame, replicates=replicates, seed=seed)
-        write_text_atomic(run_dir / "summary.csv", round_scores(summary).to_csv(index=False))
+        write_text_atomic(run_dir / SUMMARY_CSV, round_scores(summary).to_csv(index=False))
         lines += _body(summary, lay, run_dir, latex=latex)
         lines += robustness.section(collection, run_dir, replicates=replicates, seed=seed)
     lines.append(f"\n_Built from the run directory alone in {time.perf_counter() - started:.1f} s._")
-    return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+    return write_text_atomic(run_dir / REPORT_FILENAME, "\n".join(lines) + "\n")
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:

@@ -28,6 +28,7 @@ from fastxlt.tasks.aggregate import task_score
 from fastxlt.experiments.cell_results import read_cell_results
 from fastxlt.experiments.grid import value_label
 from fastxlt.utils.io import read_json
+from fastxlt.utils.run_layout import CELL_FILENAME, CONFIG_FILENAME, GRID_FILENAME, RESULTS_FILENAME, cell_dir, is_grid_dir
 
 NONE = "none"
 COLLAPSED = "-"  # a grid's value for an axis that only shapes the intermediate phase, in a cell without one
@@ -79,9 +80,9 @@ def collect(run_dir: str | Path) -> Collection:
     """The done cells (and names of pending ones) of a grid or a single run directory."""
     run_dir = Path(run_dir)
     _eval_file.cache_clear()  # files may have changed since the last report in this process
-    if (run_dir / "grid.json").is_file():
+    if is_grid_dir(run_dir):
         return _collect_grid(run_dir)
-    if (run_dir / "results.json").is_file():
+    if (run_dir / RESULTS_FILENAME).is_file():
         return _collect_run(run_dir)
     raise DataNotFoundError(
         f"'{run_dir}' holds neither grid.json nor results.json; pass a grid or run directory "
@@ -97,15 +98,15 @@ def _read(path: Path) -> Any:
 
 
 def _collect_grid(run_dir: Path) -> Collection:
-    grid = _read(run_dir / "grid.json")
+    grid = _read(run_dir / GRID_FILENAME)
     cells, pending = [], []
     for cell_id in grid.get("cells", []):
-        directory = run_dir / "cells" / cell_id
+        directory = cell_dir(run_dir, cell_id)
         results = read_cell_results(directory)  # None: not done, or damaged (named; `fastxlt run` re-scores it)
-        if results is None or not (directory / "cell.json").is_file():
+        if results is None or not (directory / CELL_FILENAME).is_file():
             pending.append(cell_id)
             continue
-        meta = _read(directory / "cell.json")
+        meta = _read(directory / CELL_FILENAME)
         axes = {**_fixed_by_config(directory), **meta.get("axes", {})}
         for arm, arm_results in results.get("arms", {}).items():
             cells.append(Cell(cell_id, _normalised(axes), directory, arm, arm_results,
@@ -114,7 +115,7 @@ def _collect_grid(run_dir: Path) -> Collection:
 
 
 def _collect_run(run_dir: Path) -> Collection:
-    results = _read(run_dir / "results.json")
+    results = _read(run_dir / RESULTS_FILENAME)
     config = _run_config(run_dir)
     cells = []
     for arm, arm_results in results.get("arms", {}).items():
@@ -126,7 +127,7 @@ def _collect_run(run_dir: Path) -> Collection:
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
     """Axis values of a single run, from its resolved config.yaml (defaults where it is absent)."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILENAME
     if not path.is_file():
         return {}
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

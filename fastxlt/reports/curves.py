@@ -13,9 +13,9 @@ from pathlib import Path
 
 from fastxlt.training.tracking import TENSORBOARD_DIRNAME
 from fastxlt.utils.io import read_json
+from fastxlt.utils.run_layout import CELLS_DIRNAME, CELL_FILENAME, PHASE_DONE, is_grid_dir
 
 # = fastxlt.training.loop.PHASE_DONE (a test checks): not imported, so that `fastxlt report` stays torch-free
-PHASE_DONE = "phase.json"
 
 Series = list[tuple[int, float]]
 
@@ -33,7 +33,7 @@ class PhaseCurves:
 def phase_directories(run_dir: Path) -> dict[str, Path]:
     """Finished phases of a grid (through each done cell's phase keys) or of a single run, by display name."""
     run_dir = Path(run_dir)
-    if (run_dir / "grid.json").is_file():
+    if is_grid_dir(run_dir):
         return _grid_phases(run_dir)
     found = sorted(run_dir.glob(f"*/{PHASE_DONE}")) + sorted(run_dir.glob(f"*/*/{PHASE_DONE}"))
     return {str(path.parent.relative_to(run_dir)): path.parent for path in found}
@@ -41,7 +41,7 @@ def phase_directories(run_dir: Path) -> dict[str, Path]:
 
 def _grid_phases(run_dir: Path) -> dict[str, Path]:
     phases: dict[str, Path] = {}
-    for record_path in sorted((run_dir / "cells").glob("*/cell.json")):
+    for record_path in sorted((run_dir / CELLS_DIRNAME).glob(f"*/{CELL_FILENAME}")):
         record = read_json(record_path)
         store = _store_dir(run_dir, record.get("store"))
         for kind, key in (record.get("phase_keys") or {}).items():

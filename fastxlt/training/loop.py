@@ -47,8 +47,8 @@ from fastxlt.training.precision import resolved_deepspeed
 from fastxlt.training.samplers import MultiTaskSchedule, mixing_rates
 from fastxlt.training.tracking import StepMeter, Tracker, open_tracker, run_name
 from fastxlt.utils.io import read_json, write_json_atomic
+from fastxlt.utils.run_layout import PHASE_DONE
 
-PHASE_DONE = "phase.json"
 MODEL_DIRNAME = "model"
 BEST_DIRNAME = "best"
 SNAPSHOTS_DIRNAME = "snapshots"
