@@ -1,7 +1,8 @@
 """What every benchmark records beside its timings, and how it appends its CSV rows.
 
-Imported by the benchmarks of this package (run as ``python -m benchmarks.NAME``); the leading underscore
-keeps ``make bench`` and the smoke tests from running it as a benchmark.
+Imported by the benchmarks of this package (run as ``python -m benchmarks.NAME``, or as a file, which puts the
+repository root first on ``sys.path`` instead of this folder); the leading underscore keeps ``make bench`` and the
+smoke tests from running it as a benchmark.
 """
 
 from __future__ import annotations
@@ -9,12 +10,19 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where CSV rows and set-up caches go instead of benchmarks/results/ and .cache/ (the smoke tests set it).
 OUT_ENV = "FASTXLT_BENCH_OUT"
 SMOKE_HELP = "seconds-long run on tiny sizes: checks that the script still works, measures nothing"
+
+
+def module_command(script: str) -> list[str]:
+    """The command that runs benchmark ``script`` (its ``__file__``) again as a module, for worker processes;
+    run it with ``cwd=ROOT``."""
+    return [sys.executable, "-m", f"benchmarks.{Path(script).stem}"]
 
 
 def results_path(filename: str) -> Path:

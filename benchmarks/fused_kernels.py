@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
-    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
+if not __package__:  # run as a file: the repository root replaces this folder at the head of sys.path, where a
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # file named like an installed package would shadow it
 
-from benchmarks._results import SMOKE_HELP, results_path  # noqa: E402
+from benchmarks._results import SMOKE_HELP, module_command, results_path  # noqa: E402
 
 from fastxlt.kernels import attention, linear_cross_entropy, residual_dropout_layernorm  # noqa: E402
 from fastxlt.kernels.testing import TOLERANCE  # noqa: E402
@@ -132,7 +132,7 @@ def cpu_memory(args: argparse.Namespace) -> tuple[list[dict], dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for variant in ("unfused", "fused"):
             out = os.path.join(tmp, f"{variant}.pt")
-            cmd = [sys.executable, "-m", __spec__.name, "--child", variant, "--child-out", out, "--dtype", args.dtype,
+            cmd = [*module_command(__file__), "--child", variant, "--child-out", out, "--dtype", args.dtype,
                    "--tokens", str(args.tokens), "--vocab", str(args.vocab), "--hidden", str(args.hidden)]
             print(f"[cpu] {variant}: tokens={args.tokens} vocab={args.vocab} hidden={args.hidden} {args.dtype} ...",
                   flush=True)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
-    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
+if not __package__:  # run as a file: the repository root replaces this folder at the head of sys.path, where a
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # file named like an installed package would shadow it
 
 from benchmarks._results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402
 

@@ -86,10 +86,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if not __package__:  # run as a file, this folder would come first on sys.path and shadow installed packages
-    sys.exit(f"run benchmarks as modules from the repository root: python -m benchmarks.{Path(__file__).stem}")
+if not __package__:  # run as a file: the repository root replaces this folder at the head of sys.path, where a
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # file named like an installed package would shadow it
 
-from benchmarks._results import SMOKE_HELP, append_rows, machine, results_path, skip  # noqa: E402
+from benchmarks._results import SMOKE_HELP, append_rows, machine, module_command, results_path, skip  # noqa: E402
 
 from fastxlt.config import DeepSpeedConfig, OptimizationConfig  # noqa: E402
 from fastxlt.utils.hardware import BF16_MIN_SPEEDUP, bf16_product_speedup, cpu_has_amx, default_device, fast_bf16  # noqa: E402
@@ -409,7 +409,7 @@ def run_worker(path: str, args) -> dict[str, Any]:
 
 def spawn_worker(path: str, args) -> dict[str, Any]:
     """Run one path in a fresh process (its own peak memory, no state left by another path)."""
-    command = [sys.executable, "-m", __spec__.name, "--worker", path, "--model", str(args.model),
+    command = [*module_command(__file__), "--worker", path, "--model", str(args.model),
                "--data", str(args.data), "--steps", str(args.steps)]
     command += [flag for flag, on in (("--smoke", args.smoke), ("--quick", args.quick)) if on]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)

@@ -9,6 +9,7 @@ Scripts that need a model get the session's tiny synthetic encoder.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,18 @@ def test_train_throughput_runs_a_subset_of_paths(tmp_path, tiny_encoder):
     assert not {"engine_vs_torch", "frozen_speedup"} & fields.keys()
     refused = subprocess.run([*script, "--paths", "a,z"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "unknown path(s) z" in refused.stderr
+
+
+
+def test_every_benchmark_also_runs_as_a_file_and_its_folder_shadows_nothing(tmp_path):
+    """``python benchmarks/NAME.py --help`` (DESIGN.md's shape) works: run as a file, a benchmark puts the
+    repository root in place of its own folder at the head of ``sys.path``. A copy of the folder with a decoy
+    ``tqdm.py`` beside the scripts (what ``benchmarks/kernels.py`` once was to transformers) stays unimported."""
+    copy = tmp_path / "benchmarks"
+    shutil.copytree(REPO / "benchmarks", copy, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    (copy / "tqdm.py").write_text('raise ImportError("the benchmarks folder shadowed the tqdm package")\n')
+    env = {**os.environ, "PYTHONPATH": ""}
+    for script in SCRIPTS:
+        result = subprocess.run([sys.executable, str(copy / script.name), "--help"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "usage:" in result.stdout, (script.name, result.stderr[-2000:])
