@@ -26,7 +26,6 @@ LAYERS: dict[str, int] = {
     "fastxlt.errors": 1,
     "fastxlt.utils": 1,
     "fastxlt.config": 2,
-    "fastxlt.retrieval.options": 2,  # option value sets: parsers read them without torch
     "fastxlt.tasks.base": 3,  # the registry: task records, families
     "fastxlt.tasks.languages": 3,
     "fastxlt.tasks.readers": 3,  # data sources: file layouts

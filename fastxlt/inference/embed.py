@@ -34,7 +34,7 @@ from fastxlt.inference.batching import pack_batches, restore_order
 from fastxlt.inference.precision import default_batch_tokens, resolve_eval_precision
 from fastxlt.models.encoder import load_encoder, load_tokenizer
 from fastxlt.models.family import check_pooling
-from fastxlt.retrieval.options import POOLINGS, RETRIEVAL_MAX_LENGTH
+from fastxlt.inference.options import POOLINGS, RETRIEVAL_MAX_LENGTH
 from fastxlt.utils.hardware import default_device
 
 Pooling = Literal["mean", "cls"]

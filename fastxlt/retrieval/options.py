@@ -7,17 +7,13 @@ round: printing the help must not load torch.
 
 from __future__ import annotations
 
+from fastxlt.inference.options import POOLINGS, RETRIEVAL_MAX_LENGTH  # noqa: F401  - the encoders' own values
+
 RETRIEVAL_TASKS = ("tatoeba", "bucc", "lareqa", "mewsli-x")
 DUAL_ENCODER_TASKS = ("lareqa", "mewsli-x")  # XTREME-R's mAP@20 tasks (fastxlt.retrieval.lareqa / .mewsli)
 CANDIDATE_FORMATS = ("pair", "concat")  # LAReQA: a candidate as (sentence, paragraph) pair or one concatenated text
-POOLINGS = ("mean", "cls")  # token pooling of a sentence embedding
 EMBEDDING_BACKENDS = ("torch", "onnx")  # what computes the embeddings
 SEARCH_BACKENDS = ("torch", "faiss")  # what computes the kNN
 SEARCH_PRECISIONS = ("fp32", "bf16", "int8", "auto")  # kNN products (candidates re-scored in fp32)
 ENCODER_PRECISIONS = ("fp32", "bf16", "auto")  # = fastxlt.inference.precision.EVAL_PRECISIONS (a test checks)
 DIRECTIONS = ("xx-en", "en-xx")  # Tatoeba: which side queries
-
-# The one maximum sentence length of every retrieval entry point (fastxlt-eval --retrieval, python -m
-# fastxlt.retrieval.cli, the torch and ONNX sentence encoders), capped by the model's position embeddings.
-# XTREME's scripts/run_bucc2018.sh and scripts/run_tatoeba.sh both embed with MAXL=512.
-RETRIEVAL_MAX_LENGTH = 512
