@@ -514,9 +514,9 @@ def read_yaml_file(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML{line}: {getattr(error, 'problem', error)}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override (``key.sub=value`` strings, values parsed as YAML) and validate a config file on its own
-    (``fastxlt.experiments.preflight.load_experiment`` adds the registry and model-family checks)."""
+def read_config_data(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A config file's fields as plain data, with ``key.sub=value`` overrides applied (values parsed as YAML);
+    ``fastxlt.experiments.preflight.load_experiment`` turns them into a checked ``ExperimentConfig``."""
     path = Path(path)
     data = read_yaml_file(path)
     if data is None:
@@ -525,7 +525,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
     for override in overrides or []:
         apply_override(data, override)
-    return config_from_dict(data, source=str(path))
+    return data
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

@@ -18,7 +18,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from fastxlt.config import ExperimentConfig, apply_override, config_from_dict, read_yaml_file
+from fastxlt.config import ExperimentConfig, config_from_dict, read_config_data
 from fastxlt.errors import ConfigError
 from fastxlt.models.family import check_masked_lm, check_pooling, check_precision, default_pooling, model_type_of
 from fastxlt.models.limits import check_max_length, model_position_limit, position_limit
@@ -49,15 +49,7 @@ def experiment_from_dict(data: dict[str, Any], *, source: str | None = None) -> 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read, override (``key.sub=value``, values parsed as YAML) and fully check a config file."""
-    path = Path(path)
-    data = read_yaml_file(path)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
-    for override in overrides or []:
-        apply_override(data, override)
-    return experiment_from_dict(data, source=str(path))
+    return experiment_from_dict(read_config_data(path, overrides), source=str(path))
 
 
 def check_config(config: ExperimentConfig) -> None:
