@@ -56,7 +56,7 @@ from fastxlt.errors import CheckpointError, ConfigError, CorruptDataError, DataN
 from fastxlt.evaluation.model_eval import evaluate_models, find_models
 from fastxlt.experiments.pipeline import BASELINE_ARM
 from fastxlt.models.encoder import resolve_encoder_path
-from fastxlt.models.transfer import HEADS_FILENAME
+from fastxlt.models.transfer import read_heads_file
 from fastxlt.retrieval.cli import default_output_dir
 from fastxlt.retrieval.embed import load_sentence_encoder
 from fastxlt.retrieval.languages import split_languages, tatoeba_language
@@ -274,15 +274,7 @@ def _grid_models(grid_dir: Path) -> list[SuiteModel]:
 
 def _heads_of(model_dir: Path) -> dict[str, Path]:
     """Head key -> ``model_dir`` for every head saved in its heads.pt."""
-    import torch
-
-    path = Path(model_dir) / HEADS_FILENAME
-    if not path.is_file():
-        raise CheckpointError(f"'{model_dir}' has no {HEADS_FILENAME}; the cell or phase has not finished")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"'{path}' is corrupt ({type(error).__name__}); re-run the phase that wrote it") from error
+    saved = read_heads_file(model_dir, missing="the cell or phase has not finished")
     return {key.split(".", 1)[0]: Path(model_dir) for key in saved.get("heads", {})}
 
 

@@ -101,16 +101,23 @@ def save_phase_outputs(
     return out_dir
 
 
+def read_heads_file(model_dir: Path, *, missing: str) -> dict:
+    """The saved heads of a model directory (tensors only), or one line naming what is absent or corrupt;
+    ``missing`` says what to do when the file is not there."""
+    path = Path(model_dir) / HEADS_FILENAME
+    if not path.is_file():
+        raise CheckpointError(f"'{model_dir}' has no {HEADS_FILENAME}; {missing}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"'{path}' is corrupt ({type(error).__name__}); re-run the phase that wrote it") from error
+
+
 def load_transfer_model(phase_dir: Path, tasks: list[TaskSpec]) -> TransferModel:
     """Rebuild the model a phase wrote (encoder + heads), refusing heads of another architecture."""
     phase_dir = Path(phase_dir)
     heads_path = phase_dir / HEADS_FILENAME
-    if not heads_path.is_file():
-        raise CheckpointError(f"'{phase_dir}' has no {HEADS_FILENAME}; point at a phase directory written by fastxlt")
-    try:
-        saved = torch.load(heads_path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"'{heads_path}' is corrupt ({type(error).__name__}); re-run the phase that wrote it") from error
+    saved = read_heads_file(phase_dir, missing="point at a phase directory written by fastxlt")
     encoder = load_encoder(phase_dir / ENCODER_DIRNAME)
     model = TransferModel(encoder, tasks, pooling=saved.get("pooling"))  # None: the family's
     if saved.get("encoder") != encoder_signature(encoder):
