@@ -85,9 +85,9 @@ def test_run_dir_that_cannot_be_created(tmp_path, capsys):
     assert line.startswith(f"fastxlt: error: run_dir: cannot create '{blocker / 'run'}'")
 
 
-@pytest.fixture(scope="module")
-def nli_run(tmp_path_factory, synthetic_model) -> Path:
-    """A tiny model with an NLI head (what XNLI evaluation loads)."""
+def tiny_run_with_heads(root: Path, synthetic_model: Path, tasks: list[str]) -> Path:
+    """A run directory whose target model is a tiny encoder with an untrained head for each of ``tasks``: what
+    `fastxlt-eval --model RUN --task T` loads, built in a second."""
     import torch
 
     from fastxlt.models.encoder import load_encoder, load_tokenizer
@@ -95,14 +95,19 @@ def nli_run(tmp_path_factory, synthetic_model) -> Path:
     from fastxlt.synthetic.model import build_tiny_encoder
     from fastxlt.tasks.base import get_task
 
-    root = tmp_path_factory.mktemp("nli-run")
     tokenizer = load_tokenizer(synthetic_model)
     build_tiny_encoder(tokenizer, seed=4, out_dir=root / "encoder", hidden_size=32, num_layers=2, num_heads=2,
                        intermediate_size=64, max_length=128, dropout=0.0)  # fmt: skip
     torch.manual_seed(2)
-    save_phase_outputs(TransferModel(load_encoder(root / "encoder"), [get_task("xnli")]),
+    save_phase_outputs(TransferModel(load_encoder(root / "encoder"), [get_task(task) for task in tasks]),
                        root / "run" / "target" / "baseline" / "model", tokenizer)  # fmt: skip
     return root / "run"
+
+
+@pytest.fixture(scope="module")
+def nli_run(tmp_path_factory, synthetic_model) -> Path:
+    """A tiny model with an NLI head (what XNLI evaluation loads)."""
+    return tiny_run_with_heads(tmp_path_factory.mktemp("nli-run"), synthetic_model, ["xnli"])
 
 
 def test_empty_unlabelled_xnli_file(nli_run, tmp_path, capsys):

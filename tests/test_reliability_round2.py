@@ -12,27 +12,13 @@ from pathlib import Path
 import pytest
 
 from fastxlt.cli import eval_main
-from test_cli_errors import one_line_error
+from test_cli_errors import one_line_error, tiny_run_with_heads
 
 
 @pytest.fixture(scope="module")
 def copa_qa_run(tmp_path_factory, synthetic_model) -> Path:
     """A tiny model with an XCOPA head and an XQuAD head (what those evaluations load)."""
-    import torch
-
-    from fastxlt.models.encoder import load_encoder, load_tokenizer
-    from fastxlt.models.transfer import TransferModel, save_phase_outputs
-    from fastxlt.synthetic.model import build_tiny_encoder
-    from fastxlt.tasks.base import get_task
-
-    root = tmp_path_factory.mktemp("copa-qa-run")
-    tokenizer = load_tokenizer(synthetic_model)
-    build_tiny_encoder(tokenizer, seed=4, out_dir=root / "encoder", hidden_size=32, num_layers=2, num_heads=2,
-                       intermediate_size=64, max_length=128, dropout=0.0)  # fmt: skip
-    torch.manual_seed(2)
-    model = TransferModel(load_encoder(root / "encoder"), [get_task("xcopa"), get_task("xquad")])
-    save_phase_outputs(model, root / "run" / "target" / "baseline" / "model", tokenizer)
-    return root / "run"
+    return tiny_run_with_heads(tmp_path_factory.mktemp("copa-qa-run"), synthetic_model, ["xcopa", "xquad"])
 
 
 def xcopa_test_file(folder: Path, labels: list[int]) -> Path:

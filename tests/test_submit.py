@@ -17,6 +17,7 @@ import yaml
 from fastxlt.errors import ConfigError
 from fastxlt.experiments import submit
 from fastxlt.utils.io import read_json, write_json_atomic
+from test_grid import cell_scores
 
 pytest.importorskip("submitit")
 
@@ -49,14 +50,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                             text=True, timeout=900)
     assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
-
-
-def cell_scores(run_dir: Path) -> dict[str, dict]:
-    return {
-        cell.name: {arm: {task: r["languages"] for task, r in result["tasks"].items()}
-                    for arm, result in read_json(cell / "results.json")["arms"].items()}
-        for cell in sorted((run_dir / "cells").iterdir())
-    }  # fmt: skip
 
 
 def test_local_submission_in_two_jobs_equals_one_process(tmp_path, synthetic_model):
