@@ -173,7 +173,7 @@ def test_head_scores_each_pair_like_a_direct_computation(tokenizer, synthetic_mo
     with torch.no_grad():
         loss, logits = model(head=model.head_for("cosmos_qa"), **batch)
         assert logits.shape == (2, 4)
-        head = model.heads["cosmos_qa"]
+        head = model.heads[model.head_for("cosmos_qa")]
         direct = torch.empty(2, 4)
         for b, example in enumerate(EXAMPLES):
             for c, choice in enumerate(example.choices):
@@ -210,3 +210,51 @@ def test_hub_columns_of_each_task(monkeypatch):
     assert get_task("xcopa").load("test", "th") == [ChoiceExample("p. What was the cause of this?", ("x", "y"), 0)]
     with pytest.raises(DataNotFoundError, match="has no train split for task 'xcopa' language 'th'"):
         get_task("xcopa").load("train", "th")
+
+
+# ------------------------------------------------------------------------------------------ English MC -> XCOPA
+
+
+def test_an_english_choice_head_is_the_head_xcopa_is_scored_with(tmp_path, tokenizer, synthetic_model):
+    """XTREME-R evaluates XCOPA with a model trained on an English multiple-choice task: every choice task
+    shares one scorer head, so a model saved after CommonsenseQA loads for XCOPA with that very head."""
+    from fastxlt.models.transfer import load_transfer_model, save_phase_outputs
+
+    torch.manual_seed(0)
+    trained = TransferModel(load_encoder(synthetic_model), [get_task("commonsense_qa")], pooling="mean")
+    save_phase_outputs(trained, tmp_path / "model", tokenizer)
+    loaded = load_transfer_model(tmp_path / "model", [get_task("xcopa")]).eval()
+    assert loaded.head_for("xcopa") == trained.head_for("commonsense_qa")
+    for name, tensor in trained.heads[trained.head_for("commonsense_qa")].state_dict().items():
+        torch.testing.assert_close(loaded.heads[loaded.head_for("xcopa")].state_dict()[name], tensor)
+
+
+@pytest.mark.skipif(not shared("xcopa", "data", "it", "val.it.jsonl").is_file(), reason="no ../shared/data/xcopa")
+def test_xcopa_is_evaluated_with_a_commonsense_qa_model_as_a_direct_computation(tmp_path, tokenizer, synthetic_model):
+    """The evaluation engine's XCOPA predictions are the argmax of the saved head's scores, computed pair by pair."""
+    from fastxlt.evaluation.model_eval import evaluate_models
+    from fastxlt.models.transfer import save_phase_outputs
+
+    torch.manual_seed(1)
+    trained = TransferModel(load_encoder(synthetic_model), [get_task("commonsense_qa")], pooling="mean").eval()
+    save_phase_outputs(trained, tmp_path / "model", tokenizer)
+    data = str(shared("xcopa"))
+    results = evaluate_models({"csqa": tmp_path / "model"}, ["xcopa"], languages=["it"], split="validation",
+                              out_root=tmp_path / "out", data_dirs={"xcopa": data}, max_length=64, max_examples=20)
+    records = [json.loads(line) for line in shared("xcopa", "data", "it", "val.it.jsonl").read_text().splitlines()[:20]]
+    head = trained.heads[trained.head_for("commonsense_qa")]
+    predictions = []
+    with torch.no_grad():
+        for record in records:
+            phrase = "What was the cause of this?" if record["question"] == "cause" else "What happened as a result?"
+            scores = []
+            for choice in (record["choice1"], record["choice2"]):
+                ids = torch.tensor([tokenizer(f"{record['premise']} {phrase}", choice, truncation=True, max_length=64)["input_ids"]])
+                hidden = trained.encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
+                scores.append(float(head.scorer(torch.tanh(head.dense(hidden.mean(dim=0))))[0]))
+            predictions.append(max(range(2), key=scores.__getitem__))
+    written = json.loads((tmp_path / "out" / "eval" / "csqa" / "xcopa" / "it.json").read_text())
+    assert written["predictions"] == predictions
+    correct = sum(p == int(r["label"]) for p, r in zip(predictions, records))
+    score = results["arms"]["csqa"]["tasks"]["xcopa"]["languages"]["it"]["accuracy"]
+    assert score == pytest.approx(100.0 * correct / len(records), abs=1e-6)

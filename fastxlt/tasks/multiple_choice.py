@@ -21,6 +21,8 @@ xcopa          cambridgeltl/xcopa, <lang>   as COPA                           as
 COPA's question is "cause" or "effect"; it becomes "What was the cause of this?" / "What happened as a
 result?" (English, also for XCOPA: the model is trained on English COPA). XCOPA's ``en`` is English COPA
 itself (XCOPA translates COPA's validation and test sets): a target phase on ``xcopa`` trains on COPA.
+All these tasks share one scorer head (``CHOICE_HEAD``), so a target phase on an English task (CommonsenseQA,
+Social IQa) is evaluated zero-shot on XCOPA with ``evaluate.tasks: [xcopa]`` (XTREME-R trains SIQA for XCOPA).
 
 Local layouts (``data_dir``), split names in brackets:
 
@@ -439,10 +441,16 @@ class MultipleChoiceOps(FamilyOps):
 # --------------------------------------------------------------------------------------------
 
 
+# Every multiple-choice task trains and reads one scorer head: a head scores one (context, choice) pair, whatever
+# the number of choices, so a model trained on an English task (CommonsenseQA, Social IQa, ...) is evaluated
+# zero-shot on XCOPA as XTREME-R does (SIQA -> XCOPA), as the NLI tasks share the "nli" head.
+CHOICE_HEAD = "choice"
+
+
 def _english(name: str, adapter: ChoiceAdapter, hub_id: str, description: str, **fields: Any) -> TaskSpec:
     fields.setdefault("splits", _SPLITS)
     return TaskSpec(name=name, family=Family.MULTIPLE_CHOICE, languages=(langs.ENGLISH,), metric="accuracy",
-                    adapter=adapter, hub_id=hub_id, description=description, **fields)  # fmt: skip
+                    adapter=adapter, hub_id=hub_id, description=description, head=CHOICE_HEAD, **fields)  # fmt: skip
 
 
 def _builtin_tasks() -> list[TaskSpec]:
@@ -454,7 +462,7 @@ def _builtin_tasks() -> list[TaskSpec]:
                  splits=("train", "validation"), test_split="validation"),
         _english("copa", _copa_adapter(), "aps/super_glue", "COPA (SuperGLUE), 2 alternatives"),
         TaskSpec(name="xcopa", family=Family.MULTIPLE_CHOICE, languages=XCOPA_LANGUAGES, splits=_SPLITS,
-                 metric="accuracy", adapter=_xcopa_adapter(), hub_id="cambridgeltl/xcopa",
+                 metric="accuracy", adapter=_xcopa_adapter(), hub_id="cambridgeltl/xcopa", head=CHOICE_HEAD,
                  description="XCOPA (XTREME-R): COPA translated into 11 languages; en = English COPA"),
     ]  # fmt: skip
 
@@ -462,4 +470,4 @@ def _builtin_tasks() -> list[TaskSpec]:
 TASKS: dict[str, TaskSpec] = {spec.name: register(spec) for spec in _builtin_tasks()}
 FAMILY_OPS[Family.MULTIPLE_CHOICE] = MultipleChoiceOps()  # what features.ops_for returns for these tasks
 
-__all__ = ["ChoiceExample", "MultipleChoiceOps", "TASKS", "XCOPA_LANGUAGES", "read_hellaswag_text"]
+__all__ = ["CHOICE_HEAD", "ChoiceExample", "MultipleChoiceOps", "TASKS", "XCOPA_LANGUAGES", "read_hellaswag_text"]
