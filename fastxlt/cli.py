@@ -303,6 +303,23 @@ def _add_perturb_parser(commands) -> None:
     perturb.set_defaults(handler=cmd_perturb)
 
 
+def cmd_truncate(args: argparse.Namespace) -> int:
+    """Write the first N layers of an encoder as a model of its own (a depth axis for model-size grids)."""
+    from fastxlt.models.truncate import truncate_encoder
+
+    out = truncate_encoder(args.model, args.out, args.layers)
+    print(f"{out}: the first {args.layers} layers of {args.model}")
+    return 0
+
+
+def _add_truncate_parser(commands) -> None:
+    truncate = commands.add_parser("truncate", help="write the first N layers of an encoder as a model of its own")
+    truncate.add_argument("--model", "-m", required=True, help="a Hugging Face encoder (BERT / XLM-R family)")
+    truncate.add_argument("--layers", type=int, required=True, metavar="N", help="how many layers to keep, from the bottom")
+    truncate.add_argument("--out", "-o", required=True, help="output directory")
+    truncate.set_defaults(handler=cmd_truncate)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a trained model's task head (or any encoder's embeddings) to ONNX, parity-checked against PyTorch."""
     check_length_arguments(args)
@@ -450,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="memory of one GPU in GiB (default 80; an 80 GB H100 shows 79.6)")
     plan.set_defaults(handler=cmd_plan)
     _add_perturb_parser(commands)
+    _add_truncate_parser(commands)
     return parser
 
 
