@@ -7,6 +7,7 @@ A grid file is an ordinary experiment file (the *base*) plus a ``grid`` section:
       axes:
         intermediate: [none, snli, anli, [snli, anli]]   # task sets; none = straight to the target
         target_size: [250, 1000, all]                    # counts, fractions (0.5) or all
+        target: [xnli, {tasks: commonsense_qa, evaluate: xcopa}]   # train on one task, evaluate another
         snapshot: [best, 100, 200, 0.5, avg-2]           # which intermediate encoder the target starts from
         seed: [1, 2]
         phases.target.optimization.lr: [1.0e-5, 3.0e-5]  # any config field by its dotted path
@@ -63,8 +64,26 @@ def _set_intermediate(data: dict, value: Any) -> None:
     phases["intermediate"] = {**(phases.get("intermediate") or {}), "tasks": tasks}
 
 
+TARGET_FIELDS = ("tasks", "evaluate", "languages")
+
+
 def _set_target(data: dict, value: Any) -> None:
+    """A task set, or ``{tasks: commonsense_qa, evaluate: xcopa, languages: [...]}``: train on one task and evaluate
+    zero-shot on another that shares its head (XTREME-R trains English SIQA for XCOPA)."""
     phases = data.setdefault("phases", {})
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(TARGET_FIELDS))
+        if unknown or "tasks" not in value:
+            raise ConfigError(
+                f"grid.axes.target: {value!r} needs 'tasks' and may have 'evaluate' and 'languages' (not {unknown})"
+            )
+        evaluate = dict(phases.get("evaluate") or {})
+        if "evaluate" in value:
+            evaluate["tasks"] = task_list(value["evaluate"])
+        if "languages" in value:
+            evaluate["languages"] = value["languages"]
+        phases["evaluate"] = evaluate
+        value = value["tasks"]
     phases["target"] = {**(phases.get("target") or {}), "tasks": task_list(value)}
 
 
@@ -132,6 +151,9 @@ def task_list(value: Any) -> list[str]:
 
 def value_label(axis: str, value: Any) -> str:
     """How a value is shown in cell ids, tables and results.csv."""
+    if axis == "target" and isinstance(value, dict):  # trained on tasks, evaluated on evaluate: both in the label
+        label = "+".join(task_list(value.get("tasks")))
+        return f"{label}-to-{'+'.join(task_list(value['evaluate']))}" if "evaluate" in value else label
     if axis in ("intermediate", "target", "intermediate_languages"):
         return "+".join(task_list(value)) or NONE_LABEL
     if axis == "model":
