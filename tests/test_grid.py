@@ -93,17 +93,22 @@ def test_dotted_axes_and_errors(tmp_path):
 
 def test_a_target_value_can_train_one_task_and_evaluate_another(tmp_path):
     """XTREME-R's XCOPA recipe: train an English choice task, evaluate XCOPA zero-shot, beside an XNLI target."""
-    axes = {"target": ["xnli", {"tasks": "commonsense_qa", "evaluate": "xcopa", "languages": ["it", "sw"]}]}
+    axes = {"target": ["xnli", {"tasks": "commonsense_qa", "train_examples": 40, "evaluate": "xcopa",
+                                "languages": ["it", "sw"]}]}
     spec = load_grid(write_grid(tmp_path / "g.yaml", Path("m"), tmp_path / "run", tmp_path / "store", axes))
     xnli, choice = spec.cells
     assert [c.cell_id for c in spec.cells] == ["target=xnli", "target=commonsense_qa-to-xcopa"]
     assert xnli.config.evaluation_tasks() == ["xnli"] and xnli.config.phases.evaluate.languages == ["en", "xa", "xb"]
-    assert choice.config.phases.target.tasks == ["commonsense_qa"]
+    assert choice.config.phases.target.tasks == ["commonsense_qa"] and choice.config.phases.target.train_examples == 40
+    assert xnli.config.phases.target.train_examples is None  # a target value's fields are its own
     assert choice.config.evaluation_tasks() == ["xcopa"] and choice.config.phases.evaluate.languages == ["it", "sw"]
     assert choice.config.phases.evaluate.split == "validation"  # the base file's other evaluate settings stay
     with pytest.raises(ConfigError, match="needs 'tasks'"):
         load_grid(write_grid(tmp_path / "b.yaml", Path("m"), tmp_path / "r", tmp_path / "s",
                              {"target": [{"evaluate": "xcopa"}]}))
+    with pytest.raises(ConfigError, match="unknown field"):
+        load_grid(write_grid(tmp_path / "c.yaml", Path("m"), tmp_path / "r", tmp_path / "s",
+                             {"target": [{"tasks": "xnli", "epochz": 3}]}))
 
 
 def test_shards_partition_the_cells(tmp_path):

@@ -64,27 +64,27 @@ def _set_intermediate(data: dict, value: Any) -> None:
     phases["intermediate"] = {**(phases.get("intermediate") or {}), "tasks": tasks}
 
 
-TARGET_FIELDS = ("tasks", "evaluate", "languages")
+EVALUATE_FIELDS = {"evaluate": "tasks", "languages": "languages"}  # target-value key -> phases.evaluate field
 
 
 def _set_target(data: dict, value: Any) -> None:
-    """A task set, or ``{tasks: commonsense_qa, evaluate: xcopa, languages: [...]}``: train on one task and evaluate
-    zero-shot on another that shares its head (XTREME-R trains English SIQA for XCOPA)."""
+    """A task set, or a mapping ``{tasks: commonsense_qa, train_split: train, evaluate: xcopa, languages: [...]}``:
+    the target phase's tasks and any of its fields, plus the tasks and languages to evaluate -- to train one task
+    and evaluate zero-shot on another that shares its head (XTREME-R trains English SIQA for XCOPA)."""
     phases = data.setdefault("phases", {})
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(TARGET_FIELDS))
-        if unknown or "tasks" not in value:
-            raise ConfigError(
-                f"grid.axes.target: {value!r} needs 'tasks' and may have 'evaluate' and 'languages' (not {unknown})"
-            )
-        evaluate = dict(phases.get("evaluate") or {})
-        if "evaluate" in value:
-            evaluate["tasks"] = task_list(value["evaluate"])
-        if "languages" in value:
-            evaluate["languages"] = value["languages"]
-        phases["evaluate"] = evaluate
-        value = value["tasks"]
-    phases["target"] = {**(phases.get("target") or {}), "tasks": task_list(value)}
+    if not isinstance(value, dict):
+        phases["target"] = {**(phases.get("target") or {}), "tasks": task_list(value)}
+        return
+    if "tasks" not in value:
+        raise ConfigError(f"grid.axes.target: {value!r} needs 'tasks' (and may set 'evaluate', 'languages', target fields)")
+    evaluate = dict(phases.get("evaluate") or {})
+    target = dict(phases.get("target") or {})
+    for key, item in value.items():
+        if key in EVALUATE_FIELDS:
+            evaluate[EVALUATE_FIELDS[key]] = task_list(item) if key == "evaluate" else item
+        else:
+            target[key] = task_list(item) if key == "tasks" else item  # unknown fields: refused when parsed
+    phases["evaluate"], phases["target"] = evaluate, target
 
 
 def _set_target_size(data: dict, value: Any) -> None:
