@@ -172,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from fastxlt.experiments.grid_table import print_grid
 
         print_grid(Path(args.run_dir), Console())
-        _print_report_files(Path(args.run_dir), Console(), latex=args.latex)
+        _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group))
         return 0
     path = Path(args.run_dir) / RESULTS_FILENAME
     if not path.is_file():
@@ -184,15 +184,26 @@ def cmd_report(args: argparse.Namespace) -> int:
                                "config: it rewrites results.json from the per-language files under eval/") from None
     _check_results(results, path)
     print_results(results, Console())
-    _print_report_files(Path(args.run_dir), Console(), latex=args.latex)
+    _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group))
     return 0
 
 
-def _print_report_files(run_dir: Path, console, *, latex: bool = False) -> None:
+def _groups(specs: list[str] | None) -> dict[str, list[str]]:
+    """``--group low=sw,ur,hi,th`` (repeatable) -> {'low': ['sw', 'ur', 'hi', 'th']}."""
+    groups = {}
+    for spec in specs or []:
+        name, _, languages = spec.partition("=")
+        if not name or not languages:
+            raise ConfigError(f"--group {spec!r}: write NAME=LANG,LANG,... (e.g. low=sw,ur,hi,th)")
+        groups[name] = [language.strip() for language in languages.split(",") if language.strip()]
+    return groups
+
+
+def _print_report_files(run_dir: Path, console, *, latex: bool = False, groups: dict | None = None) -> None:
     """Write report.md, results.csv, tables/ and figures/ (``fastxlt.reports``) and print where they are."""
     from fastxlt.reports.build import TABLES_DIRNAME, build_report
 
-    report = build_report(run_dir, latex=latex)
+    report = build_report(run_dir, latex=latex, groups=groups)
     console.print(f"report: {report}\nresults: {run_dir / RESULTS_CSV}")
     for table in sorted((run_dir / TABLES_DIRNAME).glob("*.tex" if latex else "*.md")):
         console.print(f"table: {table}")
@@ -457,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the tables of a finished run directory")
     report.add_argument("run_dir")
     report.add_argument("--latex", action="store_true", help="also write each table as LaTeX (tables/*.tex, booktabs)")
+    report.add_argument("--group", action="append", metavar="NAME=LANG,...",
+                        help="a language group: its average and its delta minus the other languages' (repeatable)")
     report.set_defaults(handler=cmd_report)
     plan = commands.add_parser("plan", help="GPU memory per training phase for ZeRO 0-3 and the smallest setting that fits")
     plan.add_argument("--config", "-c", required=True, help="experiment or grid YAML (e.g. configs/plan/*.yaml)")

@@ -48,7 +48,7 @@ def write_cell(directory: Path, axes: dict, accuracies: dict[str, float], rng, *
     return stored
 
 
-def make_grid(root: Path, *, snapshots=("best",), pending: int = 1) -> dict[str, dict[str, float]]:
+def make_grid(root: Path, *, snapshots=("best",), pending: int = 1, extra: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
     """none / snli x target sizes 250, all x seeds 1, 2. snli adds 2 points in en; elsewhere 10 points at size 250
     and 6 at size all (+2 more per later snapshot)."""
     rng = np.random.default_rng(0)
@@ -64,6 +64,7 @@ def make_grid(root: Path, *, snapshots=("best",), pending: int = 1) -> dict[str,
                     cell_id = f"i={intermediate},snap={snapshot},size={size},seed={seed}"
                     gain = 0.0 if intermediate == "none" else 0.02 * (s + 1) + (0.08 if size == 250 else 0.04)
                     accuracies = {lang: acc + (gain if lang != "en" else 0.02) * (intermediate != "none") + 0.01 * seed
+                                  + (extra or {}).get(lang, 0.0) * (intermediate != "none")
                                   for lang, acc in base_accuracy.items()}  # fmt: skip
                     steps = None if intermediate == "none" else 100 * (s + 1)
                     scores[cell_id] = write_cell(root / "cells" / cell_id, axes, accuracies, rng, steps=steps, dev=70.0)
@@ -108,6 +109,25 @@ def test_summary_means_std_and_intervals(tmp_path):
     assert row["low"] < 10.0 < row["high"] and row["significant"]
     en = summary[(summary["setting"] == "snli") & (summary["target_size"] == "250") & (summary["language"] == "en")].iloc[0]
     assert en["delta"] == pytest.approx(2.0) and en["low"] < en["delta"] < en["high"]
+
+
+def test_a_language_group_has_its_average_and_its_difference_from_the_rest(tmp_path):
+    """--group low=sw: sw gains 10 + 5 points at size 250, fr 10 (by construction), so the group's delta is +15 and
+    its difference from the other non-English languages +5, with an interval around it; English stays out."""
+    scores = make_grid(tmp_path, pending=0, extra={"sw": 0.05})
+    collection = collect(tmp_path)
+    summary, _ = summarise(collection, results_frame(collection), replicates=300, groups={"low": ["sw", "ur"]})
+    part = summary[(summary["setting"] == "snli") & (summary["target_size"] == "250")].set_index("language")
+    assert part.loc["group low", "delta"] == pytest.approx(15.0)
+    assert part.loc["group low", "score"] == pytest.approx(np.mean([scores[f"i=snli,snap=best,size=250,seed={s}"]["sw"]
+                                                                    for s in (1, 2)]))
+    difference = part.loc["group low - rest"]
+    assert difference["delta"] == pytest.approx(part.loc["sw", "delta"] - part.loc["fr", "delta"]) == pytest.approx(5.0)
+    assert difference["low"] < 5.0 < difference["high"] and np.isnan(difference["score"])
+    baseline = summary[(summary["setting"] == "none") & (summary["target_size"] == "250")].set_index("language")
+    assert "group low" in baseline.index and np.isnan(baseline.loc["group low", "delta"])
+    text = build_report(tmp_path, replicates=100, groups={"low": ["sw"]}).read_text()
+    assert "group low - rest" in text
 
 
 def test_snapshots_dev_selected_and_oracle_and_step_curve(tmp_path):

@@ -12,6 +12,10 @@ Vocabulary used by the tables and figures:
 ``average (non-English)`` per task and the ``XTREME average`` over tasks): the mean and standard
 deviation of the score over seeds, and for intermediate settings the mean paired delta over seeds with
 its 95% paired-bootstrap interval (``fastxlt.reports.stats``).
+
+Language groups (``fastxlt report --group low=sw,ur,hi,th``) add two rows per task: ``group low`` (the
+group's average) and ``group low - rest`` (its delta minus the other non-English languages' delta, with the
+interval of that difference, replicate by replicate): whether a setting helps the group differently.
 """
 
 from __future__ import annotations
@@ -23,13 +27,29 @@ import numpy as np
 import pandas as pd
 
 from fastxlt.reports.collect import COLLAPSED, INTERMEDIATE_AXES, NONE, Cell, Collection
-from fastxlt.reports.stats import DEFAULT_REPLICATES, DEFAULT_SEED, Delta, PairedSample, combine, paired_bootstrap, seed_summary
+from fastxlt.reports.stats import (
+    DEFAULT_REPLICATES,
+    DEFAULT_SEED,
+    Delta,
+    PairedSample,
+    combine,
+    paired_bootstrap,
+    percentile_interval,
+    seed_summary,
+)
 from fastxlt.tasks.aggregate import task_score
 
 AVERAGE = "average"
 NON_ENGLISH = "average (non-English)"
 XTREME = "XTREME average"
 SUMMARY_LANGUAGES = (AVERAGE, NON_ENGLISH)
+GROUP_PREFIX = "group "
+REST_SUFFIX = " - rest"
+
+
+def is_summary_language(label: str) -> bool:
+    """An average or a language group, not a language: kept out of per-language figures."""
+    return label in SUMMARY_LANGUAGES or str(label).startswith(GROUP_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -73,7 +93,7 @@ def find_baseline(cell: Cell, cells: Sequence[Cell], lay: Layout) -> Cell | None
 
 
 def summarise(collection: Collection, frame: pd.DataFrame, *, replicates: int = DEFAULT_REPLICATES,
-              seed: int = DEFAULT_SEED) -> tuple[pd.DataFrame, Layout]:  # fmt: skip
+              seed: int = DEFAULT_SEED, groups: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, Layout]:  # fmt: skip
     """The summary table described in the module docstring, and the layout it was grouped by."""
     lay = layout(collection, frame)
     frame = frame.assign(setting=[setting_label(row, lay) for _, row in frame.iterrows()])
@@ -86,7 +106,7 @@ def summarise(collection: Collection, frame: pd.DataFrame, *, replicates: int = 
         task_rows: list[list[dict]] = []
         for task, task_frame in group.groupby("task", sort=False):
             cells = [by_id[(cid, arm)] for cid, arm in task_frame[["cell_id", "arm"]].drop_duplicates().itertuples(index=False)]
-            task_result = _task_rows(base, str(task), task_frame, cells, collection, lay, replicates, seed)
+            task_result = _task_rows(base, str(task), task_frame, cells, collection, lay, replicates, seed, groups or {})
             task_rows.append(task_result[0])
             task_deltas.append(task_result[1])
             rows += task_result[0]
@@ -95,20 +115,21 @@ def summarise(collection: Collection, frame: pd.DataFrame, *, replicates: int = 
 
 
 def _task_rows(base: dict, task: str, frame: pd.DataFrame, cells: list[Cell], collection: Collection, lay: Layout,
-               replicates: int, seed: int) -> tuple[list[dict], Delta | None]:  # fmt: skip
-    """Per-language rows (and the two averages) of one setting on one task."""
+               replicates: int, seed: int, groups: dict[str, list[str]]) -> tuple[list[dict], Delta | None]:  # fmt: skip
+    """Per-language rows (and the two averages, and the language groups) of one setting on one task."""
     metric = str(frame["metric"].iloc[0])
     pairs = [(cell, find_baseline(cell, collection.cells, lay)) for cell in cells] if base["setting"] != NONE else []
     pairs = [(cell, baseline) for cell, baseline in pairs if baseline is not None and task in baseline.results.get("tasks", {})]
     languages = list(dict.fromkeys(frame["language"]))
-    deltas = _bootstrap(metric, task, languages, pairs, replicates, seed)
-    point = _point_deltas(task, languages, pairs)
+    members = _group_members(groups, languages)
+    deltas = _with_groups(_bootstrap(metric, task, languages, pairs, replicates, seed), members)
+    point = _with_groups(_point_deltas(task, languages, pairs), members)
     rows = []
-    for language in languages + [AVERAGE, NON_ENGLISH]:
-        scores = _scores(frame, language, languages)
+    for language in languages + [AVERAGE, NON_ENGLISH] + _group_labels(members):
+        scores = _scores(frame, language, languages, members)
         if scores is None:
             continue
-        mean, std = seed_summary(scores)
+        mean, std = seed_summary(scores) if scores else (np.nan, np.nan)
         row = dict(base, task=task, metric=metric, language=language, score=mean, std=std, seeds=len(scores),
                    steps=_mean(frame["steps"]), dev_score=_mean(frame["dev_score"]))  # fmt: skip
         row.update(_delta_fields(point.get(language), deltas.get(language) if deltas else None, len(pairs)))
@@ -116,14 +137,58 @@ def _task_rows(base: dict, task: str, frame: pd.DataFrame, cells: list[Cell], co
     return rows, (deltas or {}).get(AVERAGE)
 
 
-def _scores(frame: pd.DataFrame, language: str, languages: list[str]) -> list[float] | None:
-    """Per-seed scores of one language, or per-seed means over languages for the averages."""
+def _group_members(groups: dict[str, list[str]], languages: list[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """Group name -> (its languages present here, the other non-English languages), for groups with both."""
+    out = {}
+    for name, wanted in groups.items():
+        inside = [language for language in languages if language in wanted]
+        rest = [language for language in languages if language not in wanted and language != "en"]
+        if inside and rest:
+            out[name] = (inside, rest)
+    return out
+
+
+def _group_labels(members: dict[str, tuple[list[str], list[str]]]) -> list[str]:
+    return [label for name in members for label in (GROUP_PREFIX + name, GROUP_PREFIX + name + REST_SUFFIX)]
+
+
+def _with_groups(deltas: dict | None, members: dict[str, tuple[list[str], list[str]]]) -> dict | None:
+    """Add each group's mean delta and its difference from the rest (floats, or Deltas replicate by replicate)."""
+    if not deltas:
+        return deltas
+    out = dict(deltas)
+    for name, (inside, rest) in members.items():
+        if not all(language in deltas for language in inside + rest):
+            continue
+        group, other = [deltas[language] for language in inside], [deltas[language] for language in rest]
+        if isinstance(group[0], Delta):
+            mean_group, mean_rest = combine(group), combine(other)
+            difference = mean_group.replicates - mean_rest.replicates
+            out[GROUP_PREFIX + name] = mean_group
+            out[GROUP_PREFIX + name + REST_SUFFIX] = Delta(mean_group.value - mean_rest.value,
+                                                           *percentile_interval(difference), difference)
+        else:
+            out[GROUP_PREFIX + name] = float(np.mean(group))
+            out[GROUP_PREFIX + name + REST_SUFFIX] = float(np.mean(group)) - float(np.mean(other))
+    return out
+
+
+def _scores(frame: pd.DataFrame, language: str, languages: list[str],
+            members: dict[str, tuple[list[str], list[str]]] | None = None) -> list[float] | None:
+    """Per-seed scores of one language, or per-seed means over languages for the averages and groups (a group's
+    difference from the rest has no score of its own: [])."""
+    members = members or {}
     if language == AVERAGE:
         chosen = languages
     elif language == NON_ENGLISH:
         chosen = [lang for lang in languages if lang != "en"]
         if not chosen or len(chosen) == len(languages):
             return None
+    elif language.startswith(GROUP_PREFIX):
+        name = language[len(GROUP_PREFIX):]
+        if name.endswith(REST_SUFFIX) and name[: -len(REST_SUFFIX)] in members:
+            return []
+        chosen = members[name][0]
     else:
         chosen = [language]
     part = frame[frame["language"].isin(chosen)]

@@ -17,11 +17,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fastxlt.reports.collect import NONE  # noqa: E402
-from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, Layout  # noqa: E402
+from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, Layout, is_summary_language  # noqa: E402
 from fastxlt.reports.resources import GROUPS, is_low_resource, resource_group  # noqa: E402
 from fastxlt.reports.tables import context_title, label_without  # noqa: E402
 
-SUMMARY_ROWS = (AVERAGE, NON_ENGLISH)
 DPI = 110
 
 
@@ -43,7 +42,7 @@ def slug(text: str) -> str:
 
 
 def _per_language(summary: pd.DataFrame) -> pd.DataFrame:
-    return summary[~summary["language"].isin(SUMMARY_ROWS) & (summary["task"] != XTREME)]
+    return summary[~summary["language"].map(is_summary_language) & (summary["task"] != XTREME)]
 
 
 def paper_table_figure(table: pd.DataFrame, title: str, path: Path) -> Path:

@@ -111,7 +111,7 @@ def language_table(part: pd.DataFrame, task: str) -> pd.DataFrame:
     rows = part[part["task"] == task]
     out: dict[str, dict[str, str]] = {}
     for _, row in rows.iterrows():
-        text = f"{row['score']:.2f}"
+        text = "" if np.isnan(row["score"]) else f"{row['score']:.2f}"
         if row["seeds"] > 1 and not np.isnan(row["std"]):
             text += f" ± {row['std']:.2f}"
         delta = mark(row)
