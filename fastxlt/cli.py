@@ -172,7 +172,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from fastxlt.experiments.grid_table import print_grid
 
         print_grid(Path(args.run_dir), Console())
-        _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group))
+        _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group),
+                            baseline=_baseline(args.baseline))
         return 0
     path = Path(args.run_dir) / RESULTS_FILENAME
     if not path.is_file():
@@ -184,7 +185,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                                "config: it rewrites results.json from the per-language files under eval/") from None
     _check_results(results, path)
     print_results(results, Console())
-    _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group))
+    _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group),
+                        baseline=_baseline(args.baseline))
     return 0
 
 
@@ -199,11 +201,22 @@ def _groups(specs: list[str] | None) -> dict[str, list[str]]:
     return groups
 
 
-def _print_report_files(run_dir: Path, console, *, latex: bool = False, groups: dict | None = None) -> None:
+def _baseline(spec: str | None) -> tuple[str, str] | None:
+    """``--baseline intermediate_languages=en`` -> ('intermediate_languages', 'en')."""
+    if spec is None:
+        return None
+    axis, _, value = spec.partition("=")
+    if not axis or not value:
+        raise ConfigError(f"--baseline {spec!r}: write AXIS=VALUE (e.g. intermediate_languages=en)")
+    return axis, value
+
+
+def _print_report_files(run_dir: Path, console, *, latex: bool = False, groups: dict | None = None,
+                        baseline: tuple[str, str] | None = None) -> None:
     """Write report.md, results.csv, tables/ and figures/ (``fastxlt.reports``) and print where they are."""
     from fastxlt.reports.build import TABLES_DIRNAME, build_report
 
-    report = build_report(run_dir, latex=latex, groups=groups)
+    report = build_report(run_dir, latex=latex, groups=groups, baseline=baseline)
     console.print(f"report: {report}\nresults: {run_dir / RESULTS_CSV}")
     for table in sorted((run_dir / TABLES_DIRNAME).glob("*.tex" if latex else "*.md")):
         console.print(f"table: {table}")
@@ -470,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--latex", action="store_true", help="also write each table as LaTeX (tables/*.tex, booktabs)")
     report.add_argument("--group", action="append", metavar="NAME=LANG,...",
                         help="a language group: its average and its delta minus the other languages' (repeatable)")
+    report.add_argument("--baseline", metavar="AXIS=VALUE",
+                        help="compare every cell with the cell that has this value (default: no intermediate phase)")
     report.set_defaults(handler=cmd_report)
     plan = commands.add_parser("plan", help="GPU memory per training phase for ZeRO 0-3 and the smallest setting that fits")
     plan.add_argument("--config", "-c", required=True, help="experiment or grid YAML (e.g. configs/plan/*.yaml)")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fastxlt.errors import ConfigError
 from fastxlt.reports import build_report
 from fastxlt.reports.collect import collect, results_frame
 from fastxlt.reports.compare import summarise
@@ -128,6 +129,22 @@ def test_a_language_group_has_its_average_and_its_difference_from_the_rest(tmp_p
     assert "group low" in baseline.index and np.isnan(baseline.loc["group low", "delta"])
     text = build_report(tmp_path, replicates=100, groups={"low": ["sw"]}).read_text()
     assert "group low - rest" in text
+
+
+def test_a_chosen_baseline_pairs_cells_that_differ_on_its_axis_only(tmp_path):
+    """--baseline target_size=all: each 250-pair cell is compared with the same arm and seed at size all; by
+    construction snli gains 8 points at 250 and 4 at all outside English (+4), none gains nothing (0)."""
+    make_grid(tmp_path, pending=0)
+    collection = collect(tmp_path)
+    summary, _ = summarise(collection, results_frame(collection), replicates=200, baseline=("target_size", "all"))
+    small = summary[summary["target_size"] == "250"].set_index(["setting", "language"])
+    assert small.loc[("snli", "fr"), "delta"] == pytest.approx(4.0)
+    assert small.loc[("snli", "en"), "delta"] == pytest.approx(0.0)
+    assert small.loc[("none", "sw"), "delta"] == pytest.approx(0.0)
+    assert small.loc[("snli", "fr"), "paired_seeds"] == 2
+    assert summary[summary["target_size"] == "all"]["delta"].isna().all()  # the baseline cells themselves
+    with pytest.raises(ConfigError, match="no axis 'size'"):
+        summarise(collection, results_frame(collection), replicates=10, baseline=("size", "all"))
 
 
 def test_snapshots_dev_selected_and_oracle_and_step_curve(tmp_path):

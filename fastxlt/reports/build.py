@@ -31,10 +31,12 @@ CSV_COLUMNS = ("model", "intermediate", "intermediate_languages", "target", "tar
 
 
 def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED,
-                 latex: bool = False, groups: dict[str, list[str]] | None = None) -> Path:
+                 latex: bool = False, groups: dict[str, list[str]] | None = None,
+                 baseline: tuple[str, str] | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``tables/`` (Markdown; LaTeX too with ``latex``) and ``figures/``
     into ``run_dir``; returns report.md's path. ``groups`` (name -> languages) adds each group's average and its
-    difference from the other non-English languages to the summary (``fastxlt.reports.compare``)."""
+    difference from the other non-English languages to the summary, and ``baseline`` (axis, value) sets the cells
+    that deltas are taken against (``fastxlt.reports.compare``)."""
     run_dir = Path(run_dir)
     started = time.perf_counter()
     collection = collect(run_dir)
@@ -44,7 +46,7 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
     if frame.empty:
         lines.append("No cell is done yet: nothing to tabulate.")
     else:
-        summary, lay = summarise(collection, frame, replicates=replicates, seed=seed, groups=groups)
+        summary, lay = summarise(collection, frame, replicates=replicates, seed=seed, groups=groups, baseline=baseline)
         write_text_atomic(run_dir / SUMMARY_CSV, round_scores(summary).to_csv(index=False))
         lines += _body(summary, lay, run_dir, latex=latex)
         lines += robustness.section(collection, run_dir, replicates=replicates, seed=seed)

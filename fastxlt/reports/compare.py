@@ -20,12 +20,14 @@ interval of that difference, replicate by replicate): whether a setting helps th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from fastxlt.errors import ConfigError
 from fastxlt.reports.collect import COLLAPSED, INTERMEDIATE_AXES, NONE, Cell, Collection
 from fastxlt.reports.stats import (
     DEFAULT_REPLICATES,
@@ -59,6 +61,8 @@ class Layout:
     arm_axes: list[str]
     context_axes: list[str]
     varying_arm_axes: list[str]
+    # (axis, value) of the cells every other cell is compared with; None: the no-intermediate cells
+    baseline: tuple[str, str] | None = None
 
 
 def layout(collection: Collection, frame: pd.DataFrame) -> Layout:
@@ -78,7 +82,10 @@ def setting_label(row: pd.Series | dict, lay: Layout) -> str:
 
 
 def find_baseline(cell: Cell, cells: Sequence[Cell], lay: Layout) -> Cell | None:
-    """The no-intermediate cell with the same seed and other axes (arm-side ones equal or collapsed)."""
+    """The no-intermediate cell with the same seed and other axes (arm-side ones equal or collapsed); with
+    ``lay.baseline`` (axis, value), the cell with that value and every other axis equal (None for itself)."""
+    if lay.baseline is not None:
+        return _chosen_baseline(cell, cells, *lay.baseline)
     for other in cells:
         if other.axes.get("intermediate") != NONE:
             continue
@@ -92,10 +99,27 @@ def find_baseline(cell: Cell, cells: Sequence[Cell], lay: Layout) -> Cell | None
     return None
 
 
+def _chosen_baseline(cell: Cell, cells: Sequence[Cell], axis: str, value: str) -> Cell | None:
+    """The cell with ``axis == value`` and the same values on every other axis; None when ``cell`` is one."""
+    if str(cell.axes.get(axis)) == value:
+        return None
+    for other in cells:
+        if str(other.axes.get(axis)) != value:
+            continue
+        if all(str(other.axes.get(name)) == str(cell.axes.get(name)) for name in set(cell.axes) | set(other.axes) if name != axis):
+            return other
+    return None
+
+
 def summarise(collection: Collection, frame: pd.DataFrame, *, replicates: int = DEFAULT_REPLICATES,
-              seed: int = DEFAULT_SEED, groups: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, Layout]:  # fmt: skip
-    """The summary table described in the module docstring, and the layout it was grouped by."""
-    lay = layout(collection, frame)
+              seed: int = DEFAULT_SEED, groups: dict[str, list[str]] | None = None,
+              baseline: tuple[str, str] | None = None) -> tuple[pd.DataFrame, Layout]:  # fmt: skip
+    """The summary table described in the module docstring, and the layout it was grouped by. ``baseline``
+    (axis, value) compares every cell with the cell that has that value instead of the no-intermediate one
+    (English vs multilingual intermediate data: ``("intermediate_languages", "en")``)."""
+    lay = dataclasses.replace(layout(collection, frame), baseline=baseline)
+    if baseline is not None and baseline[0] not in frame.columns:
+        raise ConfigError(f"--baseline {baseline[0]}={baseline[1]}: this run has no axis '{baseline[0]}'")
     frame = frame.assign(setting=[setting_label(row, lay) for _, row in frame.iterrows()])
     by_id = {(cell.cell_id, cell.arm): cell for cell in collection.cells}
     keys = lay.context_axes + [axis for axis in lay.arm_axes if axis in frame.columns] + ["setting"]
@@ -118,7 +142,8 @@ def _task_rows(base: dict, task: str, frame: pd.DataFrame, cells: list[Cell], co
                replicates: int, seed: int, groups: dict[str, list[str]]) -> tuple[list[dict], Delta | None]:  # fmt: skip
     """Per-language rows (and the two averages, and the language groups) of one setting on one task."""
     metric = str(frame["metric"].iloc[0])
-    pairs = [(cell, find_baseline(cell, collection.cells, lay)) for cell in cells] if base["setting"] != NONE else []
+    compared = base["setting"] != NONE or lay.baseline is not None
+    pairs = [(cell, find_baseline(cell, collection.cells, lay)) for cell in cells] if compared else []
     pairs = [(cell, baseline) for cell, baseline in pairs if baseline is not None and task in baseline.results.get("tasks", {})]
     languages = list(dict.fromkeys(frame["language"]))
     members = _group_members(groups, languages)
