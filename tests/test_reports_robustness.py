@@ -147,6 +147,10 @@ def test_drop_table_equals_hand_computed_drops(tmp_path):
     assert list(frame.columns[:8]) == ["model", "intermediate", "adversarial", "target", "seed", "task", "perturbation", "language"]
     one = frame.query("intermediate == 'snli' and adversarial == 'freelb' and seed == 2 and perturbation == @CHAR and language == 'sw'")
     assert one["drop"].iloc[0] == pytest.approx(12.0)
+    # the tables' numbers as files, for pages built from committed results
+    written = pd.read_csv(tmp_path / "robustness_differences.csv").set_index(["perturbation", "language"])
+    assert written.loc[(CHAR, "average"), "value"] == pytest.approx(np.mean([-4, -4, -6]), abs=1e-4)
+    assert len(pd.read_csv(tmp_path / "robustness_drops.csv")) == len(drops)
 
 
 def test_drop_difference_bootstrap_equals_brute_force(tmp_path):

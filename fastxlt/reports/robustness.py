@@ -15,8 +15,9 @@ metric rows of both passes on the same examples (``clean_example_scores``, ``exa
   draws indices once per language and rescores the four passes (clean/perturbed x adversarial/standard) on
   them: ``rng = default_rng(seed)``, then per language in table order ``rng.integers(0, n, (replicates, n))``.
 
-Outputs: ``robustness.csv`` (one row per cell x task x perturbation x language), Markdown tables and one
-heatmap figure per context x task (settings side by side, perturbations x languages, the table's numbers).
+Outputs: ``robustness.csv`` (one row per cell x task x perturbation x language), ``robustness_drops.csv`` and
+``robustness_differences.csv`` (the tables' seed means and intervals, for pages built from committed files),
+Markdown tables and one heatmap figure per context x task (settings side by side, perturbations x languages).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ CSV_COLUMNS = ("model", "intermediate", PAIRING_AXIS, "target", "seed", "task", 
                "perturbed", "drop", "success_rate", "changed", "edit_rate", "coverage", "examples", "unavailable",
                "cell_id", "arm")  # fmt: skip
 DPI = 110
+DROPS_CSV = "robustness_drops.csv"
+DIFFERENCES_CSV = "robustness_differences.csv"
 
 
 @dataclass(frozen=True)
@@ -399,6 +402,8 @@ def section(collection: Collection, run_dir: Path, *, replicates: int = DEFAULT_
         return []
     write_csv(frame, run_dir / "robustness.csv")
     summary = summarise(collection, frame, replicates=replicates, seed=seed)
+    for name, table in ((DROPS_CSV, summary.drops), (DIFFERENCES_CSV, summary.differences)):
+        write_text_atomic(run_dir / name, table.to_csv(index=False, float_format="%.4f"))
     lines = ["", "## Robustness: drop under perturbation", "",
              "Drop = clean - perturbed score (points; positive = the perturbation hurts), mean ± std over seeds, "
              f"with its {CONFIDENCE:.0%} paired-bootstrap interval over test examples ({replicates} replicates, "
