@@ -1,0 +1,82 @@
+"""Research pages (docs/results/qN/index.md) are generated from their committed tables, and their headline
+numbers are re-derived here from ``results.csv`` / ``robustness.csv`` alone (an independent computation: per-seed
+paired differences of language averages, not the report's summary code)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fastxlt.reports.pages import fill, main, render, summary_table
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "docs" / "results"
+FOLDERS = sorted(p.parent for p in RESULTS.glob("q*/run.json"))
+
+
+def test_summary_table_formats_scores_deltas_and_intervals():
+    summary = pd.DataFrame.from_records([
+        {"setting": "none", "task": "xnli", "language": "average", "score": 50.0, "std": 1.0, "delta": np.nan,
+         "low": np.nan, "high": np.nan},
+        {"setting": "snli", "task": "xnli", "language": "average", "score": 52.5, "std": np.nan, "delta": 2.5,
+         "low": 0.5, "high": 4.25},
+        {"setting": "snli", "task": "xnli", "language": "group low - rest", "score": np.nan, "std": np.nan,
+         "delta": -1.0, "low": -3.0, "high": 1.0},
+    ])  # fmt: skip
+    table, values = summary_table(summary, [("avg", "xnli", "average"), ("low - rest", "xnli", "group low - rest")],
+                                  ["setting"])
+    assert table.splitlines() == [
+        "| setting | avg | low - rest |",
+        "|---|---:|---:|",
+        "| none | 50.00 ± 1.00 |  |",
+        "| snli | 52.50 (+2.50* [+0.50, +4.25]) | -1.00 [-3.00, +1.00] |",
+    ]
+    assert values["delta:snli_xnli_group_low_rest"] == "-1.00 [-3.00, +1.00]"
+    assert fill("gain {delta:snli_xnli_average}", values) == "gain +2.50* [+0.50, +4.25]"
+    with pytest.raises(KeyError):
+        fill("{delta:nothing}", values)
+
+
+@pytest.mark.skipif(not FOLDERS, reason="no committed research pages")
+def test_committed_pages_are_what_their_files_give():
+    assert main(["render", str(RESULTS), "--check"]) == 0
+
+
+def _paired_delta(frame: pd.DataFrame, arm: dict, base: dict, task: str, languages) -> float:
+    """Mean over seeds of (arm's mean score over ``languages`` - the baseline's), cells matched by seed."""
+    def per_seed(selector: dict) -> pd.Series:
+        part = frame[(frame["task"] == task) & frame["language"].isin(languages)]
+        for column, value in selector.items():
+            part = part[part[column].astype(str) == str(value)]
+        return part.groupby("seed")["score"].mean()
+
+    arm_scores, base_scores = per_seed(arm), per_seed(base)
+    assert list(arm_scores.index) == list(base_scores.index) and len(arm_scores) >= 3, "3 seeds, paired"
+    return float((arm_scores - base_scores).mean())
+
+
+def _page(folder: Path) -> str:
+    return (folder / "index.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(not (RESULTS / "q2" / "run.json").is_file(), reason="question 2 not committed")
+def test_question_2_headlines_from_results_csv():
+    folder = RESULTS / "q2"
+    frame = pd.read_csv(folder / "results.csv", keep_default_na=False)
+    run = json.loads((folder / "run.json").read_text())
+    low = run["groups"]["low"]
+    languages = sorted(set(frame["language"]))
+    non_english = [lang for lang in languages if lang != "en"]
+    rest = [lang for lang in non_english if lang not in low]
+    page = _page(folder)
+    for snapshot in sorted(set(frame["snapshot"]) - {"-"}):
+        arm = {"intermediate": "snli", "snapshot": snapshot}
+        base = {"intermediate": "none"}
+        for chosen in (non_english, low):
+            assert f"{_paired_delta(frame, arm, base, 'xnli', chosen):+.2f}" in page
+        difference = _paired_delta(frame, arm, base, "xnli", low) - _paired_delta(frame, arm, base, "xnli", rest)
+        assert f"{difference:+.2f}" in page
