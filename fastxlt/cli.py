@@ -214,9 +214,11 @@ def _baseline(spec: str | None) -> tuple[str, str] | None:
 def _print_report_files(run_dir: Path, console, *, latex: bool = False, groups: dict | None = None,
                         baseline: tuple[str, str] | None = None) -> None:
     """Write report.md, results.csv, tables/ and figures/ (``fastxlt.reports``) and print where they are."""
-    from fastxlt.reports.build import TABLES_DIRNAME, build_report
+    from fastxlt.reports.build import TABLES_DIRNAME, build_report, conclusion_lines
 
     report = build_report(run_dir, latex=latex, groups=groups, baseline=baseline)
+    for sentence in conclusion_lines(report):
+        console.print(sentence, highlight=False)
     console.print(f"report: {report}\nresults: {run_dir / RESULTS_CSV}")
     for table in sorted((run_dir / TABLES_DIRNAME).glob("*.tex" if latex else "*.md")):
         console.print(f"table: {table}")

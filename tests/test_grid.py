@@ -318,5 +318,11 @@ def test_grid_table_deltas_pair_equal_seeds(tmp_path):
         write_json_atomic(tmp_path / "cells" / cell_id / "results.json",
                           {"arms": {arm: {"tasks": {"t": {"metric": "accuracy", "languages": languages}}}}})
     write_json_atomic(tmp_path / "grid.json", {"cells": ids})
-    _, sentences = grid_tables(tmp_path)
-    assert "x +6.00" in sentences[0]  # de: 46 - 40 (seed 1), not 46 - 45 (mean of seeds 1 and 2)
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    for table in grid_tables(tmp_path):
+        console.print(table)
+    text = console.export_text()
+    de_row = next(line for line in text.splitlines() if line.strip("│ ").startswith("de"))
+    assert "+6.00" in de_row  # de: 46 - 40 (seed 1), not 46 - 45 (mean of seeds 1 and 2)

@@ -147,6 +147,24 @@ def test_a_chosen_baseline_pairs_cells_that_differ_on_its_axis_only(tmp_path):
         summarise(collection, results_frame(collection), replicates=10, baseline=("size", "all"))
 
 
+def test_the_conclusion_carries_each_delta_with_its_interval_and_reading(tmp_path):
+    """The printed conclusion of a grid: per context and setting, the non-English delta (+10 at size 250 by
+    construction), its interval, the paired seeds and what the interval allows one to say."""
+    from fastxlt.reports.build import conclusion_lines
+
+    make_grid(tmp_path, pending=0)
+    report = build_report(tmp_path, replicates=200)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    lines = conclusion_lines(report)
+    assert len(lines) == 2  # snli vs none at sizes 250 and all
+    row = summary[(summary["setting"] == "snli") & (summary["target_size"].astype(str) == "250")
+                  & (summary["language"] == "average (non-English)")].iloc[0]
+    small = next(line for line in lines if "target_size=250" in line)
+    assert f"by {row['delta']:+.2f} points [95% interval {row['low']:+.2f}, {row['high']:+.2f}]" in small
+    assert row["delta"] == pytest.approx(10.0) and "over 2 paired seed(s)" in small
+    assert ("excludes 0: a gain" in small) == (row["low"] > 0)
+
+
 def test_snapshots_dev_selected_and_oracle_and_step_curve(tmp_path):
     make_grid(tmp_path, snapshots=("best", "step-200"), pending=0)
     text = build_report(tmp_path, replicates=200).read_text()

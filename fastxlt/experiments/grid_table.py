@@ -1,5 +1,6 @@
 """The terminal table of a grid: zero-shot score per language for each intermediate setting, averaged
-over seeds, with the difference to no intermediate training, and one sentence that says what it shows.
+over seeds, with the difference to no intermediate training. What it shows, with intervals, is said by the
+report's conclusion (``fastxlt.reports.tables.conclusions``), printed after it.
 
 Built from the grid run directory alone (``grid.json`` and each done cell's ``cell.json`` and
 ``results.json``); ``fastxlt.reports`` writes the full report (intervals, figures, results.csv).
@@ -44,8 +45,8 @@ def collect_cells(run_dir: str | Path) -> list[dict[str, Any]]:
     return cells
 
 
-def grid_tables(run_dir: str | Path) -> tuple[list[Table], list[str]]:
-    """One table per (task, other axes) and a sentence per table on the non-English average delta."""
+def grid_tables(run_dir: str | Path) -> list[Table]:
+    """One table per (task, other axes)."""
     cells = collect_cells(run_dir)
     groups: dict[tuple, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     for cell in cells:
@@ -56,17 +57,14 @@ def grid_tables(run_dir: str | Path) -> tuple[list[Table], list[str]]:
         rest = tuple((a, v) for a, v in axes.items() if a not in COLUMN_AXES and a != "seed")
         for task, per_language in cell["scores"].items():
             groups[(task, rest)][column][cell["seed"]] = per_language
-    tables, sentences = [], []
+    tables = []
     for (task, rest), columns in groups.items():
         title = f"{task} zero-shot" + "".join(f", {axis} {value}" for axis, value in rest)
-        table, sentence = _table(title, columns)
-        tables.append(table)
-        if sentence:
-            sentences.append(sentence)
-    return tables, sentences
+        tables.append(_table(title, columns))
+    return tables
 
 
-def _table(title: str, columns: dict[str, dict]) -> tuple[Table, str | None]:
+def _table(title: str, columns: dict[str, dict]) -> Table:
     """``columns``: setting -> seed -> per-language scores. A delta compares seed with seed: the baseline
     is averaged over the seeds its setting has (a cut-short grid may have fewer seeds in some columns)."""
     names = sorted(columns, key=lambda c: (c != NONE_LABEL, c))
@@ -97,14 +95,7 @@ def _table(title: str, columns: dict[str, dict]) -> tuple[Table, str | None]:
         if label.startswith("average"):
             table.add_section()
         table.add_row(label, *cells, style="bold" if label.startswith("average") else None)
-    sentence = None
-    if NONE_LABEL in means and len(names) > 1 and zero_shot:
-        base = float(np.mean([means[NONE_LABEL][lang] for lang in zero_shot]))
-        parts = [f"{name} {_delta(float(np.mean([means[name][lang] for lang in zero_shot])), baselines[name], zero_shot)}"
-                 for name in names[1:]]
-        sentence = (f"{title}: intermediate training changes the non-English average by " + ", ".join(parts)
-                    + f" points against no intermediate training ({base:.2f}; deltas pair equal seeds).")
-    return table, sentence
+    return table
 
 
 def _delta(value: float, baseline: dict[str, float], languages: list[str]) -> str:
@@ -120,8 +111,5 @@ def _mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def print_grid(run_dir: str | Path, console: Console | None = None) -> None:
     console = console or Console()
-    tables, sentences = grid_tables(run_dir)
-    for table in tables:
+    for table in grid_tables(run_dir):
         console.print(table)
-    for sentence in sentences:
-        console.print(sentence)

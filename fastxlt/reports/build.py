@@ -26,6 +26,7 @@ from fastxlt.utils.io import write_text_atomic
 from fastxlt.utils.run_layout import REPORT_FILENAME, RESULTS_CSV, SUMMARY_CSV
 
 TABLES_DIRNAME = "tables"
+CONCLUSION_HEADING = "\n## What it shows"
 CSV_COLUMNS = ("model", "intermediate", "intermediate_languages", "target", "target_size", "snapshot", "seed",
                "task", "language", "score", "metric", "examples", "steps", "dev_score", "cell_id", "arm")  # fmt: skip
 
@@ -48,10 +49,20 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
     else:
         summary, lay = summarise(collection, frame, replicates=replicates, seed=seed, groups=groups, baseline=baseline)
         write_text_atomic(run_dir / SUMMARY_CSV, round_scores(summary).to_csv(index=False))
+        lines += [CONCLUSION_HEADING, "", *(f"- {sentence}" for sentence in tables.conclusions(summary, lay))]
         lines += _body(summary, lay, run_dir, latex=latex)
         lines += robustness.section(collection, run_dir, replicates=replicates, seed=seed)
     lines.append(f"\n_Built from the run directory alone in {time.perf_counter() - started:.1f} s._")
     return write_text_atomic(run_dir / REPORT_FILENAME, "\n".join(lines) + "\n")
+
+
+def conclusion_lines(report: Path) -> list[str]:
+    """The sentences of report.md's conclusion section (what ``fastxlt run`` prints after a grid)."""
+    text = Path(report).read_text(encoding="utf-8")
+    if CONCLUSION_HEADING not in text:
+        return []
+    section = text.split(CONCLUSION_HEADING, 1)[1].split("\n## ", 1)[0]
+    return [line[2:] for line in section.splitlines() if line.startswith("- ")]
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:

@@ -131,3 +131,35 @@ def to_markdown(frame: pd.DataFrame) -> str:
     for index, row in frame.iterrows():
         lines.append("| " + " | ".join([str(index)] + [str(value) for value in row.tolist()]) + " |")
     return "\n".join(lines)
+
+
+def conclusions(summary: pd.DataFrame, lay: Layout) -> list[str]:
+    """One sentence per context, task and setting compared with a baseline: the non-English (else overall)
+    average delta with its 95% paired-bootstrap interval and how many seeds it pairs, and what that allows one
+    to say -- the printed conclusion of a grid run, true on any CPU because it carries its own uncertainty."""
+    sentences = []
+    for values, part in contexts(summary, lay):
+        where = "" if not values else f" ({context_title(values)})"
+        for task, rows in part[part["task"] != XTREME].groupby("task", sort=False):
+            chosen = rows[rows["language"] == NON_ENGLISH] if (rows["language"] == NON_ENGLISH).any() else rows[rows["language"] == AVERAGE]
+            label = "non-English average" if (rows["language"] == NON_ENGLISH).any() else "average"
+            for _, row in chosen[chosen["delta"].notna()].iterrows():
+                sentences.append(f"{task}{where}: {row['setting']} changes the {label} by {_with_interval(row)} "
+                                 f"over {int(row['paired_seeds'])} paired seed(s); {_reading(row)}")
+    return sentences
+
+
+def _with_interval(row: pd.Series) -> str:
+    if pd.isna(row.get("low")):
+        return f"{row['delta']:+.2f} points (no interval: evaluation files without per-example scores)"
+    return f"{row['delta']:+.2f} points [95% interval {row['low']:+.2f}, {row['high']:+.2f}]"
+
+
+def _reading(row: pd.Series) -> str:
+    if pd.isna(row.get("low")):
+        return "its uncertainty is unknown."
+    if row["low"] > 0:
+        return "the interval excludes 0: a gain on these test examples."
+    if row["high"] < 0:
+        return "the interval excludes 0: a loss on these test examples."
+    return "the interval includes 0: no effect can be told from noise at this size."
