@@ -94,7 +94,7 @@ def test_dotted_axes_and_errors(tmp_path):
 def test_a_target_value_can_train_one_task_and_evaluate_another(tmp_path):
     """XTREME-R's XCOPA recipe: train an English choice task, evaluate XCOPA zero-shot, beside an XNLI target."""
     axes = {"target": ["xnli", {"tasks": "commonsense_qa", "train_examples": 40, "evaluate": "xcopa",
-                                "languages": ["it", "sw"]}]}
+                                "languages": ["it", "sw"], "split": "test"}]}
     spec = load_grid(write_grid(tmp_path / "g.yaml", Path("m"), tmp_path / "run", tmp_path / "store", axes))
     xnli, choice = spec.cells
     assert [c.cell_id for c in spec.cells] == ["target=xnli", "target=commonsense_qa-to-xcopa"]
@@ -102,7 +102,7 @@ def test_a_target_value_can_train_one_task_and_evaluate_another(tmp_path):
     assert choice.config.phases.target.tasks == ["commonsense_qa"] and choice.config.phases.target.train_examples == 40
     assert xnli.config.phases.target.train_examples is None  # a target value's fields are its own
     assert choice.config.evaluation_tasks() == ["xcopa"] and choice.config.phases.evaluate.languages == ["it", "sw"]
-    assert choice.config.phases.evaluate.split == "validation"  # the base file's other evaluate settings stay
+    assert choice.config.phases.evaluate.split == "test" and xnli.config.phases.evaluate.split == "validation"
     with pytest.raises(ConfigError, match="needs 'tasks'"):
         load_grid(write_grid(tmp_path / "b.yaml", Path("m"), tmp_path / "r", tmp_path / "s",
                              {"target": [{"evaluate": "xcopa"}]}))

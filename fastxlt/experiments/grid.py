@@ -64,13 +64,14 @@ def _set_intermediate(data: dict, value: Any) -> None:
     phases["intermediate"] = {**(phases.get("intermediate") or {}), "tasks": tasks}
 
 
-EVALUATE_FIELDS = {"evaluate": "tasks", "languages": "languages"}  # target-value key -> phases.evaluate field
+# target-value key -> phases.evaluate field
+EVALUATE_FIELDS = {"evaluate": "tasks", "languages": "languages", "split": "split"}
 
 
 def _set_target(data: dict, value: Any) -> None:
     """A task set, or a mapping ``{tasks: commonsense_qa, train_split: train, evaluate: xcopa, languages: [...]}``:
-    the target phase's tasks and any of its fields, plus the tasks and languages to evaluate -- to train one task
-    and evaluate zero-shot on another that shares its head (XTREME-R trains English SIQA for XCOPA)."""
+    the target phase's tasks and any of its fields, plus the tasks, languages and split to evaluate -- to train
+    one task and evaluate zero-shot on another that shares its head (XTREME-R trains English SIQA for XCOPA)."""
     phases = data.setdefault("phases", {})
     if not isinstance(value, dict):
         phases["target"] = {**(phases.get("target") or {}), "tasks": task_list(value)}

@@ -36,7 +36,8 @@ from fastxlt.utils.io import write_text_atomic
 RUN_FILE = "run.json"
 ANSWER_FILE = "answer.md"
 PAGE_FILE = "index.md"
-COPIED = ("results.csv", "summary.csv", "robustness.csv", DROPS_CSV, DIFFERENCES_CSV, "report.md")
+# report.md stays in the run directory: its links to tables/ and per-cell samples do not travel
+COPIED = ("results.csv", "summary.csv", "robustness.csv", DROPS_CSV, DIFFERENCES_CSV)
 FLAG_PATTERN = re.compile(r"^(avx2|avx512\w*|amx\w*|avx_vnni|fma)$")
 
 
@@ -177,8 +178,8 @@ def render(folder: Path) -> str:
              "files in this folder; do not edit by hand._", "", *machine_lines(run), "", "## Answer", "", answer, "",
              "## Tables", "", run.get("setup", "").strip(), "", tables, ""]  # fmt: skip
     lines += [f"![{figure.stem}]({figure.as_posix()})" for figure in figures]
-    lines += ["", "`results.csv` has one row per cell, task and language; `report.md` is `fastxlt report`'s full "
-              "report (per-language tables with intervals)."]
+    lines += ["", "`results.csv` has one row per cell, task and language; `summary.csv` every language's and "
+              "average's seed mean, paired delta and interval (what `fastxlt report` tabulates in `report.md`)."]
     return "\n".join(lines).rstrip() + "\n"
 
 
