@@ -80,3 +80,27 @@ def test_question_2_headlines_from_results_csv():
             assert f"{_paired_delta(frame, arm, base, 'xnli', chosen):+.2f}" in page
         difference = _paired_delta(frame, arm, base, "xnli", low) - _paired_delta(frame, arm, base, "xnli", rest)
         assert f"{difference:+.2f}" in page
+
+
+@pytest.mark.skipif(not (RESULTS / "q3" / "run.json").is_file(), reason="question 3 not committed")
+def test_question_3_headlines_from_robustness_csv():
+    """Every method's average drop difference against standard training, per task and perturbation, and every
+    setting's average drop, re-derived from the per-cell rows of robustness.csv."""
+    folder = RESULTS / "q3"
+    frame = pd.read_csv(folder / "robustness.csv", keep_default_na=False, na_values=[""])
+    frame = frame[frame["drop"].notna()]
+    page = _page(folder)
+    snli = frame[frame["intermediate"] == "snli"]
+    standard = snli[snli["adversarial"] == "null"].set_index(["task", "perturbation", "seed", "language"])["drop"]
+    checked = 0
+    for (task, perturbation, method), part in snli[snli["adversarial"] != "null"].groupby(["task", "perturbation", "adversarial"]):
+        part = part.set_index(["task", "perturbation", "seed", "language"])["drop"]
+        difference = (part - standard.reindex(part.index)).groupby(level="seed").mean()
+        assert len(difference) >= 3 and not difference.isna().any()
+        assert f"{difference.mean():+.2f}" in page, (task, perturbation, method)
+        checked += 1
+    assert checked >= 4 * 2 * 3  # four methods x two tasks x at least three perturbations
+    for (task, perturbation, setting), part in frame.groupby(["task", "perturbation", "intermediate"]):
+        if setting == "none":
+            average = part.groupby("seed")["drop"].mean().mean()
+            assert f"{average:.2f}" in page, (task, perturbation)

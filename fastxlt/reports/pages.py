@@ -205,7 +205,12 @@ def _summary_builder(folder: Path, run: dict) -> tuple[str, dict]:
 
 
 def _robustness_builder(folder: Path, run: dict) -> tuple[str, dict]:
-    return robustness_tables(folder)
+    """The clean scores (summary.csv, when run.json names columns), then the drops and their differences."""
+    text, values = robustness_tables(folder)
+    if "columns" not in run:
+        return text, values
+    clean, clean_values = _summary_builder(folder, run)
+    return f"Clean zero-shot scores (delta vs no intermediate training):\n\n{clean}\n\n{text}", {**clean_values, **values}
 
 
 BUILDERS: dict[str, Callable[[Path, dict], tuple[str, dict]]] = {
