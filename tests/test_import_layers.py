@@ -62,7 +62,7 @@ SAME_LAYER: set[tuple[str, str]] = {
 }
 # Modules whose imports may sit inside functions: the command lines, whose --help must not load torch; and the
 # synthetic package, whose source files are hashed into the phase-store key of every synthetic phase
-# (``fastxlt.experiments.grid_runner._synthetic_source_digest``), so that a refactoring there would orphan
+# (``fastxlt.experiments.phases.synthetic_source_digest``), so that a refactoring there would orphan
 # every stored phase (its lazy imports hide no cycle: ``world`` imports the ``generate`` submodule only).
 LAZY_IMPORTERS = {"fastxlt.cli", "fastxlt.train", "fastxlt.synthetic"}
 MAX_FUNCTION_IMPORTS = 30
