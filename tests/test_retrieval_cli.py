@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastxlt.retrieval import cli
+from fastxlt.cli import retrieval as cli
 from fastxlt.synthetic.model import build_tiny_encoder
 from fastxlt.synthetic.tokenizer import train_tokenizer
 
