@@ -3,7 +3,7 @@
 Refactorings of the runners, the loop, the data path or evaluation must not change a single number (the
 research answers in docs/results/ were computed by this code). The full embedded default takes minutes, so the
 default suite runs it shortened -- every phase of every cell, with few steps and 40 test examples per language
--- and pins each stored phase's encoder (a SHA-256 of its tensors, keyed by its phase-store key) and every
+(about 20 s) -- and pins each stored phase's encoder (a SHA-256 of its tensors, keyed by its phase-store key) and every
 cell's per-language accuracy; the full run is pinned the same way under ``-m slow``. The values were recorded
 with the code before ``fastxlt.experiments.phases`` (commit 6ec3cc3) and reproduced after it.
 
@@ -53,6 +53,21 @@ SHORT_CORRECT = {
     "target_size=all,intermediate=synth-nli": ("synth-nli", [24, 23, 22, 24, 20, 20]),
 }
 
+FULL_WEIGHTS = {
+    "intermediate/4a19fa49abeec6c7": "8ccf9f27599e4dbd",
+    "mlm/9a24fd52e170ad68": "a8d2940d58271a45",
+    "target/41a897ccc0911262": "a66ee47d51c7ca76",
+    "target/6a44647f549ad3da": "abecde5436d98014",
+    "target/8020ad3558df902a": "ac0b826916b19282",
+    "target/98800d23747537f0": "bcdf78d97786a4e1",
+}
+FULL_CORRECT = {  # of 500 test pairs per language
+    "target_size=1000,intermediate=none": ("none", [354, 301, 288, 306, 284, 283]),
+    "target_size=1000,intermediate=synth-nli": ("synth-nli", [336, 317, 292, 320, 296, 277]),
+    "target_size=all,intermediate=none": ("none", [358, 307, 281, 321, 311, 281]),
+    "target_size=all,intermediate=synth-nli": ("synth-nli", [363, 322, 267, 305, 301, 275]),
+}
+
 
 @pytest.fixture
 def one_thread():
@@ -98,6 +113,14 @@ def test_a_shortened_embedded_default_gives_the_pinned_weights_and_scores(tmp_pa
     weights, scores = run_default(tmp_path / "run", SHORT)
     assert weights == SHORT_WEIGHTS
     assert scores == expected_scores(SHORT_CORRECT, 40)
+
+
+@pytest.mark.slow  # about 5 minutes on one thread of a shared 2-core machine
+def test_the_embedded_default_gives_the_pinned_weights_and_scores(tmp_path, one_thread):
+    """The full ``fastxlt run`` with no config; its phase keys are the ones tests/test_phase_keys.py pins."""
+    weights, scores = run_default(tmp_path / "run", [])
+    assert weights == FULL_WEIGHTS
+    assert scores == expected_scores(FULL_CORRECT, 500)
 
 
 def record(run_dir: str, full: bool = False) -> None:
