@@ -20,10 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from fastxlt.experiments.grid import load_grid
 from fastxlt.experiments.grid_runner import run_grid
+from fastxlt.experiments.pipeline import run_experiment
+from fastxlt.experiments.preflight import load_experiment
 from fastxlt.utils.io import read_json
 
 DEFAULT = Path(__file__).resolve().parents[1] / "fastxlt" / "synthetic" / "default.yaml"
@@ -113,6 +116,27 @@ def test_a_shortened_embedded_default_gives_the_pinned_weights_and_scores(tmp_pa
     weights, scores = run_default(tmp_path / "run", SHORT)
     assert weights == SHORT_WEIGHTS
     assert scores == expected_scores(SHORT_CORRECT, 40)
+
+
+def test_a_single_run_trains_the_phases_a_grid_cell_trains(tmp_path, one_thread):
+    """The single runner (``fastxlt.experiments.pipeline``, its own run-directory layout) and the grid runner plan
+    their phases through one ``Phase``: the shortened default without its grid section, both arms in one run,
+    trains encoders bit for bit equal to the grid's phases above."""
+    data = yaml.safe_load(DEFAULT.read_text())
+    del data["grid"]  # target size: all 4000 pairs, as the grid's target_size=all cells
+    data.update(run_dir=str(tmp_path / "run"), compare_without_intermediate=True)
+    config = tmp_path / "single.yaml"
+    config.write_text(yaml.safe_dump(data))
+    run_experiment(load_experiment(config, SHORT))
+    run = tmp_path / "run"
+    trained = {name: encoder_digest(run / name / "model" / "encoder")
+               for name in ("mlm", "intermediate", "target/baseline", "target/synth-nli")}
+    assert trained == {
+        "mlm": SHORT_WEIGHTS["mlm/74d50e2c28084622"],
+        "intermediate": SHORT_WEIGHTS["intermediate/aba873a56326b49a"],
+        "target/baseline": SHORT_WEIGHTS["target/a90053a476fd10c6"],  # the cell target_size=all,intermediate=none
+        "target/synth-nli": SHORT_WEIGHTS["target/b707f3cf736dfd15"],  # the cell target_size=all,intermediate=synth-nli
+    }
 
 
 @pytest.mark.slow  # about 5 minutes on one thread of a shared 2-core machine
