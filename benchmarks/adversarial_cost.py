@@ -34,24 +34,11 @@ from fastxlt.config import AdversarialConfig  # noqa: E402
 from fastxlt.models.encoder import load_encoder  # noqa: E402
 from fastxlt.models.transfer import TransferModel  # noqa: E402
 from fastxlt.tasks.base import get_task  # noqa: E402
-from fastxlt.training.adversarial import adversarial_step  # noqa: E402
+from fastxlt.training.adversarial import PlainEngine, adversarial_step  # noqa: E402
 
 RESULTS = results_path("adversarial_cost.csv")
 METHODS = ("standard", "freelb", "pgd", "smart", "r3f")
 GRAD_ACCUM = 2
-
-
-class PlainEngine:
-    """What adversarial_step needs from a DeepSpeed engine (forward, backward, module), on one process."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module
-
-    def __call__(self, **inputs):
-        return self.module(**inputs)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss / GRAD_ACCUM).backward()
 
 
 def build_encoder(model_dir: str | None, smoke: bool) -> tuple[torch.nn.Module, str]:
@@ -82,7 +69,7 @@ class Trainer:
         torch.manual_seed(0)
         self.model = TransferModel(encoder, [get_task("mnli")]).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
-        self.engine, self.head = PlainEngine(self.model), self.model.head_for("mnli")
+        self.engine, self.head = PlainEngine(self.model, grad_accum=GRAD_ACCUM), self.model.head_for("mnli")
         self.settings = None if method == "standard" else AdversarialConfig(method=method)
 
     def step(self, batches: list[dict[str, torch.Tensor]], step: int) -> float:

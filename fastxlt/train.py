@@ -7,7 +7,6 @@ CI), ``DS_ACCELERATOR=cpu`` and gloo make the same code run N CPU ranks.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 if __package__ in (None, ""):  # launched as a script by the deepspeed launcher
@@ -17,13 +16,9 @@ if __package__ in (None, ""):  # launched as a script by the deepspeed launcher
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fastxlt.cli import _add_config_arguments, _dispatch, cmd_train
+    from fastxlt.cli import train_main  # its options live with every other command line's
 
-    parser = argparse.ArgumentParser(prog="fastxlt/train.py", description=__doc__.splitlines()[0])
-    _add_config_arguments(parser)
-    parser.add_argument("--no-eval", action="store_true", help="skip zero-shot evaluation after training")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    return _dispatch(cmd_train, parser.parse_args(argv))
+    return train_main(argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -41,19 +41,6 @@ FAMILY_TASKS = {"pair": "synth-para", "choice": "copa", "span": "squad", "taggin
 DROPOUT_SEED, NOISE_SEED = 1234, 5678
 
 
-class PlainEngine:
-    """The three things adversarial_step uses from a DeepSpeed engine, on a plain module."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module
-
-    def __call__(self, **inputs):
-        return self.module(**inputs)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-
 def make_model(tiny_encoder: Path, family: str) -> TransferModel:
     torch.manual_seed(0)
     encoder = load_encoder(tiny_encoder, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)  # dropout on
@@ -223,7 +210,7 @@ def test_gradients_equal_the_reference(tiny_encoder, method, family):
     model = make_model(tiny_encoder, family)
     batch = make_batch(model, family)
     head = next(iter(model.heads))
-    returned = adversarial.adversarial_step(PlainEngine(model), head, batch, settings, DROPOUT_SEED, NOISE_SEED)
+    returned = adversarial.adversarial_step(adversarial.PlainEngine(model), head, batch, settings, DROPOUT_SEED, NOISE_SEED)
     ours = gradients(model)
     model.zero_grad(set_to_none=True)
     REFERENCES[method](model, batch, settings)
@@ -245,7 +232,7 @@ def test_freelb_keeps_one_dropout_mask_across_its_passes(tiny_encoder):
     model = make_model(tiny_encoder, "pair")
     batch = make_batch(model, "pair")
     settings = AdversarialConfig(method="freelb", step_size=1e-30, init_magnitude=0.0)
-    adversarial.adversarial_step(PlainEngine(model), "synth-para", batch, settings, DROPOUT_SEED, NOISE_SEED)
+    adversarial.adversarial_step(adversarial.PlainEngine(model), "synth-para", batch, settings, DROPOUT_SEED, NOISE_SEED)
     ours = gradients(model)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(DROPOUT_SEED)
@@ -272,7 +259,7 @@ def test_ascent_stays_in_the_ball(norm):
 def test_random_start_and_smart_projection_bounds(tiny_encoder):
     model = make_model(tiny_encoder, "pair")
     batch = make_batch(model, "pair")
-    run = adversarial.PerturbedForward(PlainEngine(model), "synth-para", batch)
+    run = adversarial.PerturbedForward(adversarial.PlainEngine(model), "synth-para", batch)
     start = adversarial.random_start(run, AdversarialConfig(method="freelb", init_magnitude=0.1), torch.Generator().manual_seed(0))
     assert (start.reshape(3, -1).norm(dim=1) <= 0.1).all()  # uniform [-1, 1] / sqrt(n) * 0.1 on n real entries
     assert (start[batch["attention_mask"] == 0] == 0).all()  # nothing on padding
@@ -399,7 +386,7 @@ def test_freelb_on_the_mt5_encoder_equals_an_inputs_embeds_reference(tiny_mt5):
     batch = {"input_ids": ids * mask + encoder.config.pad_token_id * (1 - mask), "attention_mask": mask,
              "labels": torch.tensor([0, 1, 0])}
     settings = AdversarialConfig(method="freelb")
-    adversarial.adversarial_step(PlainEngine(model), "synth-para", batch, settings, DROPOUT_SEED, NOISE_SEED)
+    adversarial.adversarial_step(adversarial.PlainEngine(model), "synth-para", batch, settings, DROPOUT_SEED, NOISE_SEED)
     ours = gradients(model)
     model.zero_grad(set_to_none=True)
 

@@ -21,14 +21,11 @@ from fastxlt.kernels import attention_triton as at  # noqa: E402
 from fastxlt.kernels.attention import _TritonAttention  # noqa: E402
 from fastxlt.kernels.attention_torch import attention_reference, attention_torch  # noqa: E402
 from fastxlt.kernels.dispatch import interpreting, use_triton  # noqa: E402
-from fastxlt.kernels.testing import assert_close, fresh_seed, lean_interpreter, poison_outputs  # noqa: E402
+from fastxlt.kernels.testing import NO_TRITON_DEVICE, assert_close, fresh_seed, kernel_test_device  # noqa: E402
+from fastxlt.kernels.testing import poison_outputs  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() and not interpreting() else "cpu"
-needs_triton_device = pytest.mark.skipif(
-    DEVICE == "cpu" and not interpreting(), reason="Triton needs CUDA or TRITON_INTERPRET=1"
-)
-if interpreting():
-    lean_interpreter()
+DEVICE = kernel_test_device()
+needs_triton_device = pytest.mark.skipif(DEVICE == "cpu" and not interpreting(), reason=NO_TRITON_DEVICE)
 
 
 def make_inputs(batch, heads, q_len, head_dim, dtype, lengths, *, kv_len=None, seed):

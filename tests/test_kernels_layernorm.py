@@ -18,14 +18,11 @@ from fastxlt.kernels import layernorm_triton as lt  # noqa: E402
 from fastxlt.kernels.dispatch import interpreting  # noqa: E402
 from fastxlt.kernels.layernorm import _TritonResidualLayerNorm  # noqa: E402
 from fastxlt.kernels.layernorm_torch import residual_dropout_layernorm_reference  # noqa: E402
-from fastxlt.kernels.testing import assert_close, fresh_seed, lean_interpreter, poison_outputs  # noqa: E402
+from fastxlt.kernels.testing import NO_TRITON_DEVICE, assert_close, fresh_seed, kernel_test_device  # noqa: E402
+from fastxlt.kernels.testing import poison_outputs  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() and not interpreting() else "cpu"
-needs_triton_device = pytest.mark.skipif(
-    DEVICE == "cpu" and not interpreting(), reason="Triton needs CUDA or TRITON_INTERPRET=1"
-)
-if interpreting():
-    lean_interpreter()
+DEVICE = kernel_test_device()
+needs_triton_device = pytest.mark.skipif(DEVICE == "cpu" and not interpreting(), reason=NO_TRITON_DEVICE)
 
 
 def make_inputs(shape, dtype, seed, residual=True):

@@ -448,7 +448,7 @@ def test_retrieval_embeddings_of_mt5_equal_a_one_sentence_reference(tiny_mt5):
 
 @pytest.mark.slow  # ~30 s (the mT5 tokenizer loads twice); the retrieval CLI is covered on XLM-R, mT5 embeddings below
 def test_tatoeba_retrieval_with_layer_and_pooling_on_mt5(tiny_mt5, shared_data, tmp_path):
-    from fastxlt.retrieval import cli
+    from fastxlt.cli import retrieval as cli
 
     real = shared_data / "tatoeba"
     if not (real / "tatoeba.deu-eng.deu").is_file():

@@ -22,23 +22,12 @@ from fastxlt.tasks.base import get_task
 from fastxlt.tasks.features import ops_for
 from fastxlt.tasks.multiple_choice import ChoiceExample
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from test_tasks_pair import jsonl, shared  # the real data under ../shared/data, JSON lines
 
 
 def write(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
-    return path
-
-
-def jsonl(records: list[dict]) -> str:
-    return "".join(json.dumps(record) + "\n" for record in records)
-
-
-def shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not present: {path}")
     return path
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastxlt.retrieval import cli
+from fastxlt.cli import retrieval as cli
 from fastxlt.synthetic.model import build_tiny_encoder
 from fastxlt.synthetic.tokenizer import train_tokenizer
 
@@ -21,6 +21,12 @@ def random_sentences(seed: int, n: int) -> list[str]:
     rng = np.random.default_rng(seed)
     sentences = {" ".join(rng.choice(WORDS, size=int(rng.integers(3, 9)))) for _ in range(3 * n)}
     return sorted(sentences)[:n]
+
+
+def retrieval_argv(task: str, model: Path, data: Path, languages: str, output: Path | None = None, *extra: str) -> list[str]:
+    """The command line of ``fastxlt-eval --retrieval TASK`` on a model and a data folder."""
+    argv = ["--retrieval", task, "--model", str(model), "--data", str(data), "--languages", languages]
+    return argv + (["--output", str(output)] if output is not None else []) + list(extra)
 
 
 @pytest.fixture(autouse=True)
@@ -76,20 +82,7 @@ def bucc_dir(tmp_path_factory) -> Path:
 
 
 def test_tatoeba_end_to_end(model_dir, tatoeba_dir, tmp_path, capsys):
-    argv = [
-        "--retrieval",
-        "tatoeba",
-        "--model",
-        str(model_dir),
-        "--data",
-        str(tatoeba_dir),
-        "--languages",
-        "de,swh",
-        "--output",
-        str(tmp_path),
-        "--batch-tokens",
-        "128",
-    ]
+    argv = retrieval_argv("tatoeba", model_dir, tatoeba_dir, "de,swh", tmp_path, "--batch-tokens", "128")
     assert cli.main(argv) == 0
     written = json.loads((tmp_path / "tatoeba-xtreme-layer2-mean.json").read_text())
     assert written["layer"] == 2 and written["num_layers"] == 4 and written["pooling"] == "mean"
@@ -100,26 +93,8 @@ def test_tatoeba_end_to_end(model_dir, tatoeba_dir, tmp_path, capsys):
 
 
 def test_protocol_and_overrides_reach_the_encoder(model_dir, tatoeba_dir, tmp_path):
-    args = cli.build_parser().parse_args(
-        [
-            "--retrieval",
-            "tatoeba",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(tatoeba_dir),
-            "--languages",
-            "de",
-            "--protocol",
-            "cls",
-            "--layer",
-            "-1",
-            "--output",
-            str(tmp_path),
-            "--direction",
-            "en-xx",
-        ]
-    )
+    args = cli.build_parser().parse_args(retrieval_argv(
+        "tatoeba", model_dir, tatoeba_dir, "de", tmp_path, "--protocol", "cls", "--layer", "-1", "--direction", "en-xx"))
     result = cli.run_retrieval(args)
     assert (result["protocol"], result["layer"], result["pooling"], result["direction"]) == ("cls", 4, "cls", "en-xx")
     assert Path(result["output_file"]).name == "tatoeba-cls-layer4-cls-en-xx.json"
@@ -127,20 +102,7 @@ def test_protocol_and_overrides_reach_the_encoder(model_dir, tatoeba_dir, tmp_pa
 
 
 def test_bucc_end_to_end(model_dir, bucc_dir, tmp_path):
-    args = cli.build_parser().parse_args(
-        [
-            "--retrieval",
-            "bucc",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(bucc_dir),
-            "--languages",
-            "de",
-            "--output",
-            str(tmp_path),
-        ]
-    )
+    args = cli.build_parser().parse_args(retrieval_argv("bucc", model_dir, bucc_dir, "de", tmp_path))
     result = cli.run_retrieval(args)
     scores = json.loads(Path(result["output_file"]).read_text())["languages"]["de"]
     assert (scores["tune_split"], scores["eval_split"]) == ("sample", "training")
@@ -160,19 +122,7 @@ def test_bucc_end_to_end(model_dir, bucc_dir, tmp_path):
     ],
 )
 def test_bad_input_is_one_line_on_stderr(model_dir, tatoeba_dir, tmp_path, capsys, extra, message):
-    argv = [
-        "--retrieval",
-        "tatoeba",
-        "--model",
-        str(model_dir),
-        "--data",
-        str(tatoeba_dir),
-        "--languages",
-        "de",
-        "--output",
-        str(tmp_path),
-        *extra,
-    ]
+    argv = retrieval_argv("tatoeba", model_dir, tatoeba_dir, "de", tmp_path, *extra)
     assert cli.main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("fastxlt-eval: error:") and message in error
@@ -180,16 +130,7 @@ def test_bad_input_is_one_line_on_stderr(model_dir, tatoeba_dir, tmp_path, capsy
 
 
 def test_missing_model_is_a_checkpoint_error(tatoeba_dir, tmp_path, capsys):
-    argv = [
-        "--retrieval",
-        "tatoeba",
-        "--model",
-        str(tmp_path / "no-model"),
-        "--data",
-        str(tatoeba_dir),
-        "--languages",
-        "de",
-    ]
+    argv = retrieval_argv("tatoeba", tmp_path / "no-model", tatoeba_dir, "de")
     assert cli.main(argv) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -209,18 +150,7 @@ def test_arguments_join_a_parser_that_already_has_the_shared_ones():
 def test_fastxlt_eval_dispatches_to_retrieval(model_dir, tatoeba_dir, tmp_path):
     from fastxlt.cli import eval_main
 
-    argv = [
-        "--retrieval",
-        "tatoeba",
-        "--model",
-        str(model_dir),
-        "--data",
-        str(tatoeba_dir),
-        "--languages",
-        "de",
-        "--output",
-        str(tmp_path),
-    ]
+    argv = retrieval_argv("tatoeba", model_dir, tatoeba_dir, "de", tmp_path)
     assert eval_main(argv) == 0
     assert (
         json.loads((tmp_path / "tatoeba-xtreme-layer2-mean.json").read_text())["languages"]["de"]["accuracy"] == 100.0

@@ -180,7 +180,7 @@ def test_corrupt_files(tmp_path):
 
 
 def test_cli(tiny_encoder, tmp_path, capsys):
-    from fastxlt.retrieval.cli import main
+    from fastxlt.cli.retrieval import main
 
     out = tmp_path / "out"
     assert main(["--retrieval", "mewsli-x", "--model", str(tiny_encoder), "--data", str(FIXTURE), "--output", str(out),
@@ -197,7 +197,7 @@ def test_cli(tiny_encoder, tmp_path, capsys):
     (["--data", "FIXTURE", "--split", "train"], "no split 'train'"),
 ])  # fmt: skip
 def test_cli_errors(capsys, extra, message):
-    from fastxlt.retrieval.cli import main
+    from fastxlt.cli.retrieval import main
 
     args = [a.replace("FIXTURE", str(FIXTURE)) for a in extra]
     assert main(["--retrieval", "mewsli-x", "--model", "never-loaded", *args]) == 2

@@ -121,7 +121,7 @@ def test_missing_integration_package_is_one_line(monkeypatch):
 
 def test_report_to_leaves_the_phase_store_keys_alone(tmp_path):
     from fastxlt.experiments.grid import load_grid
-    from fastxlt.experiments.grid_runner import _identity, _intermediate_identity
+    from fastxlt.experiments.phases import intermediate_identity, phase_of
     from fastxlt.experiments.store import key_of
 
     def keys(**logging) -> list[str]:
@@ -134,8 +134,8 @@ def test_report_to_leaves_the_phase_store_keys_alone(tmp_path):
         path.write_text(yaml.safe_dump(data))
         spec = load_grid(path)
         parent = {"pretrained": "synthetic"}
-        return [key_of(_intermediate_identity(spec, cell.config)) for cell in spec.cells] + [
-            key_of(_identity(cell.config, "target", parent, seed=cell.config.seed)) for cell in spec.cells]
+        return [key_of(intermediate_identity(cell.config, spec.base_seed)) for cell in spec.cells] + [
+            key_of(phase_of(cell.config, "target").identity(parent)) for cell in spec.cells]
 
     assert keys(report_to=["tensorboard"]) == keys() == keys(report_to="none")
 

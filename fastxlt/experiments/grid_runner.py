@@ -21,15 +21,12 @@ Grid run directory::
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-import fastxlt.synthetic as synthetic_package
 from fastxlt.config import ExperimentConfig, dump_config
 from fastxlt.errors import ConfigError, FastXLTError
 from fastxlt.evaluation.model_eval import evaluate_models
@@ -44,13 +41,12 @@ from fastxlt.experiments.grid import (
 )
 from fastxlt.experiments.pipeline import evaluation_settings
 from fastxlt.experiments.preflight import check_experiment, check_run_dir
-from fastxlt.experiments.store import PhaseStore, key_of, model_identity, phase_identity
+from fastxlt.experiments.phases import SYNTHETIC_MODEL, base_identity, intermediate_identity, phase_of
+from fastxlt.experiments.store import PhaseStore, key_of
 from fastxlt.models.encoder import load_encoder, load_tokenizer
 from fastxlt.synthetic import build_default_assets
-from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
 from fastxlt.training.loop import (
-    PhasePlan,
     phase_is_done,
     phase_model_dir,
     resolve_snapshot_steps,
@@ -61,8 +57,6 @@ from fastxlt.training.tracking import run_name
 from fastxlt.utils.io import follow_umask, read_json, write_json_atomic, write_text_atomic
 from fastxlt.utils.locks import DirectoryLock
 from fastxlt.utils.run_layout import CELL_FILENAME, CONFIG_FILENAME, GRID_FILENAME, PHASE_DONE, cell_dir
-
-SYNTHETIC_MODEL = "synthetic"
 
 
 @dataclass
@@ -188,7 +182,7 @@ def _snapshot_requests(spec: GridSpec) -> dict[str, list[int | float]]:
     for cell in spec.cells:
         if not cell.has_intermediate:
             continue
-        key = key_of(_intermediate_identity(spec, cell.config))
+        key = key_of(intermediate_identity(cell.config, spec.base_seed))
         listed = cell.config.phases.intermediate.snapshots  # saved whether or not a cell here starts from them
         requests.setdefault(key, set()).update(listed, _snapshot_points(cell.snapshot, cell.config))
     return {key: sorted(points, key=lambda p: (isinstance(p, float), p)) for key, points in requests.items()}
@@ -224,7 +218,7 @@ def run_cell(
     if config.phases.mlm is not None:
         phase_keys["mlm"], encoder = _train_phase(spec, config, store, "mlm", encoder, seed=spec.base_seed)
     if cell.has_intermediate:
-        identity = _intermediate_identity(spec, config)
+        identity = intermediate_identity(config, spec.base_seed)
         key = key_of(identity)
         phase_keys["intermediate"], phase_dir = key, _train_phase_dir(
             spec, config, store, "intermediate", encoder, seed=config.seed, snapshots=snapshot_requests.get(key, [])
@@ -259,45 +253,13 @@ def _evaluate_cell(config: ExperimentConfig, arm: str, model_dir: Path, cell_dir
 def _base_encoder(spec: GridSpec, config: ExperimentConfig, store: PhaseStore) -> EncoderRef:
     """The pretrained encoder; the embedded default's is generated once into the store."""
     model = config.model
+    identity = base_identity(config, spec.base_seed)
     if model.name_or_path != SYNTHETIC_MODEL:
-        return EncoderRef(model.name_or_path, model.tokenizer or model.name_or_path, _base_identity_only(spec, config))
-
-    identity = _base_identity_only(spec, config)
+        return EncoderRef(model.name_or_path, model.tokenizer or model.name_or_path, identity)
     directory = store.phase_dir("pretrained", identity)
     with _phase_lock(directory):
         build_default_assets(directory / "model", seed=spec.base_seed)
     return EncoderRef(str(directory / "model"), str(directory / "model"), identity)
-
-
-@functools.lru_cache(maxsize=1)
-def _synthetic_source_digest() -> str:
-    """The synthetic world is code: a changed generator must not reuse assets built by the old one."""
-    digest = hashlib.sha256()
-    for file in sorted(Path(synthetic_package.__file__).parent.glob("*.py")):
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _intermediate_identity(spec: GridSpec, config: ExperimentConfig) -> dict[str, Any]:
-    """The intermediate phase's identity, as ``run_cell`` will compute it, without training anything."""
-    parent = _base_identity_only(spec, config)
-    if config.phases.mlm is not None:
-        parent = {"phase": "mlm", "key": key_of(_identity(config, "mlm", parent, seed=spec.base_seed))}
-    return _identity(config, "intermediate", parent, seed=config.seed)
-
-
-def _base_identity_only(spec: GridSpec, config: ExperimentConfig) -> dict[str, Any]:
-    model = config.model
-    if model.name_or_path != SYNTHETIC_MODEL:
-        return {"pretrained": model_identity(model.name_or_path), "tokenizer": model.tokenizer}
-    return {"pretrained": "synthetic", "seed": spec.base_seed, "source": _synthetic_source_digest()}
-
-
-def _identity(config: ExperimentConfig, kind: str, parent: dict[str, Any], *, seed: int) -> dict[str, Any]:
-    return phase_identity(
-        kind, parent, getattr(config.phases, kind), config.phase_optimization(kind), seed=seed,
-        deepspeed=config.deepspeed, kernels=config.kernels, pooling=config.model.pooling, data_dirs=dict(config.data),
-    )
 
 
 def _train_phase(
@@ -316,27 +278,16 @@ def _train_phase_dir(
     snapshots: list | None = None,
 ) -> Path:
     """The phase's store directory, trained first when needed (under its lock; another shard may be on it)."""
-    identity = _identity(config, kind, encoder.identity, seed=seed)
-    phase_dir = store.phase_dir(kind, identity)
+    phase = phase_of(config, kind, seed=seed, snapshots=snapshots or [])
+    phase_dir = store.phase_dir(kind, phase.identity(encoder.identity))
     if not phase_is_done(phase_dir):
         with _phase_lock(phase_dir):
             if not phase_is_done(phase_dir):
-                run_phase(_plan(config, kind, phase_dir, encoder, seed, snapshots or []))
+                curves = run_name(kind, phase_dir.name, Path(config.run_dir).name)  # the cell that trained it
+                run_phase(phase.plan(phase_dir=phase_dir, init_encoder=encoder.path, tokenizer=encoder.tokenizer,
+                                     run_name=curves))
     _check_snapshots(phase_dir, snapshots or [])
     return phase_dir
-
-
-def _plan(config: ExperimentConfig, kind: str, phase_dir: Path, encoder: EncoderRef, seed: int, snapshots: list) -> PhasePlan:
-    import dataclasses
-
-    phase = dataclasses.replace(getattr(config.phases, kind), snapshots=list(snapshots))
-    return PhasePlan(
-        name=kind, tasks=[get_task(name) for name in phase.tasks], phase=phase,
-        optimization=config.phase_optimization(kind), init_encoder=encoder.path, tokenizer=encoder.tokenizer,
-        phase_dir=phase_dir, seed=seed, deepspeed=config.deepspeed, data_dirs=dict(config.data),
-        kernels=config.kernels, pooling=config.model.pooling, report_to=config.logging.integrations(),
-        run_name=run_name(kind, phase_dir.name, Path(config.run_dir).name),  # the cell that trained it
-    )
 
 
 class _phase_lock:

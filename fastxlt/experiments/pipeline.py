@@ -27,9 +27,9 @@ import yaml
 from fastxlt.config import ExperimentConfig, dump_config
 from fastxlt.errors import ConfigError
 from fastxlt.evaluation.model_eval import evaluate_models
+from fastxlt.experiments.phases import SYNTHETIC_MODEL, phase_of
 from fastxlt.experiments.preflight import check_experiment
 from fastxlt.synthetic import build_default_assets
-from fastxlt.tasks.base import get_task
 from fastxlt.training import distributed
 from fastxlt.training.loop import PhasePlan, phase_model_dir, run_phase
 from fastxlt.training.tracking import run_name
@@ -38,7 +38,6 @@ from fastxlt.utils.locks import DirectoryLock
 from fastxlt.utils.run_layout import CONFIG_FILENAME
 
 BASELINE_ARM = "baseline"
-SYNTHETIC_MODEL = "synthetic"
 
 
 @dataclass
@@ -121,23 +120,11 @@ def evaluation_settings(config: ExperimentConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def _plan(config: ExperimentConfig, phase_name: str, phase_dir: Path, encoder: str, tokenizer: str, label: str | None = None) -> PhasePlan:
-    phase = getattr(config.phases, phase_name)
-    return PhasePlan(
-        name=label or phase_name,
-        tasks=[get_task(name) for name in phase.tasks],
-        phase=phase,
-        optimization=config.phase_optimization(phase_name),
-        init_encoder=encoder,
-        tokenizer=tokenizer,
-        phase_dir=phase_dir,
-        seed=config.seed,
-        deepspeed=config.deepspeed,
-        data_dirs=dict(config.data),
-        kernels=config.kernels,
-        pooling=config.model.pooling,
-        report_to=config.logging.integrations(),
-        run_name=run_name(label or phase_name, config.name),
+def _plan(config: ExperimentConfig, kind: str, phase_dir: Path, encoder: str, tokenizer: str, label: str | None = None) -> PhasePlan:
+    """The ``kind`` phase's plan in this run directory; ``label`` names an arm's target phase in the logs."""
+    name = label or kind
+    return phase_of(config, kind).plan(
+        phase_dir=phase_dir, init_encoder=encoder, tokenizer=tokenizer, name=name, run_name=run_name(name, config.name)
     )
 
 

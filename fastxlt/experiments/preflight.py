@@ -20,6 +20,7 @@ from typing import Any
 
 from fastxlt.config import ExperimentConfig, config_from_dict, read_config_data
 from fastxlt.errors import ConfigError
+from fastxlt.experiments.phases import SYNTHETIC_MODEL  # built inside the run: no config to read beforehand
 from fastxlt.models.family import check_masked_lm, check_pooling, check_precision, default_pooling, model_type_of
 from fastxlt.models.limits import check_max_length, model_position_limit, position_limit
 from fastxlt.robustness import PerturbationError, parse_perturbations
@@ -29,7 +30,6 @@ from fastxlt.tasks.sanity import _checked, check_data_files, check_scorable
 from fastxlt.training.loop import check_train_examples, reads_dev_split, train_splits
 from fastxlt.training.tracking import check_integrations
 
-SYNTHETIC_MODEL = "synthetic"  # built inside the run, so there is no config to read beforehand
 SYNTHETIC_POSITION_LIMIT = SYNTHETIC_MAX_LENGTH  # what it is built with (fastxlt.synthetic.model)
 TRAINING_PHASES = ("mlm", "intermediate", "target")
 

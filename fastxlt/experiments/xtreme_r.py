@@ -57,9 +57,8 @@ from fastxlt.evaluation.model_eval import evaluate_models, find_models
 from fastxlt.experiments.pipeline import BASELINE_ARM
 from fastxlt.models.encoder import resolve_encoder_path
 from fastxlt.models.transfer import read_heads_file
-from fastxlt.retrieval.cli import default_output_dir
 from fastxlt.retrieval.embed import load_sentence_encoder
-from fastxlt.retrieval.languages import split_languages, tatoeba_language
+from fastxlt.retrieval.languages import tatoeba_language
 from fastxlt.retrieval.protocols import get_protocol
 from fastxlt.retrieval.tatoeba import locate_tatoeba, read_tatoeba, tatoeba_accuracy
 from fastxlt.tasks import languages as langs
@@ -547,29 +546,3 @@ def _number(value: float | None) -> str:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in name) or "model"
-
-
-# ---------------------------------------------------------------------------------------------- command line
-
-
-def run_suite_cli(args) -> dict:
-    """``fastxlt-eval --suite xtreme-r --model M --data-root DIR [--max-examples N] [--output DIR]``."""
-    if getattr(args, "suite", None) != SUITE:
-        raise ConfigError(f"unknown suite '{args.suite}'; the one suite is {SUITE}")
-    if not getattr(args, "model", None):
-        raise ConfigError("--suite xtreme-r needs --model (a run, grid or phase directory, or any encoder)")
-    data_root = getattr(args, "data_root", None) or getattr(args, "data", None)
-    if not data_root:
-        raise ConfigError("--suite xtreme-r reads local files: pass --data-root DIR (the folder holding xnli/, ud/, "
-                          "panx/, xquad/, tatoeba/, xquad_r/ ...; e.g. ../shared/data)")
-    chosen = split_languages(getattr(args, "languages", None), ())
-    options = SuiteOptions(
-        max_examples=getattr(args, "max_examples", None), max_length=getattr(args, "max_length", None),
-        batch_tokens=getattr(args, "batch_tokens", None), precision=getattr(args, "precision", None) or "fp32",
-        layer=getattr(args, "layer", None), pooling=getattr(args, "pooling", None),
-        languages=tuple(chosen) if chosen else None,
-    )  # fmt: skip
-    output = Path(args.output) if getattr(args, "output", None) else default_output_dir(str(args.model)) / SUITE
-    result = run_suite(args.model, data_root, output, options)
-    print(format_suite(result))
-    return result

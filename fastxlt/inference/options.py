@@ -10,6 +10,6 @@ from __future__ import annotations
 POOLINGS = ("mean", "cls")  # token pooling of a sentence embedding
 
 # The one maximum sentence length of every retrieval entry point (fastxlt-eval --retrieval, python -m
-# fastxlt.retrieval.cli, the torch and ONNX sentence encoders), capped by the model's position embeddings.
+# fastxlt.cli.retrieval, the torch and ONNX sentence encoders), capped by the model's position embeddings.
 # XTREME's scripts/run_bucc2018.sh and scripts/run_tatoeba.sh both embed with MAXL=512.
 RETRIEVAL_MAX_LENGTH = 512

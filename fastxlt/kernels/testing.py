@@ -10,9 +10,10 @@ import os
 
 import torch
 
-from fastxlt.kernels.dispatch import poison_outputs
+from fastxlt.kernels.dispatch import interpreting, poison_outputs
 
-__all__ = ["TOLERANCE", "assert_close", "fresh_seed", "lean_interpreter", "poison_outputs"]
+__all__ = ["NO_TRITON_DEVICE", "TOLERANCE", "assert_close", "fresh_seed", "kernel_test_device", "lean_interpreter",
+           "poison_outputs"]
 
 # Relative tolerance per input dtype (errors are measured against an fp32 reference computed
 # from the same rounded inputs, relative to the reference's largest magnitude).
@@ -34,6 +35,17 @@ def assert_close(
     assert worst <= 0.0, (
         f"{what}: max error {float((a - e).abs().max()):.3e} beyond {tol:g} x (|ref| + {ref_scale:.3e})"
     )
+
+
+NO_TRITON_DEVICE = "Triton needs CUDA or TRITON_INTERPRET=1"  # why a kernel test skips
+
+
+def kernel_test_device() -> str:
+    """The device kernel tests run on: CUDA when there is one and Triton is not interpreted, else the CPU (where
+    Triton runs only interpreted); the interpreter, where it is used, is made lean first (``lean_interpreter``)."""
+    if interpreting():
+        lean_interpreter()
+    return "cuda" if torch.cuda.is_available() and not interpreting() else "cpu"
 
 
 def fresh_seed() -> int:

@@ -10,5 +10,7 @@ Modules, in the order data flows through them:
 * ``tatoeba``    Tatoeba readers (LASER / XTREME / hub layouts) and accuracy.
 * ``bucc``       BUCC readers, mining with id expansion, threshold tuned on dev, F1 on test.
 * ``protocols``  named presets (the paper's and the usual alternatives).
-* ``cli``        ``fastxlt-eval --retrieval tatoeba|bucc`` (also ``python -m fastxlt.retrieval.cli``).
+
+The command line (``fastxlt-eval --retrieval``, ``python -m fastxlt.cli.retrieval``) lives with every other one, in
+``fastxlt.cli.retrieval``.
 """

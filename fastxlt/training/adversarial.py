@@ -63,6 +63,22 @@ def adversarial_step(
     return METHODS[settings.method](run, settings, dropout_seed, generator).detach()
 
 
+class PlainEngine:
+    """What ``adversarial_step`` uses from a DeepSpeed engine (a call, ``backward``, ``module``), on a plain module in
+    one process: the tests and ``benchmarks/adversarial_cost.py`` measure the methods, not DeepSpeed. ``backward``
+    divides the loss by ``grad_accum``, as the engine does under gradient accumulation."""
+
+    def __init__(self, module: nn.Module, grad_accum: int = 1) -> None:
+        self.module = module
+        self.grad_accum = grad_accum
+
+    def __call__(self, **inputs):
+        return self.module(**inputs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+
+
 class PerturbedForward:
     """``engine(head=..., **batch)`` with a perturbation added to the input-embedding output.
 

@@ -14,6 +14,7 @@ writer would silently find nothing. Everything that reads or writes a run direct
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 CONFIG_FILENAME = "config.yaml"
@@ -30,6 +31,14 @@ SUMMARY_CSV = "summary.csv"
 def cell_dir(run_dir: str | Path, cell_id: str) -> Path:
     """Where a grid cell lives inside its grid's run directory."""
     return Path(run_dir) / CELLS_DIRNAME / cell_id
+
+
+def default_output_dir(model: str) -> Path:
+    """Where ``fastxlt-eval --retrieval`` / ``--suite`` write: <model>/eval for a local model, runs/eval/<name> for a
+    hub name."""
+    if Path(model).exists():
+        return Path(model) / "eval"
+    return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
 
 
 def is_grid_dir(run_dir: str | Path) -> bool:

@@ -10,12 +10,12 @@ hidden layer and mean pooling unless ``--layer`` / ``--pooling`` say otherwise, 
 (``fastxlt.retrieval.lareqa``, ``fastxlt.retrieval.mewsli``).
 
 The model is loaded once and every language runs through it; a per-language table is printed and
-the scores are written as JSON (atomically) into the output directory. ``python -m
-fastxlt.retrieval.cli`` is the same command. ``fastxlt.cli`` adds these options to its own
-``fastxlt-eval`` parser with ``add_retrieval_arguments`` and calls ``run_retrieval``.
+the scores are written as JSON (atomically) into the output directory. ``python -m fastxlt.cli.retrieval``
+(``python -m fastxlt.retrieval.cli`` before the command lines moved into ``fastxlt/cli/``) is the same command. ``fastxlt.cli`` adds these
+options to its own ``fastxlt-eval`` parser with ``add_retrieval_arguments`` and calls ``run_retrieval``.
 
 Building the parser imports no torch or transformers (``--help`` stays fast): the options live in
-``fastxlt.retrieval.arguments``, which the command lines import; this module, which runs the tasks, is
+``fastxlt.cli.retrieval_options``, which the command lines import; this module, which runs the tasks, is
 imported only when one runs.
 Every entry point embeds sentences of at most ``RETRIEVAL_MAX_LENGTH`` tokens unless ``--max-length``
 says otherwise.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 from functools import partial
@@ -33,8 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fastxlt.cli.retrieval_options import TASKS, add_retrieval_arguments, build_parser  # noqa: F401 (this command's parser)
 from fastxlt.errors import ConfigError, DataNotFoundError, FastXLTError
-from fastxlt.retrieval.arguments import TASKS, _adder, add_retrieval_arguments, build_parser  # noqa: F401
 from fastxlt.retrieval.bucc import evaluate_bucc, locate_bucc
 from fastxlt.retrieval.dual_encoder import load_dual_encoder
 from fastxlt.retrieval.embed import load_sentence_encoder
@@ -45,6 +44,7 @@ from fastxlt.retrieval.options import DUAL_ENCODER_TASKS, RETRIEVAL_MAX_LENGTH
 from fastxlt.retrieval.protocols import RetrievalProtocol, get_protocol
 from fastxlt.retrieval.tatoeba import locate_tatoeba, read_tatoeba, tatoeba_accuracy
 from fastxlt.utils.io import write_json_atomic
+from fastxlt.utils.run_layout import default_output_dir
 
 if TYPE_CHECKING:
     from fastxlt.retrieval.embed import TorchSentenceEncoder
@@ -221,13 +221,6 @@ def _write(result: dict, args, protocol: RetrievalProtocol, layer: int) -> Path:
     return write_json_atomic(output / f"{name}.json", result)
 
 
-def default_output_dir(model: str) -> Path:
-    """<model>/eval for a local model, runs/eval/<name> for a hub name."""
-    if Path(model).exists():
-        return Path(model) / "eval"
-    return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-
-
 def format_table(result: dict) -> str:
     """Plain per-language table (readable in logs and CI output alike)."""
     header = (
@@ -254,7 +247,7 @@ def _num(value: float | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# python -m fastxlt.retrieval.cli
+# python -m fastxlt.cli.retrieval
 
 
 def main(argv: Sequence[str] | None = None) -> int:

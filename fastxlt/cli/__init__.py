@@ -1,4 +1,8 @@
-"""Command line: ``fastxlt`` (run, train, eval, report, perturb, ...) and ``fastxlt-eval``.
+"""Every command line, in one package: ``fastxlt`` (run, train, eval, report, perturb, ...), ``fastxlt-eval``, the
+DeepSpeed entry point's options (``fastxlt/train.py``), ``--retrieval`` (``fastxlt.cli.retrieval``, options in
+``fastxlt.cli.retrieval_options``) and ``--suite xtreme-r`` (``fastxlt.cli.suite``). Argument parsing lives here only;
+the packages below take typed arguments. Building a parser imports no torch (``--help`` stays fast): the handlers
+import what they run inside their functions.
 
 Errors caused by the user's input (``FastXLTError``) are printed as one line, without a traceback,
 and the process exits with status 2; results already written stay where they are.
@@ -13,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
 
+from fastxlt.cli.retrieval_options import add_retrieval_arguments
 from fastxlt.errors import CheckpointError, ConfigError, CorruptDataError, DataNotFoundError, FastXLTError
 from fastxlt.experiments.cell_results import is_results_record, start_command
-from fastxlt.retrieval.arguments import add_retrieval_arguments
 from fastxlt.retrieval.options import RETRIEVAL_MAX_LENGTH
 from fastxlt.utils.io import read_json
 from fastxlt.utils.run_layout import RESULTS_CSV, RESULTS_FILENAME, is_grid_dir
@@ -263,12 +267,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Zero-shot evaluation of a trained model (a run directory or a phase's model directory)."""
     check_length_arguments(args)
     if getattr(args, "suite", None):
-        from fastxlt.experiments.xtreme_r import run_suite_cli
+        from fastxlt.cli.suite import run_suite_cli
 
         run_suite_cli(args)
         return 0
     if getattr(args, "retrieval", None):
-        from fastxlt.retrieval.cli import run_retrieval
+        from fastxlt.cli.retrieval import run_retrieval
 
         run_retrieval(args)
         return 0
@@ -530,5 +534,11 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(cmd_eval, parser.parse_args(argv))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def train_main(argv: Sequence[str] | None = None, *, prog: str = "fastxlt/train.py", description: str = "") -> int:
+    """The DeepSpeed entry point's command line (``deepspeed fastxlt/train.py --config X.yaml``): ``fastxlt train``'s
+    options plus the launcher's ``--local_rank``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    _add_config_arguments(parser)
+    parser.add_argument("--no-eval", action="store_true", help="skip zero-shot evaluation after training")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return _dispatch(cmd_train, parser.parse_args(argv))

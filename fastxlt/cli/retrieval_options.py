@@ -1,8 +1,8 @@
 """The ``fastxlt-eval --retrieval`` options: what ``fastxlt --help`` and ``fastxlt-eval --help`` add to their parsers.
 
-Why a module apart from :mod:`fastxlt.retrieval.cli` (which runs the tasks): building a parser must not load
-torch, so this module imports only the option value sets (:mod:`.options`) and the protocol presets
-(:mod:`.protocols`), and the command lines import it, not the runner, to print their help.
+Why a module apart from :mod:`fastxlt.cli.retrieval` (which runs the tasks): building a parser must not load
+torch, so this module imports only the option value sets (:mod:`fastxlt.retrieval.options`) and the protocol presets
+(:mod:`fastxlt.retrieval.protocols`), and the command lines import it, not the runner, to print their help.
 """
 
 from __future__ import annotations
