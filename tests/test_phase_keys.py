@@ -36,8 +36,10 @@ from fastxlt.experiments.phases import base_identity, intermediate_identity, pha
 from fastxlt.experiments.store import key_of
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT = REPO / "fastxlt" / "synthetic" / "default.yaml"
-Q2 = REPO / "configs" / "rq" / "cpu" / "q2-me5-small.yaml"
+# Frozen copies of the configs as they were when the keys were recorded: the keys pin the code, not the configs'
+# later, deliberate changes (the embedded default now has 2 seeds; q2's CPU twin 3 seeds and 5 snapshots).
+DEFAULT = REPO / "tests" / "fixtures" / "pins" / "default.yaml"
+Q2 = REPO / "tests" / "fixtures" / "pins" / "q2-me5-small.yaml"
 MTIME_NS = 1_700_000_000_000_000_000
 
 EMBEDDED_DEFAULT = {
