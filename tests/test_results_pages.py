@@ -15,7 +15,7 @@ from fastxlt.reports.pages import fill, main, render, summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
-FOLDERS = sorted(p.parent for p in RESULTS.glob("q*/run.json"))
+FOLDERS = sorted(p.parent for p in RESULTS.glob("*/results.csv"))
 
 
 def test_summary_table_formats_scores_deltas_and_intervals():
@@ -63,7 +63,7 @@ def _page(folder: Path) -> str:
     return (folder / "index.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.skipif(not (RESULTS / "q2" / "run.json").is_file(), reason="question 2 not committed")
+@pytest.mark.skipif(not (RESULTS / "q2" / "results.csv").is_file(), reason="question 2 not committed")
 def test_question_2_headlines_from_results_csv():
     folder = RESULTS / "q2"
     frame = pd.read_csv(folder / "results.csv", keep_default_na=False)
@@ -82,7 +82,7 @@ def test_question_2_headlines_from_results_csv():
         assert f"{difference:+.2f}" in page
 
 
-@pytest.mark.skipif(not (RESULTS / "q3" / "run.json").is_file(), reason="question 3 not committed")
+@pytest.mark.skipif(not (RESULTS / "q3" / "results.csv").is_file(), reason="question 3 not committed")
 def test_question_3_headlines_from_robustness_csv():
     """Every method's average drop difference against standard training, per task and perturbation, and every
     setting's average drop, re-derived from the per-cell rows of robustness.csv."""

@@ -222,7 +222,7 @@ def _print_report_files(run_dir: Path, console, *, latex: bool = False, groups: 
 
     report = build_report(run_dir, latex=latex, groups=groups, baseline=baseline)
     for sentence in conclusion_lines(report):
-        console.print(sentence, highlight=False)
+        console.print(sentence, highlight=False, markup=False)  # settings like "snli [best]" are not markup
     console.print(f"report: {report}\nresults: {run_dir / RESULTS_CSV}")
     for table in sorted((run_dir / TABLES_DIRNAME).glob("*.tex" if latex else "*.md")):
         console.print(f"table: {table}")

@@ -239,19 +239,21 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "flags": sorted(flags), "torch": torch.__version__}
 
 
-def collect(run_dir: Path, folder: Path, *, command: str, wall_minutes: float, date: str) -> Path:
+def collect(run_dir: Path, folder: Path, *, command: str, wall_minutes: float, date: str, wall_note: str | None = None) -> Path:
     """Copy a grid's report files into a question folder and record run.json's machine part (the rest --
     title, kind, rows, columns, setup -- is the question's own and kept when run.json exists)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, folder / name)
-    if (run_dir / "figures").is_dir():
+    if (run_dir / "figures").is_dir():  # the answers' figures; per-phase learning curves stay in the run directory
         shutil.rmtree(folder / "figures", ignore_errors=True)
-        shutil.copytree(run_dir / "figures", folder / "figures")
+        shutil.copytree(run_dir / "figures", folder / "figures", ignore=shutil.ignore_patterns("curve_*"))
     path = folder / RUN_FILE
     run = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     run.update(command=command, wall_minutes=wall_minutes, date=date, machine=machine())
+    if wall_note:
+        run["wall_note"] = wall_note
     write_text_atomic(path, json.dumps(run, indent=2) + "\n")
     return path
 
@@ -268,12 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     collect_parser.add_argument("--command", required=True, dest="grid_command")
     collect_parser.add_argument("--wall-minutes", type=float, required=True)
     collect_parser.add_argument("--date", required=True)
+    collect_parser.add_argument("--wall-note", help="what the wall time includes, when not the grid command alone")
     args = parser.parse_args(argv)
     if args.command == "collect":
-        print(collect(args.run_dir, args.folder, command=args.grid_command, wall_minutes=args.wall_minutes, date=args.date))
+        print(collect(args.run_dir, args.folder, command=args.grid_command, wall_minutes=args.wall_minutes, date=args.date,
+                      wall_note=args.wall_note))
         return 0
     stale = []
     for folder in sorted(p.parent for p in args.root.glob(f"*/{RUN_FILE}")):
+        if not (folder / "results.csv").is_file():
+            print(f"{folder}: no results.csv yet (collect the grid's report first); skipped", file=sys.stderr)
+            continue
         page = render(folder)
         if args.check:
             if not (folder / PAGE_FILE).is_file() or (folder / PAGE_FILE).read_text(encoding="utf-8") != page:
