@@ -103,45 +103,42 @@ def summary_table(summary: pd.DataFrame, columns: list[tuple[str, str, str]], ro
     return markdown_table([" / ".join(row_axes)] + [title for title, _, _ in columns], rows), values
 
 
+def drop_text(row: pd.Series) -> str:
+    spread = "" if pd.isna(row["std"]) else f" ± {row['std']:.2f}"
+    return f"{row['drop']:.2f}{spread}{interval(row['low'], row['high'])}"
+
+
+def difference_text(row: pd.Series) -> str:
+    return delta_text(row.rename({"value": "delta"}))
+
+
+def task_pivot(frame: pd.DataFrame, column: str, text_of: Callable[[pd.Series], str], prefix: str,
+               values: dict[str, str]) -> str:
+    """Rows: task and perturbation; columns: the values of ``column`` in file order; cells: ``text_of(row)``,
+    also stored in ``values`` as ``prefix:<task>_<perturbation>_<column value>``."""
+    headers = list(dict.fromkeys(frame[column]))
+    rows = []
+    for (task, perturbation), part in frame.groupby(["task", "perturbation"], sort=False):
+        cells = []
+        for header in headers:
+            match = part[part[column] == header]
+            text = "" if match.empty else text_of(match.iloc[0])
+            if text:
+                values[f"{prefix}:{key_of(task, perturbation, header)}"] = text
+            cells.append(text)
+        rows.append([f"{task}, `{perturbation}`"] + cells)
+    return markdown_table(["task, perturbation"] + headers, rows)
+
+
 def robustness_tables(folder: Path) -> tuple[str, dict]:
     """Drops per setting (language average, mean ± sd over seeds, interval) and adversarial-minus-standard
     differences of drops, per task and perturbation."""
     drops = pd.read_csv(folder / DROPS_CSV)
     differences = pd.read_csv(folder / DIFFERENCES_CSV)
     values: dict[str, str] = {}
-    average = drops[drops["language"] == "average"]
-    settings = list(dict.fromkeys(average["setting"]))
-    rows = []
-    for (task, perturbation), part in average.groupby(["task", "perturbation"], sort=False):
-        cells = []
-        for setting in settings:
-            match = part[part["setting"] == setting]
-            if match.empty:
-                cells.append("")
-                continue
-            row = match.iloc[0]
-            spread = "" if pd.isna(row["std"]) else f" ± {row['std']:.2f}"
-            text = f"{row['drop']:.2f}{spread}{interval(row['low'], row['high'])}"
-            values[f"drop:{key_of(task, perturbation, setting)}"] = text
-            cells.append(text)
-        rows.append([f"{task}, `{perturbation}`"] + cells)
-    drop_table = markdown_table(["task, perturbation"] + settings, rows)
-    mean_diff = differences[differences["language"] == "average"]
-    comparisons = list(dict.fromkeys(mean_diff["comparison"]))
-    rows = []
-    for (task, perturbation), part in mean_diff.groupby(["task", "perturbation"], sort=False):
-        cells = []
-        for comparison in comparisons:
-            match = part[part["comparison"] == comparison]
-            if match.empty:
-                cells.append("")
-                continue
-            row = match.iloc[0].rename({"value": "delta"})
-            text = delta_text(row)
-            values[f"diff:{key_of(task, perturbation, comparison)}"] = text
-            cells.append(text)
-        rows.append([f"{task}, `{perturbation}`"] + cells)
-    difference_table = markdown_table(["task, perturbation"] + comparisons, rows)
+    drop_table = task_pivot(drops[drops["language"] == "average"], "setting", drop_text, "drop", values)
+    difference_table = task_pivot(differences[differences["language"] == "average"], "comparison", difference_text,
+                                  "diff", values)
     text = ("Drop = clean - perturbed score, points, average over the languages a perturbation covers (mean ± "
             "standard deviation over seeds, 95% paired-bootstrap interval over examples):\n\n" + drop_table +
             "\n\nDrop with an adversarial method minus drop with standard intermediate training (same seed and "
