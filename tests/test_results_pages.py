@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fastxlt.reports.pages import fill, main, render, summary_table
+from fastxlt.reports.pages import fill, key_of, main, render, summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -104,3 +104,25 @@ def test_question_3_headlines_from_robustness_csv():
         if setting == "none":
             average = part.groupby("seed")["drop"].mean().mean()
             assert f"{average:.2f}" in page, (task, perturbation)
+
+
+def test_a_robustness_page_tabulates_drops_and_differences(tmp_path):
+    """A page of kind robustness, from the toy robustness grid's report: the adversarial-minus-standard
+    difference under character noise averages -4, -4 and -6 (by construction) and reaches the answer."""
+    from fastxlt.reports import build_report
+    from test_reports_robustness import CHAR, make_grid
+
+    make_grid(tmp_path)
+    build_report(tmp_path, replicates=50)
+    folder = tmp_path / "page"
+    folder.mkdir()
+    for name in ("results.csv", "robustness_drops.csv", "robustness_differences.csv"):
+        (folder / name).write_bytes((tmp_path / name).read_bytes())
+    (folder / "run.json").write_text(json.dumps({"title": "t", "kind": "robustness", "command": "c", "wall_minutes": 1,
+                                                 "date": "d", "setup": "s"}))
+    differences = pd.read_csv(folder / "robustness_differences.csv")
+    row = differences[(differences["perturbation"] == CHAR) & (differences["language"] == "average")].iloc[0]
+    (folder / "answer.md").write_text(f"FreeLB: {{diff:{key_of(row['task'], CHAR, row['comparison'])}}}")
+    page = render(folder)
+    assert f"FreeLB: {np.mean([-4, -4, -6]):+.2f}" in page
+    assert "| task, perturbation |" in page
