@@ -309,7 +309,7 @@ def test_every_family_trains_on_mt5_and_the_encoder_is_handed_off_alone(mt5_run)
     saved = torch.load(mt5_run / "run" / "intermediate" / "model" / "heads.pt", weights_only=True)
     assert saved["pooling"] == "mean" and saved["encoder"]["model_type"] == "mt5"
     assert saved["heads"]["squad.qa_outputs.weight"].shape == (2, 32)
-    assert saved["heads"]["cosmos_qa.scorer.weight"].shape == (1, 32)
+    assert saved["heads"]["choice.scorer.weight"].shape == (1, 32)
     assert saved["heads"]["panx.classifier.weight"].shape == (7, 32)
     encoder_dir = mt5_run / "run" / "intermediate" / "model" / "encoder"
     assert AutoConfig.from_pretrained(encoder_dir).architectures == ["MT5EncoderModel"]

@@ -121,7 +121,7 @@ def test_intermediate_phase_mixes_four_families_with_capped_proportional_samplin
     saved = torch.load(run / "run" / "intermediate" / "model" / "heads.pt", weights_only=True)
     assert saved["task_to_head"] == {task: get_task(task).head_key for task in INTERMEDIATE}
     assert saved["heads"]["panx.classifier.weight"].shape[0] == 7  # O + B/I x PER, ORG, LOC
-    assert saved["heads"]["cosmos_qa.scorer.weight"].shape[0] == 1  # one score per choice
+    assert saved["heads"]["choice.scorer.weight"].shape[0] == 1  # one score per choice
     assert saved["heads"]["squad.qa_outputs.weight"].shape[0] == 2  # start and end logits
 
 

@@ -32,12 +32,13 @@ import pandas as pd
 
 from fastxlt.reports.robustness import DIFFERENCES_CSV, DROPS_CSV
 from fastxlt.utils.io import write_text_atomic
+from fastxlt.utils.run_layout import RESULTS_CSV, SUMMARY_CSV
 
 RUN_FILE = "run.json"
 ANSWER_FILE = "answer.md"
 PAGE_FILE = "index.md"
 # report.md stays in the run directory: its links to tables/ and per-cell samples do not travel
-COPIED = ("results.csv", "summary.csv", "robustness.csv", DROPS_CSV, DIFFERENCES_CSV)
+COPIED = (RESULTS_CSV, SUMMARY_CSV, "robustness.csv", DROPS_CSV, DIFFERENCES_CSV)
 FLAG_PATTERN = re.compile(r"^(avx2|avx512\w*|amx\w*|avx_vnni|fma)$")
 
 
@@ -188,7 +189,7 @@ def fill(text: str, values: dict[str, str]) -> str:
 
 
 def _summary_builder(folder: Path, run: dict) -> tuple[str, dict]:
-    summary = pd.read_csv(folder / "summary.csv", keep_default_na=False, na_values=[""])
+    summary = pd.read_csv(folder / SUMMARY_CSV, keep_default_na=False, na_values=[""])
     columns = [tuple(column) for column in run["columns"]]
     tables, values = [], {}
     for block in run.get("blocks", [{}]):
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stale = []
     for folder in sorted(p.parent for p in args.root.glob(f"*/{RUN_FILE}")):
-        if not (folder / "results.csv").is_file():
+        if not (folder / RESULTS_CSV).is_file():
             print(f"{folder}: no results.csv yet (collect the grid's report first); skipped", file=sys.stderr)
             continue
         page = render(folder)

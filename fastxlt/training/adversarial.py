@@ -103,13 +103,20 @@ class PerturbedForward:
         self.shape = (*self.token_mask.shape, dim)
 
     def __call__(
-        self, delta: torch.Tensor | None, dropout_seed: int, *, detach_embeddings: bool = False, predictions: bool = False
+        self, delta: torch.Tensor | None, dropout_seed: int, *, detach_embeddings: bool = False, predictions: bool = False,
+        attack: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(task loss, prediction logits for the KL terms or None) of one forward pass."""
+        """(task loss, prediction logits for the KL terms or None) of one forward pass.
+
+        ``attack``: the pass only feeds ``torch.autograd.grad`` for the perturbation, so it runs the engine's module
+        directly. DeepSpeed hooks every output of ``engine(...)`` for its own backward (timers, ZeRO's prologue,
+        gradient-accumulation scaling) and, at ZeRO stage 0, refuses any backward that is not ``engine.backward``.
+        """
         torch.manual_seed(dropout_seed)
         captured: dict[str, torch.Tensor] = {}
+        forward = self.engine.module if attack else self.engine
         with _perturb(self.hooked, delta, detach_embeddings), _capture_head_input(self.head_module, captured, predictions):
-            loss, logits = self.engine(head=self.head, **self.batch)
+            loss, logits = forward(head=self.head, **self.batch)
         return loss, (self._prediction_rows(logits, captured.get("hidden")) if predictions else None)
 
     def _prediction_rows(self, logits: torch.Tensor | None, hidden: torch.Tensor | None) -> torch.Tensor:
@@ -190,7 +197,7 @@ def pgd(run: PerturbedForward, settings: AdversarialConfig, dropout_seed: int, g
     delta = random_start(run, settings, generator)
     for _ in range(settings.steps):
         delta.requires_grad_()
-        loss, _ = run(delta, dropout_seed)
+        loss, _ = run(delta, dropout_seed, attack=True)
         (grad,) = torch.autograd.grad(loss, delta)
         delta = ascend(delta.detach(), grad.detach(), settings)
     loss, _ = run(delta, dropout_seed)
@@ -205,7 +212,7 @@ def smart(run: PerturbedForward, settings: AdversarialConfig, dropout_seed: int,
     noise = torch.randn(run.shape, generator=generator).to(clean.device) * settings.noise
     for _ in range(settings.steps):
         noise.requires_grad_()
-        _, adversarial = run(noise, next(seeds), predictions=True)
+        _, adversarial = run(noise, next(seeds), predictions=True, attack=True)
         (grad,) = torch.autograd.grad(stable_kl(adversarial, clean.detach()), noise)
         if not torch.isfinite(grad.norm()):  # mt-dnn skips the regulariser on a non-finite gradient
             run.engine.backward(loss)
