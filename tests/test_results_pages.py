@@ -46,7 +46,7 @@ def test_committed_pages_are_what_their_files_give():
     assert main(["render", str(RESULTS), "--check"]) == 0
 
 
-def _paired_delta(frame: pd.DataFrame, arm: dict, base: dict, task: str, languages) -> float:
+def _paired_delta(frame: pd.DataFrame, arm: dict, base: dict, task: str, languages, seeds: int = 3) -> float:
     """Mean over seeds of (arm's mean score over ``languages`` - the baseline's), cells matched by seed."""
     def per_seed(selector: dict) -> pd.Series:
         part = frame[(frame["task"] == task) & frame["language"].isin(languages)]
@@ -55,7 +55,7 @@ def _paired_delta(frame: pd.DataFrame, arm: dict, base: dict, task: str, languag
         return part.groupby("seed")["score"].mean()
 
     arm_scores, base_scores = per_seed(arm), per_seed(base)
-    assert list(arm_scores.index) == list(base_scores.index) and len(arm_scores) >= 3, "3 seeds, paired"
+    assert list(arm_scores.index) == list(base_scores.index) and len(arm_scores) >= seeds, f"{seeds} seeds, paired"
     return float((arm_scores - base_scores).mean())
 
 
@@ -126,3 +126,16 @@ def test_a_robustness_page_tabulates_drops_and_differences(tmp_path):
     page = render(folder)
     assert f"FreeLB: {np.mean([-4, -4, -6]):+.2f}" in page
     assert "| task, perturbation |" in page
+
+
+@pytest.mark.skipif(not (RESULTS / "embedded-default" / "results.csv").is_file(), reason="not committed")
+def test_the_embedded_defaults_headlines_from_results_csv():
+    """The demo's page: synth-nli's paired delta on the non-English average and per language, from results.csv."""
+    folder = RESULTS / "embedded-default"
+    frame = pd.read_csv(folder / "results.csv", keep_default_na=False)
+    page = _page(folder)
+    non_english = sorted(set(frame["language"]) - {"en"})
+    arm, base = {"intermediate": "synth-nli"}, {"intermediate": "none"}
+    assert f"{_paired_delta(frame, arm, base, 'synth-para', non_english, seeds=2):+.2f}" in page
+    for language in non_english:
+        assert f"{_paired_delta(frame, arm, base, 'synth-para', [language], seeds=2):+.2f}" in page
