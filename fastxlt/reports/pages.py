@@ -7,8 +7,9 @@ plus two files of its own:
 
 - ``run.json``: the command, the machine (CPU model and flags), torch's version and the wall time, written by
   ``python -m fastxlt.reports.pages collect`` when the grid's files are copied in;
-- ``answer.md``: the answer in one paragraph, with ``{name}`` placeholders for numbers (``{delta:KEY}`` ...,
-  see ``headlines``), so that the prose cannot drift from the tables.
+- ``answer.md``: the answer in one paragraph, with placeholders for numbers (``{delta:KEY}``, ``{score:KEY}``,
+  ``{drop:KEY}``, ``{diff:KEY}``: the table cells, keyed by their row and column labels; a wrong key fails the
+  render and lists the known ones), so that the prose cannot drift from the tables.
 
 ``python -m fastxlt.reports.pages render docs/results`` rewrites every ``index.md``; ``--check`` fails when a
 committed page differs from what its files give (the default suite runs it, and re-derives the headline numbers
