@@ -97,9 +97,8 @@ def summary_table(summary: pd.DataFrame, columns: list[tuple[str, str, str]], ro
                 continue
             row = match.iloc[0]
             name = key_of(*key, task, language)
-            values[f"score:{name}"], values[f"delta:{name}"] = score_text(row), delta_text(row)
-            text = score_text(row)
-            delta = delta_text(row)
+            text, delta = score_text(row), delta_text(row)
+            values[f"score:{name}"], values[f"delta:{name}"] = text, delta
             cells.append(f"{text} ({delta})" if text and delta else text or delta)
         rows.append([" / ".join(str(k) for k in key)] + cells)
     return markdown_table([" / ".join(row_axes)] + [title for title, _, _ in columns], rows), values
@@ -227,15 +226,15 @@ def machine() -> dict[str, Any]:
 
     import torch
 
-    cpu, flags = platform.processor() or "unknown CPU", set()
+    from fastxlt.utils.hardware import cpu_flags
+
+    cpu = platform.processor() or "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and cpu in ("unknown CPU", "", platform.processor()):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = {flag for flag in line.split(":", 1)[1].split() if FLAG_PATTERN.match(flag)}
-    return {"cpu": cpu, "cores": os.cpu_count(), "flags": sorted(flags), "torch": torch.__version__}
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    flags = sorted(flag for flag in cpu_flags() if FLAG_PATTERN.match(flag))
+    return {"cpu": cpu, "cores": os.cpu_count(), "flags": flags, "torch": torch.__version__}
 
 
 def collect(run_dir: Path, folder: Path, *, command: str, wall_minutes: float, date: str, wall_note: str | None = None) -> Path:
