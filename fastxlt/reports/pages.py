@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from fastxlt.reports.robustness import DIFFERENCES_CSV, DROPS_CSV
+from fastxlt.utils.hardware import cpu_flags
 from fastxlt.utils.io import write_text_atomic
 from fastxlt.utils.run_layout import RESULTS_CSV, SUMMARY_CSV
 
@@ -225,8 +226,6 @@ def machine() -> dict[str, Any]:
     import os
 
     import torch
-
-    from fastxlt.utils.hardware import cpu_flags
 
     cpu = platform.processor() or "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
