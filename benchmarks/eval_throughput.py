@@ -3,7 +3,7 @@
     python -m benchmarks.eval_throughput --model ME5_DIR --data ../shared/data/xnli [--checkpoint PHASE_DIR] [--quick]
 
 A classification head trained on English XNLI (``--checkpoint``: a fastxlt phase model directory, by
-default the real run's ``runs/me5-small-xnli/target/baseline/model``; without one, a head is trained in
+default the final model of the real run ``runs/me5-small-xnli``; without one, a head is trained in
 the set-up on the English XNLI dev file for ``--train-steps`` steps on top of ``--model``) is evaluated
 on the XNLI test files of all 15 languages, with accuracy against ``DERIVED_test_labels.txt``:
 
@@ -53,9 +53,10 @@ from fastxlt.models.transfer import load_transfer_model  # noqa: E402
 from fastxlt.utils.hardware import cpu_has_amx, cpu_has_vnni, default_device, fast_bf16  # noqa: E402
 from fastxlt.tasks.base import PairExample, TaskSpec, get_task  # noqa: E402
 from fastxlt.tasks.features import ops_for  # noqa: E402
+from fastxlt.utils.run_layout import final_models, is_grid_dir  # noqa: E402
 
 RESULTS = results_path("eval_throughput.csv")
-DEFAULT_CHECKPOINT = ROOT / "runs" / "me5-small-xnli" / "target" / "baseline" / "model"
+DEFAULT_RUN = ROOT / "runs" / "me5-small-xnli"  # its one arm's final model, found through its cell.json
 CACHE = cache_dir("eval_throughput")
 MAX_LENGTH = 256
 BASELINE_BATCH = 32
@@ -69,8 +70,10 @@ def ensure_checkpoint(args) -> Path:
     """The phase model to evaluate: --checkpoint, the real run's model, or a head trained here on English dev."""
     if args.checkpoint:
         return Path(args.checkpoint)
-    if (DEFAULT_CHECKPOINT / "heads.pt").is_file() and not args.smoke:
-        return DEFAULT_CHECKPOINT
+    if is_grid_dir(DEFAULT_RUN) and not args.smoke:
+        models = final_models(DEFAULT_RUN)
+        if len(models) == 1 and (next(iter(models.values())) / "heads.pt").is_file():
+            return next(iter(models.values()))
     if not args.model:
         raise SystemExit("no checkpoint found; pass --checkpoint PHASE_DIR or --model ME5_DIR to train a head")
     return train_head(Path(args.model), Path(args.data), args.train_steps)

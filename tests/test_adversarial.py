@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from fastxlt.config import ADVERSARIAL_DEFAULTS, AdversarialConfig
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.experiments.preflight import experiment_from_dict
 from fastxlt.errors import ConfigError
 from fastxlt.models.encoder import load_encoder
@@ -337,7 +338,7 @@ def test_zero2_freelb_on_two_ranks_resumes_after_a_kill(tmp_path, synthetic_mode
     assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
     killed = launch(tmp_path / "killed", {KILL_ENV: "2"})
     assert killed.returncode != 0
-    phase_dir = tmp_path / "killed" / "target" / "baseline"
+    phase_dir = arm_phase_dir(tmp_path / "killed", "target")
     assert (phase_dir / "checkpoints" / "latest").read_text().strip() == "step-00000002"
     resumed = launch(tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -359,7 +360,7 @@ def test_freelb_under_zero3_and_bf16(tmp_path, synthetic_model):
             phases={"target": {"tasks": ["synth-para"], "train_examples": 48, "adversarial": {"method": "freelb"}}},
         )
         run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config))
-        history = read_json(run_dir / "target" / "baseline" / "phase.json")["history"]
+        history = read_json(arm_phase_dir(run_dir, "target") / "phase.json")["history"]
         assert all(math.isfinite(h["train_loss"]) for h in history if "train_loss" in h)
         return final_weights(run_dir)
 
@@ -387,7 +388,7 @@ def test_attack_gradients_pass_through_the_deepspeed_engine(tmp_path, synthetic_
             phases={"target": {"tasks": ["synth-para"], "train_examples": 32, "adversarial": {"method": method}}},
         )
         run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config))
-        history = read_json(run_dir / "target" / "baseline" / "phase.json")["history"]
+        history = read_json(arm_phase_dir(run_dir, "target") / "phase.json")["history"]
         assert all(math.isfinite(h["train_loss"]) for h in history if "train_loss" in h)
         return final_weights(run_dir)
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from fastxlt.errors import CheckpointError, UnsafeCheckpointError
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.training.checkpoint import STATE_FILENAME, safe_torch_load
 from fastxlt.training.loop import KILL_ENV
 from test_training import REPO, assert_same_weights, final_weights, run_cli, write_config
@@ -148,7 +149,7 @@ def killed_run(tmp_path_factory, synthetic_model) -> tuple[Path, Path]:
     result = run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config), *CHECKPOINT_EVERY,
                      env={KILL_ENV: "4"}, check=False)
     assert result.returncode == -9, result.stderr[-2000:]
-    tags = sorted(p.name for p in (run_dir / "target" / "baseline" / "checkpoints").glob("step-*"))
+    tags = sorted(p.name for p in (arm_phase_dir(run_dir, "target") / "checkpoints").glob("step-*"))
     assert tags == ["step-00000002", "step-00000004"]
     return run_dir, config
 
@@ -161,7 +162,7 @@ def copy_run(killed_run, tmp_path: Path) -> tuple[Path, Path, Path]:
     text = config.read_text().replace(str(source), str(run_dir))
     config = tmp_path / "config.yaml"
     config.write_text(text)
-    return run_dir, config, run_dir / "target" / "baseline" / "checkpoints"
+    return run_dir, config, arm_phase_dir(run_dir, "target") / "checkpoints"
 
 
 def resume(config: Path) -> subprocess.CompletedProcess:
@@ -181,7 +182,7 @@ def test_a_planted_checkpoint_is_refused_and_runs_nothing(killed_run, tmp_path):
     assert not evidence.exists()
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("fastxlt: error: refusing to load ") and "GLOBAL os.makedirs" in last
-    assert not (run_dir / "target" / "baseline" / "phase.json").exists()
+    assert not (arm_phase_dir(run_dir, "target") / "phase.json").exists()
 
 
 def truncate(tag: Path) -> None:

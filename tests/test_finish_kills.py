@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fastxlt.training.loop import FINISH_KILL_ENV
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.utils.io import read_json
 from test_training import assert_same_weights, final_weights, run_cli, write_config
 
@@ -39,7 +40,7 @@ def uninterrupted(tmp_path_factory, synthetic_model, name: str, changes: dict) -
 @pytest.fixture(scope="module")
 def uninterrupted_best(tmp_path_factory, synthetic_model) -> Path:
     run_dir = uninterrupted(tmp_path_factory, synthetic_model, "best", BEST_PATH)
-    summary = read_json(run_dir / "target" / "baseline" / "phase.json")
+    summary = read_json(arm_phase_dir(run_dir, "target") / "phase.json")
     assert summary["best_step"] < summary["optimizer_steps"]  # else the best path would prove nothing
     return run_dir
 
@@ -51,10 +52,10 @@ def uninterrupted_last(tmp_path_factory, synthetic_model) -> Path:
 
 def check_resumed_like_uninterrupted(run_dir: Path, reference: Path) -> None:
     assert_same_weights(final_weights(reference), final_weights(run_dir))
-    phase_dir = run_dir / "target" / "baseline"
-    expected = read_json(reference / "target" / "baseline" / "phase.json")
+    phase_dir = arm_phase_dir(run_dir, "target")
+    expected = read_json(arm_phase_dir(reference, "target") / "phase.json")
     assert read_json(phase_dir / "phase.json")["best_step"] == expected["best_step"]
-    assert read_json(phase_dir / "model" / "weights.json") == read_json(reference / "target" / "baseline" / "model" / "weights.json")
+    assert read_json(phase_dir / "model" / "weights.json") == read_json(arm_phase_dir(reference, "target") / "model" / "weights.json")
     leftovers = {"checkpoints", "best", "best.tmp", "model.tmp"} & {p.name for p in phase_dir.iterdir()}
     assert not leftovers
 

@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastxlt.kernels import KernelError, linear_cross_entropy
 from fastxlt.kernels.dispatch import interpreting, triton_available
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.kernels.linear_ce_torch import linear_cross_entropy_reference
 from fastxlt.kernels.testing import assert_close, fresh_seed, lean_interpreter, poison_outputs
 from fastxlt.models.heads import MaskedLMHead
@@ -293,7 +294,7 @@ def _train_mlm(tmp_path: Path, model: Path, name: str, zero_stage: int) -> dict[
     result = subprocess.run([sys.executable, "-m", "fastxlt.cli", "train", "--no-eval", "--config", str(path)],
                             cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    model_dir = run_dir / "mlm" / "model"
+    model_dir = arm_phase_dir(run_dir, "mlm") / "model"
     heads = torch.load(model_dir / "heads.pt", weights_only=True)["heads"]
     return {**load_file(model_dir / "encoder" / "model.safetensors"), **{f"head.{k}": v for k, v in heads.items()}}
 

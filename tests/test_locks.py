@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fastxlt.errors import FastXLTError, RunLockedError
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.utils import locks
 from fastxlt.utils.locks import LOCK_FILENAME, DirectoryLock
 
@@ -201,8 +202,8 @@ def test_second_fastxlt_run_on_one_run_dir_is_refused_and_the_first_finishes(tmp
             if process is not None:
                 process.kill()
     assert first.returncode == 0, first_err[-3000:]
-    summary = json.loads((run_dir / "target" / "baseline" / "phase.json").read_text())
-    assert summary["optimizer_steps"] == 40 and (run_dir / "target" / "baseline" / "model" / "heads.pt").is_file()
+    summary = json.loads((arm_phase_dir(run_dir, "target") / "phase.json").read_text())
+    assert summary["optimizer_steps"] == 40 and (arm_phase_dir(run_dir, "target") / "model" / "heads.pt").is_file()
 
 
 def test_fastxlt_eval_refuses_an_output_directory_in_use(tmp_path, tiny_run):

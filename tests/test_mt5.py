@@ -28,6 +28,7 @@ import yaml
 from safetensors.torch import load_file
 
 from fastxlt.experiments.preflight import experiment_from_dict
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.errors import ConfigError
 from fastxlt.kernels.dispatch import KernelError
 from fastxlt.models.encoder import load_encoder, load_tokenizer
@@ -302,20 +303,20 @@ def mt5_run(tmp_path_factory, tiny_mt5) -> Path:
 def test_every_family_trains_on_mt5_and_the_encoder_is_handed_off_alone(mt5_run):
     from transformers import AutoConfig, MT5EncoderModel
 
-    summary = read_json(mt5_run / "run" / "intermediate" / "phase.json")
+    summary = read_json(arm_phase_dir(mt5_run / "run", "intermediate", "+".join(INTERMEDIATE)) / "phase.json")
     assert summary["tasks"] == INTERMEDIATE and summary["optimization"]["optimizer"] == "adamw"
     for task in INTERMEDIATE:  # the English dev set of every family was scored through the evaluation code
         assert 0.0 <= summary["history"][-1][f"dev_{task}"] <= 100.0
-    saved = torch.load(mt5_run / "run" / "intermediate" / "model" / "heads.pt", weights_only=True)
+    saved = torch.load(arm_phase_dir(mt5_run / "run", "intermediate", "+".join(INTERMEDIATE)) / "model" / "heads.pt", weights_only=True)
     assert saved["pooling"] == "mean" and saved["encoder"]["model_type"] == "mt5"
     assert saved["heads"]["squad.qa_outputs.weight"].shape == (2, 32)
     assert saved["heads"]["choice.scorer.weight"].shape == (1, 32)
     assert saved["heads"]["panx.classifier.weight"].shape == (7, 32)
-    encoder_dir = mt5_run / "run" / "intermediate" / "model" / "encoder"
+    encoder_dir = arm_phase_dir(mt5_run / "run", "intermediate", "+".join(INTERMEDIATE)) / "model" / "encoder"
     assert AutoConfig.from_pretrained(encoder_dir).architectures == ["MT5EncoderModel"]
     assert not any(k.startswith("decoder") for k in load_file(encoder_dir / "model.safetensors"))
     assert type(MT5EncoderModel.from_pretrained(encoder_dir)).__name__ == "MT5EncoderModel"
-    target = read_json(mt5_run / "run" / "target" / "+".join(INTERMEDIATE) / "phase.json")
+    target = read_json(arm_phase_dir(mt5_run / "run", "target", "+".join(INTERMEDIATE)) / "phase.json")
     assert target["init_encoder"] == str(encoder_dir)
     assert target["optimization"]["optimizer"] == "adafactor" and target["optimizer_steps"] == 4
 
@@ -328,7 +329,7 @@ def test_zero_shot_tagging_on_mt5_matches_seqeval(mt5_run):
     languages = results["arms"][arm]["tasks"]["udpos"]["languages"]
     assert set(languages) == {"en", "de"}
     for language in ("en", "de"):
-        saved = read_json(mt5_run / "run" / "eval" / arm / "udpos" / f"{language}.json")
+        saved = read_json(mt5_run / "run" / "cells" / f"intermediate={arm}" / "eval" / arm / "udpos" / f"{language}.json")
         gold = [list(e.tags) for e in get_task("udpos").load("test", language, mt5_run / "ud")]
         assert [len(p) for p in saved["predictions"]] == [len(g) for g in gold]
         with warnings.catch_warnings():
@@ -340,7 +341,7 @@ def test_zero_shot_tagging_on_mt5_matches_seqeval(mt5_run):
 def test_onnx_backend_gives_the_torch_predictions_on_mt5(mt5_run, tmp_path):
     from fastxlt.evaluation.model_eval import evaluate_models
 
-    model_dir = mt5_run / "run" / "target" / "+".join(INTERMEDIATE) / "model"
+    model_dir = arm_phase_dir(mt5_run / "run", "target", "+".join(INTERMEDIATE)) / "model"
     common = dict(languages=["en", "xa"], split="test", data_dirs={}, max_length=32, batch_tokens=2048)
     by_backend = {}
     for backend in ("torch", "onnx"):
@@ -476,7 +477,7 @@ def test_tatoeba_retrieval_with_layer_and_pooling_on_mt5(tiny_mt5, shared_data, 
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    model_dir = run_dir / "target" / "baseline" / "model"
+    model_dir = arm_phase_dir(run_dir, "target") / "model"
     heads = torch.load(model_dir / "heads.pt", weights_only=True)["heads"]
     return {**load_file(model_dir / "encoder" / "model.safetensors"), **{f"head.{k}": v for k, v in heads.items()}}
 
@@ -502,7 +503,7 @@ def test_zero2_on_two_ranks_matches_one_rank_on_mt5(tmp_path, tiny_mt5):
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = read_json(two / "target" / "baseline" / "phase.json")
+    summary = read_json(arm_phase_dir(two, "target") / "phase.json")
     assert summary["world_size"] == 2 and summary["deepspeed"]["zero_stage"] == 2
     a, b = final_weights(one), final_weights(two)
     assert a.keys() == b.keys() and not any(k.startswith("decoder") for k in a)

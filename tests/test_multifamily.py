@@ -22,6 +22,7 @@ from seqeval.metrics import f1_score
 from transformers import AutoModel
 
 from fastxlt.tasks.base import get_task
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.training.samplers import MultiTaskSchedule, mixing_rates
 from fastxlt.utils.io import read_json
 
@@ -107,7 +108,7 @@ def run(tmp_path_factory, synthetic_model) -> Path:
 
 
 def test_intermediate_phase_mixes_four_families_with_capped_proportional_sampling(run):
-    summary = read_json(run / "run" / "intermediate" / "phase.json")
+    summary = read_json(arm_phase_dir(run / "run", "intermediate", "+".join(INTERMEDIATE)) / "phase.json")
     assert summary["tasks"] == INTERMEDIATE
     assert summary["train_sizes"] == [SIZES[t] for t in INTERMEDIATE]
     capped = np.array([min(SIZES[t], CAP) for t in INTERMEDIATE], dtype=float)  # 32, 32, 24, 20
@@ -118,7 +119,7 @@ def test_intermediate_phase_mixes_four_families_with_capped_proportional_samplin
     last = summary["history"][-1]
     for task in INTERMEDIATE:
         assert 0.0 <= last[f"dev_{task}"] <= 100.0  # the English dev set of every family was scored
-    saved = torch.load(run / "run" / "intermediate" / "model" / "heads.pt", weights_only=True)
+    saved = torch.load(arm_phase_dir(run / "run", "intermediate", "+".join(INTERMEDIATE)) / "model" / "heads.pt", weights_only=True)
     assert saved["task_to_head"] == {task: get_task(task).head_key for task in INTERMEDIATE}
     assert saved["heads"]["panx.classifier.weight"].shape[0] == 7  # O + B/I x PER, ORG, LOC
     assert saved["heads"]["choice.scorer.weight"].shape[0] == 1  # one score per choice
@@ -126,18 +127,18 @@ def test_intermediate_phase_mixes_four_families_with_capped_proportional_samplin
 
 
 def test_encoder_is_handed_to_the_tagging_target_and_evaluated_zero_shot(run):
-    intermediate_encoder = run / "run" / "intermediate" / "model" / "encoder"
+    intermediate_encoder = arm_phase_dir(run / "run", "intermediate", "+".join(INTERMEDIATE)) / "model" / "encoder"
     arm = "+".join(INTERMEDIATE)
-    target = read_json(run / "run" / "target" / arm / "phase.json")
+    target = read_json(arm_phase_dir(run / "run", "target", arm) / "phase.json")
     assert target["init_encoder"] == str(intermediate_encoder)
     assert AutoModel.from_pretrained(intermediate_encoder).config.model_type == "xlm-roberta"
-    heads = torch.load(run / "run" / "target" / arm / "model" / "heads.pt", weights_only=True)
+    heads = torch.load(arm_phase_dir(run / "run", "target", arm) / "model" / "heads.pt", weights_only=True)
     assert set(heads["task_to_head"]) == {"udpos"}
     results = read_json(run / "run" / "results.json")
     languages = results["arms"][arm]["tasks"]["udpos"]["languages"]
     assert set(languages) == {"en", "de"}
     for language in ("en", "de"):
-        saved = read_json(run / "run" / "eval" / arm / "udpos" / f"{language}.json")
+        saved = read_json(run / "run" / "cells" / f"intermediate={arm}" / "eval" / arm / "udpos" / f"{language}.json")
         gold = [list(e.tags) for e in get_task("udpos").load("test", language, run / "ud")]
         assert [len(p) for p in saved["predictions"]] == [len(g) for g in gold]  # one tag per word
         with warnings.catch_warnings():

@@ -18,6 +18,7 @@ from fastxlt.tasks.aggregate import task_score, xtreme_score
 from fastxlt.tasks import metrics
 from fastxlt.tasks.base import get_task
 from fastxlt.utils.io import read_json
+from fastxlt.utils.run_layout import cell_phase_dirs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,12 +59,19 @@ def toy_run(tmp_path_factory, synthetic_model) -> tuple[Path, Path, subprocess.C
 
 
 def test_run_directory_holds_every_phase_and_result(toy_run):
+    """A single experiment is a grid of two cells (with and without its intermediate phase) over one store."""
     _, run_dir, result = toy_run
-    for phase in ("mlm", "intermediate", "target/baseline", "target/synth-nli"):
-        assert (run_dir / phase / "phase.json").is_file(), phase
-        assert (run_dir / phase / "model" / "encoder" / "config.json").is_file(), phase
+    assert read_json(run_dir / "grid.json")["cells"] == ["intermediate=none", "intermediate=synth-nli"]
+    phases = {arm: cell_phase_dirs(run_dir, f"intermediate={arm}") for arm in ("none", "synth-nli")}
+    assert list(phases["none"]) == ["mlm", "target"] and list(phases["synth-nli"]) == ["mlm", "intermediate", "target"]
+    assert phases["none"]["mlm"] == phases["synth-nli"]["mlm"]  # trained once, shared through the store
+    assert phases["none"]["target"] != phases["synth-nli"]["target"]
+    for phase_dir in {*phases["none"].values(), *phases["synth-nli"].values()}:
+        assert phase_dir.is_relative_to(run_dir / "store"), phase_dir
+        assert (phase_dir / "phase.json").is_file(), phase_dir
+        assert (phase_dir / "model" / "encoder" / "config.json").is_file(), phase_dir
     results = read_json(run_dir / "results.json")
-    assert list(results["arms"]) == ["baseline", "synth-nli"]
+    assert list(results["arms"]) == ["none", "synth-nli"]
     spec = get_task("synth-para")
     for arm, arm_results in results["arms"].items():
         task = arm_results["tasks"]["synth-para"]
@@ -71,7 +79,7 @@ def test_run_directory_holds_every_phase_and_result(toy_run):
         # every per-language score is recomputed from the predictions on disk with the official metric
         gold = [example.label for example in spec.load("test", "en")]
         for language, scores in task["languages"].items():
-            saved = read_json(run_dir / "eval" / arm / "synth-para" / f"{language}.json")
+            saved = read_json(run_dir / "cells" / f"intermediate={arm}" / "eval" / arm / "synth-para" / f"{language}.json")
             assert saved["scores"] == scores and saved["examples"] == len(gold)
             assert scores["accuracy"] == pytest.approx(100 * np.mean(np.array(saved["predictions"]) == np.array(gold)))
         assert task["score"] == pytest.approx(np.mean([s["accuracy"] for s in task["languages"].values()]))
@@ -85,19 +93,19 @@ def test_run_directory_holds_every_phase_and_result(toy_run):
 def test_finished_run_is_not_retrained_and_report_rebuilds_the_table(toy_run):
     path, run_dir, first = toy_run
     stamps = {p: p.stat().st_mtime_ns for p in run_dir.glob("**/phase.json")}
-    eval_stamps = {p: p.stat().st_mtime_ns for p in (run_dir / "eval").glob("**/*.json")}
+    eval_stamps = {p: p.stat().st_mtime_ns for p in run_dir.glob("cells/*/eval/**/*.json")}
     again = cli("run", "--config", str(path))
     assert {p: p.stat().st_mtime_ns for p in run_dir.glob("**/phase.json")} == stamps
-    assert {p: p.stat().st_mtime_ns for p in (run_dir / "eval").glob("**/*.json")} == eval_stamps
+    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("cells/*/eval/**/*.json")} == eval_stamps
     report = cli("report", str(run_dir))
-    assert "synth-para" in report.stdout and "baseline" in report.stdout
+    assert "synth-para" in report.stdout and "none" in report.stdout
 
 
 def test_fastxlt_eval_on_a_run_directory(toy_run, tmp_path):
     _, run_dir, _ = toy_run
     result = cli("eval", "--model", str(run_dir), "--task", "synth-para", "--languages", "xa,en", "--output", str(tmp_path))
     results = read_json(tmp_path / "results.json")
-    assert set(results["arms"]) == {"baseline", "synth-nli"}
+    assert set(results["arms"]) == {"none", "synth-nli"}
     run_results = read_json(run_dir / "results.json")
     for arm in results["arms"]:
         for language in ("xa", "en"):
@@ -147,3 +155,35 @@ def test_aggregates_follow_the_xtreme_definitions():
     with pytest.raises(ValueError):
         xtreme_score({})
     assert json.dumps(metrics.compute("accuracy", [0], [0]))  # plain floats, JSON-serialisable
+
+
+def test_a_changed_config_is_refused_and_the_results_are_kept(toy_run, tmp_path):
+    """Re-running a run directory with settings that would train other weights is refused in one line naming
+    what differs; settings that only change how the run is carried out (logging, checkpoints) are not."""
+    path, run_dir, _ = toy_run
+    before = (run_dir / "results.json").read_bytes()
+    changed = yaml.safe_load(path.read_text())
+    changed["optimization"]["lr"] = 1.0e-3
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
+    result = cli("run", "--config", str(tmp_path / "changed.yaml"), check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"fastxlt: error: run directory '{run_dir}' was trained with a different config (cell "
+                    "intermediate=none differs in: optimization); set a new run_dir or delete the old one")
+    assert (run_dir / "results.json").read_bytes() == before
+
+
+def test_a_run_directory_of_the_former_single_runner_is_refused(tmp_path, synthetic_model):
+    from fastxlt.errors import ConfigError
+    from fastxlt.experiments.pipeline import run_experiment
+    from fastxlt.experiments.preflight import experiment_from_dict
+
+    old = tmp_path / "old"
+    (old / "target" / "baseline").mkdir(parents=True)
+    (old / "config.yaml").write_text("name: old\n")
+    config = experiment_from_dict({"run_dir": str(old), "model": {"name_or_path": str(synthetic_model)}, "kernels": "none",
+                                   "optimization": {"max_length": 32},
+                                   "phases": {"target": {"tasks": ["synth-para"], "train_examples": 16}}})
+    with pytest.raises(ConfigError, match=r"holds a run in the former single-run layout .* set a new run_dir"):
+        run_experiment(config)
+    assert sorted(p.name for p in old.iterdir()) == ["config.yaml", "target"]  # nothing written

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from fastxlt.errors import CorruptDataError, DataNotFoundError, UnknownLanguageError
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.models.heads import SpanHead, make_head
 from fastxlt.tasks.base import Family, get_task
 from fastxlt.tasks.features import ops_for
@@ -290,7 +291,7 @@ def test_tiny_model_trains_on_squad_layout_and_scores(tmp_path, synthetic_model)
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
-    model_dir = run_dir / "target" / "baseline" / "model"
+    model_dir = arm_phase_dir(run_dir, "target") / "model"
     spec = get_task("squad")
     model = load_transfer_model(model_dir, [spec])
     tokenizer = load_tokenizer(model_dir / "encoder")

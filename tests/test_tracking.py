@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from fastxlt.config import config_from_dict
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.errors import ConfigError
 from fastxlt.utils.io import read_json
 
@@ -45,16 +46,16 @@ def train(tmp_path: Path, model: Path, name: str, *, env_extra: dict | None = No
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(run_dir / "target" / "baseline" / "model" / "encoder" / "model.safetensors")
+    return load_file(arm_phase_dir(run_dir, "target") / "model" / "encoder" / "model.safetensors")
 
 
 def test_tensorboard_curves_are_readable_and_change_no_weight(tmp_path, synthetic_model):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = train(tmp_path, synthetic_model, "tb", report_to=["tensorboard"])
-    phase_dir = run / "target" / "baseline"
+    phase_dir = arm_phase_dir(run, "target")
     (log_dir,) = (phase_dir / "tensorboard").iterdir()
-    assert log_dir.name == "target[baseline]_toy"
+    assert log_dir.name == f"target_{phase_dir.name}_intermediate=none"  # kind, phase key, the cell that trained it
     events = EventAccumulator(str(log_dir))
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -72,7 +73,7 @@ def test_tensorboard_curves_are_readable_and_change_no_weight(tmp_path, syntheti
     assert [(e.step, pytest.approx(e.value, abs=1e-4)) for e in dev] == [(h["step"], h["dev_mean"]) for h in history]
     # tracking reads the gradients, never changes them
     plain = train(tmp_path, synthetic_model, "plain")
-    assert not (plain / "target" / "baseline" / "tensorboard").exists()
+    assert not (arm_phase_dir(plain, "target") / "tensorboard").exists()
     reference = weights(plain)
     assert all(torch.equal(tensor, reference[name]) for name, tensor in weights(run).items())
     # the report's learning curves: the event files, else phase.json's dev history
@@ -83,7 +84,7 @@ def test_tensorboard_curves_are_readable_and_change_no_weight(tmp_path, syntheti
     assert PHASE_DONE == LOOP_PHASE_DONE
     curves = read_curves(*next(iter(phase_directories(run).items())))
     assert curves.source == "tensorboard" and [step for step, _ in curves.scalars["train/loss"]] == list(range(1, STEPS + 1))
-    fallback = read_curves("target", plain / "target" / "baseline")
+    fallback = read_curves("target", arm_phase_dir(plain, "target"))
     assert fallback.source == "phase.json" and [s for s, _ in fallback.scalars["dev/mean"]] == [h["step"] for h in history]
     for name, phase in (("tb", curves), ("plain", fallback)):
         assert learning_curve(phase, tmp_path / f"{name}.png").stat().st_size > 0
@@ -101,10 +102,10 @@ def test_report_to_is_validated_and_operational(tmp_path):
     with pytest.raises(ConfigError, match="'none' cannot be listed with others"):
         build(report_to=["none", "tensorboard"])
     # a single run's directory accepts a changed report_to on resume: it is not part of what was trained
-    from fastxlt.experiments.pipeline import _training_identity
+    from fastxlt.experiments.grid_runner import training_identity
 
     with_tb, without = build(report_to=["tensorboard"]).to_dict(), build().to_dict()
-    assert _training_identity(with_tb) == _training_identity(without)
+    assert training_identity(with_tb) == training_identity(without)
 
 
 def test_missing_integration_package_is_one_line(monkeypatch):
@@ -147,7 +148,7 @@ def test_a_killed_phase_resumes_its_curve_without_gaps_or_repeats(tmp_path, synt
 
     train(tmp_path, synthetic_model, "killed", env_extra={KILL_ENV: "3"}, report_to=["tensorboard"])  # SIGKILL
     train(tmp_path, synthetic_model, "killed", report_to=["tensorboard"])  # resumes from step 3's checkpoint
-    (log_dir,) = (tmp_path / "killed" / "target" / "baseline" / "tensorboard").iterdir()
+    (log_dir,) = (arm_phase_dir(tmp_path / "killed", "target") / "tensorboard").iterdir()
     events = EventAccumulator(str(log_dir))
     events.Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, STEPS + 1))

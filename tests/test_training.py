@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from fastxlt.errors import CheckpointError
+from fastxlt.utils.run_layout import arm_phase_dir
 from fastxlt.models.transfer import load_transfer_model
 from fastxlt.tasks.base import get_task
 from fastxlt.training.distributed import _free_port
@@ -60,8 +61,8 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subproce
     return result
 
 
-def final_weights(run_dir: Path, arm: str = "baseline") -> dict[str, torch.Tensor]:
-    model_dir = run_dir / "target" / arm / "model"
+def final_weights(run_dir: Path, arm: str = "none") -> dict[str, torch.Tensor]:
+    model_dir = arm_phase_dir(run_dir, "target", arm) / "model"
     weights = load_file(model_dir / "encoder" / "model.safetensors")
     heads = torch.load(model_dir / "heads.pt", weights_only=True)["heads"]
     return {**weights, **{f"head.{k}": v for k, v in heads.items()}}
@@ -85,7 +86,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, synthetic_model):
     first = run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config), "--set",
                     "optimization.checkpoint_every=2", env={KILL_ENV: "4"}, check=False)
     assert first.returncode == -9, first.stderr[-2000:]  # SIGKILL right after the step-4 checkpoint
-    phase_dir = killed / "target" / "baseline"
+    phase_dir = arm_phase_dir(killed, "target")
     assert not (phase_dir / "phase.json").exists()
     assert (phase_dir / "checkpoints" / "latest").read_text().strip() == "step-00000004"
     second = run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config), "--set", "optimization.checkpoint_every=2")
@@ -114,7 +115,7 @@ def test_zero2_on_two_ranks_matches_one_rank(tmp_path, synthetic_model):
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = read_json(two / "target" / "baseline" / "phase.json")
+    summary = read_json(arm_phase_dir(two, "target") / "phase.json")
     assert summary["world_size"] == 2 and summary["deepspeed"]["zero_stage"] == 2
     assert_same_weights(final_weights(one), final_weights(two), atol=2e-5)
 
@@ -125,7 +126,7 @@ def test_early_stopping_keeps_the_best_model(tmp_path, synthetic_model):
     config = write_config(tmp_path, synthetic_model, run_dir, optimization__lr=1e-12, optimization__patience=1,
                           optimization__max_steps=20, optimization__eval_every=1)
     run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config))
-    summary = read_json(run_dir / "target" / "baseline" / "phase.json")
+    summary = read_json(arm_phase_dir(run_dir, "target") / "phase.json")
     assert summary["optimizer_steps"] == 2 and summary["planned_steps"] == 20
     assert summary["best_step"] == 1
 
@@ -137,21 +138,21 @@ def test_encoder_hand_off_and_checkpoint_errors(tmp_path, synthetic_model):
         phases={"intermediate": {"tasks": ["synth-nli"], "train_examples": 48}, "target": {"tasks": ["synth-para"], "train_examples": 48}},
     )
     run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config))
-    intermediate = run_dir / "intermediate" / "model"
+    intermediate = arm_phase_dir(run_dir, "intermediate", "synth-nli") / "model"
     # the hand-off is a plain Hugging Face encoder that transformers loads directly
     encoder = AutoModel.from_pretrained(intermediate / "encoder")
     assert encoder.config.model_type == "xlm-roberta"
-    target_summary = read_json(run_dir / "target" / "synth-nli" / "phase.json")
+    target_summary = read_json(arm_phase_dir(run_dir, "target", "synth-nli") / "phase.json")
     assert target_summary["init_encoder"] == str(intermediate / "encoder")
     # the intermediate phase changed the encoder, the target phase started from it and changed it again
     initial = load_file(synthetic_model / "model.safetensors")
     after_intermediate = load_file(intermediate / "encoder" / "model.safetensors")
-    after_target = load_file(run_dir / "target" / "synth-nli" / "model" / "encoder" / "model.safetensors")
+    after_target = load_file(arm_phase_dir(run_dir, "target", "synth-nli") / "model" / "encoder" / "model.safetensors")
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(initial[key], after_intermediate[key])
     assert not torch.equal(after_intermediate[key], after_target[key])
 
-    model = load_transfer_model(run_dir / "target" / "synth-nli" / "model", [get_task("synth-para")])
+    model = load_transfer_model(arm_phase_dir(run_dir, "target", "synth-nli") / "model", [get_task("synth-para")])
     assert set(model.heads) == {"synth-para"}
     with pytest.raises(CheckpointError, match="has no trained head 'synth-para'"):
         load_transfer_model(intermediate, [get_task("synth-para")])  # heads of another task
@@ -172,7 +173,7 @@ def test_damaged_checkpoint_gives_a_one_line_error(tmp_path, synthetic_model):
     config = write_config(tmp_path, synthetic_model, run_dir)
     run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config), "--set", "optimization.checkpoint_every=2",
             env={KILL_ENV: "2"}, check=False)
-    checkpoint = run_dir / "target" / "baseline" / "checkpoints" / "step-00000002"
+    checkpoint = arm_phase_dir(run_dir, "target") / "checkpoints" / "step-00000002"
     for state in checkpoint.glob("*model_states.pt"):
         state.write_bytes(b"garbage")
     result = run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config), "--set",
@@ -215,9 +216,9 @@ def test_pretraining_mixes_masked_lm_and_translation_ranking(tmp_path, synthetic
                                       "target": {"tasks": ["synth-para"], "train_examples": 16,
                                                  "optimization": {"max_steps": 1}}})
         run_cli("-m", "fastxlt.cli", "train", "--no-eval", "--config", str(config))
-        summary = read_json(run_dir / "mlm" / "phase.json")
+        summary = read_json(arm_phase_dir(run_dir, "mlm") / "phase.json")
         assert len(summary["mixing_rates"]) == len(tasks) and min(summary["mixing_rates"]) > 0.1
-        losses[name] = _bitext_loss(run_dir / "mlm" / "model" / "encoder", held_out)
+        losses[name] = _bitext_loss(arm_phase_dir(run_dir, "mlm") / "model" / "encoder", held_out)
     assert losses["mlm+bitext"] < losses["mlm-only"] - 0.5, losses
 
 

@@ -22,7 +22,7 @@ from fastxlt.tasks.sanity import check_data_files
 from fastxlt.utils.hardware import default_device
 from fastxlt.utils.io import write_json_atomic
 from fastxlt.utils.locks import DirectoryLock
-from fastxlt.utils.run_layout import RESULTS_FILENAME
+from fastxlt.utils.run_layout import RESULTS_FILENAME, final_models, is_grid_dir
 
 BACKENDS = ("torch", "onnx")
 CLI_OUTPUT_DIRNAME = "eval-cli"  # fastxlt-eval writes to <model>/eval-cli unless --output says otherwise
@@ -141,18 +141,30 @@ def find_models(path: Path) -> dict[str, Path]:
     """Arm name -> model directory (with ``encoder/`` and ``heads.pt``) for a run, phase or model dir."""
     if not path.exists():
         raise CheckpointError(f"model path '{path}' does not exist; pass a fastxlt run directory or a phase's model directory")
+    if is_grid_dir(path):
+        return _grid_final_models(path)
     if (path / HEADS_FILENAME).is_file():
         return {path.parent.name if path.name == "model" else path.name: path}
     if (path / "model" / HEADS_FILENAME).is_file():
         return {path.name: path / "model"}
+    # a folder of model directories named target/<arm>/model (a run directory of fastxlt's former single runner)
     targets = sorted(p.parent for p in path.glob(f"target/*/model/{HEADS_FILENAME}"))
     if targets:
         return {p.parent.name: p for p in targets}
-    if (path / "intermediate" / "model" / HEADS_FILENAME).is_file():
-        return {"intermediate": path / "intermediate" / "model"}
     raise CheckpointError(
         f"'{path}' holds no trained fastxlt model (no {HEADS_FILENAME}); pass a run directory or a phase's model directory"
     )
+
+
+def _grid_final_models(run_dir: Path) -> dict[str, Path]:
+    """A run directory's trained cells, named by their one axis's value when there is one axis (a single
+    experiment: ``none``, ``synth-nli``), by their cell id otherwise."""
+    models = {cell_id: model for cell_id, model in final_models(run_dir).items() if (model / HEADS_FILENAME).is_file()}
+    if not models:
+        raise CheckpointError(f"run directory '{run_dir}' has no finished cell yet; run it first")
+    if all(cell_id.count("=") == 1 and "," not in cell_id for cell_id in models):
+        return {cell_id.split("=", 1)[1]: model for cell_id, model in models.items()}
+    return models
 
 
 def _check_backend(backend: str, quantize: str | None, precision: str) -> str:

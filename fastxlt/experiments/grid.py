@@ -37,7 +37,7 @@ import yaml
 from fastxlt.config import ExperimentConfig, apply_override, read_yaml_file
 from fastxlt.errors import ConfigError
 from fastxlt.experiments.preflight import experiment_from_dict
-from fastxlt.utils.run_layout import cell_dir
+from fastxlt.utils.run_layout import STORE_DIRNAME, cell_dir
 
 NONE_LABEL = "none"
 COLLAPSED = "-"
@@ -244,7 +244,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid.axes.{axis}: expected a non-empty list of values, got {values!r}")
     run_dir = Path(str(data.get("run_dir") or "runs/grid"))
-    store = Path(str(section.get("store") or run_dir / "store"))
+    store = Path(str(section.get("store") or run_dir / STORE_DIRNAME))
     spec = GridSpec(
         base=data, axes=axes, store=store, run_dir=run_dir, name=str(data.get("name", "grid")), source=str(path)
     )

@@ -1,4 +1,5 @@
-"""Running a grid: each cell's phases come from the shared phase store, each cell is evaluated on its own.
+"""Running a grid -- and every single experiment, a grid of its arms (``fastxlt.experiments.pipeline``): each
+cell's phases come from the phase store, each cell is evaluated on its own.
 
     pretrained ─(mlm)─> base ─(intermediate, with snapshots)─> snapshot ─(target)─> final ─(evaluate)─> cell
         │                                                                    ▲
@@ -8,23 +9,25 @@ Every phase is looked up by its identity (``fastxlt.experiments.store``): traine
 lock, then reused by every cell and every grid that needs it. A cell is done when its ``results.json``
 holds results (a damaged one is re-scored); cells run under a cell lock, so concurrent shards
 (``--shard I/N``) and re-runs never train or evaluate the same thing twice, and a killed grid resumes
-like a single run: re-run the same command.
+when the same command is re-run.
 
-Grid run directory::
+Run directory (``fastxlt.utils.run_layout``)::
 
     grid.json                          the axes and the cell ids, in order
     cells/<cell_id>/config.yaml        the cell's resolved experiment config
     cells/<cell_id>/cell.json          axis values, phase keys, the intermediate snapshot used
-    cells/<cell_id>/eval/<arm>/<task>/<lang>.json, results.json     as in a single run
+    cells/<cell_id>/eval/<arm>/<task>/<lang>.json, results.json     per-language files, then the cell's scores
     store/ (or grid.store)             the phase store
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tqdm.auto import tqdm
 
 from fastxlt.config import ExperimentConfig, dump_config
@@ -35,11 +38,11 @@ from fastxlt.experiments.grid import (
     AVERAGE_PREFIX,
     BEST_SNAPSHOT,
     COLLAPSED,
+    NONE_LABEL,
     Cell,
     GridSpec,
     select_shard,
 )
-from fastxlt.experiments.pipeline import evaluation_settings
 from fastxlt.experiments.preflight import check_experiment, check_run_dir
 from fastxlt.experiments.phases import SYNTHETIC_MODEL, base_identity, intermediate_identity, phase_of
 from fastxlt.experiments.store import PhaseStore, key_of
@@ -77,34 +80,85 @@ def run_grid(
     spec: GridSpec, *, shard: str | None = None, cell_ids: list[str] | None = None, evaluate: bool = True
 ) -> dict[str, Any]:
     """Run (or resume) this shard's cells -- or exactly ``cell_ids``, as ``fastxlt submit`` hands them to a job;
-    returns {'done': [...], 'skipped': [...]} (skipped: running elsewhere)."""
+    returns {'done': [...], 'skipped': [...]} (skipped: running elsewhere).
+
+    Under a launcher (``deepspeed fastxlt/train.py``) every rank runs this: rank 0 holds the cell and phase
+    locks, writes the files and evaluates, and broadcasts each decision, so all ranks train the same phases.
+    """
     distributed.prepare_environment()
+    if distributed.world_size() > 1:
+        distributed.init_distributed()  # the ranks agree on every decision below through rank 0
+    cells = select_shard(spec.cells, shard) if cell_ids is None else select_cells(spec.cells, cell_ids)
+    for cell in cells:  # every check that needs files or the model's config, before anything is written
+        check_experiment(cell.config)
+        check_cell_config(cell)
     check_run_dir(spec.run_dir)
     check_run_dir(spec.store, "grid.store")
-    write_or_check_grid(spec)
+    if distributed.is_main():
+        write_or_check_grid(spec)
     store = PhaseStore(spec.store)
     snapshot_requests = _snapshot_requests(spec)
-    cells = select_shard(spec.cells, shard) if cell_ids is None else select_cells(spec.cells, cell_ids)
-    for cell in cells:  # every check that needs files or the model's config, before any cell trains
-        check_experiment(cell.config)
     done, skipped = [], []
-    for cell in tqdm(cells, desc=f"grid {spec.name}", unit="cell", disable=len(cells) < 2):
-        directory = cell_dir(spec.run_dir, cell.cell_id)
-        if read_cell_results(directory) is not None or (not evaluate and _trained(directory)):
-            done.append(cell.cell_id)
-            continue
-        lock = DirectoryLock(directory, what="grid cell")
-        try:
-            lock.acquire(blocking=False)
-        except FastXLTError:
-            skipped.append(cell.cell_id)  # another shard is on it
+    for cell in tqdm(cells, desc=f"grid {spec.name}", unit="cell", disable=len(cells) < 2 or not distributed.is_main()):
+        state, lock = _claim_cell(cell_dir(spec.run_dir, cell.cell_id), evaluate=evaluate)
+        state = distributed.broadcast_object(state)
+        if state != "claimed":
+            (done if state == "done" else skipped).append(cell.cell_id)  # skipped: another shard is on it
             continue
         try:
             run_cell(spec, cell, store, snapshot_requests, evaluate=evaluate)
             done.append(cell.cell_id)
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
+    distributed.barrier()
     return {"done": done, "skipped": skipped}
+
+
+def _claim_cell(directory: Path, *, evaluate: bool) -> tuple[str, DirectoryLock | None]:
+    """Rank 0's view of a cell: 'done', 'skipped' (locked by another process) or 'claimed' (with its lock)."""
+    if not distributed.is_main():
+        return "", None  # the decision comes from rank 0
+    if read_cell_results(directory) is not None or (not evaluate and _trained(directory)):
+        return "done", None
+    lock = DirectoryLock(directory, what="grid cell")
+    try:
+        lock.acquire(blocking=False)
+    except FastXLTError:
+        return "skipped", None
+    return "claimed", lock
+
+
+def check_cell_config(cell: Cell) -> None:
+    """A cell directory trained with other settings (the grid file was edited, or a single run's config
+    changed) is refused in one line: its results and phases would silently stand for the new settings."""
+    path = Path(cell.config.run_dir) / CONFIG_FILENAME
+    if not path.is_file():
+        return
+    existing = training_identity(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    current = training_identity(yaml.safe_load(dump_config(cell.config)))
+    if existing != current:
+        changed = sorted(k for k in set(existing) | set(current) if existing.get(k) != current.get(k))
+        run_dir = Path(cell.config.run_dir).parent.parent
+        raise ConfigError(
+            f"run directory '{run_dir}' was trained with a different config (cell {cell.cell_id} differs in: "
+            f"{', '.join(changed)}); set a new run_dir or delete the old one"
+        )
+
+
+# Fields that change how a run is carried out or reported, not what it trains: free to change on resume.
+OPERATIONAL_FIELDS = ("name", "run_dir", "kernels", "source", "logging")
+OPERATIONAL_OPTIMIZATION = ("checkpoint_every", "keep_checkpoints", "eval_batch_tokens")
+
+
+def training_identity(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that determines the trained weights."""
+    data = {k: v for k, v in data.items() if k not in OPERATIONAL_FIELDS}
+    data["phases"] = {k: v for k, v in (data.get("phases") or {}).items() if k != "evaluate"}
+    for section in [data.get("optimization") or {}] + [p.get("optimization") or {} for p in data["phases"].values() if p]:
+        for name in OPERATIONAL_OPTIMIZATION:
+            section.pop(name, None)
+    return data
 
 
 def grid_status(run_dir: str | Path) -> dict[str, list[str]]:
@@ -209,14 +263,22 @@ def _snapshot_points(snapshot: Any, config: ExperimentConfig) -> list[int | floa
 def run_cell(
     spec: GridSpec, cell: Cell, store: PhaseStore, snapshot_requests: dict[str, list], *, evaluate: bool = True
 ) -> dict[str, Any]:
-    """Train (or reuse) the cell's phases, evaluate its final model, write cell.json and results.json."""
+    """Train (or reuse) the cell's phases, evaluate its final model, write cell.json and results.json.
+
+    The final model is the target phase's; a cell without a target phase (a single run that trains an
+    intermediate model for retrieval, say) ends with its last phase: intermediate, mlm, or none at all.
+    """
     config = cell.config
     directory = Path(config.run_dir)
-    write_text_atomic(directory / CONFIG_FILENAME, dump_config(config))
-    encoder = _base_encoder(spec, config, store)
+    main = distributed.is_main()
+    if main:
+        write_text_atomic(directory / CONFIG_FILENAME, dump_config(config))
+    encoder = pretrained = _base_encoder(spec, config, store)
     phase_keys: dict[str, str] = {}
+    final: Path | None = None
     if config.phases.mlm is not None:
         phase_keys["mlm"], encoder = _train_phase(spec, config, store, "mlm", encoder, seed=spec.base_seed)
+        final = Path(encoder.path).parent
     if cell.has_intermediate:
         identity = intermediate_identity(config, spec.base_seed)
         key = key_of(identity)
@@ -224,27 +286,46 @@ def run_cell(
             spec, config, store, "intermediate", encoder, seed=config.seed, snapshots=snapshot_requests.get(key, [])
         )
         encoder = select_snapshot(phase_dir, cell.snapshot, config, encoder.tokenizer)
-    if config.phases.target is None:
-        raise ConfigError(f"cell {cell.cell_id}: a grid cell needs a target phase (phases.target)")
-    phase_keys["target"], final = _train_phase(spec, config, store, "target", encoder, seed=config.seed)
+        final = phase_model_dir(phase_dir)
+    if config.phases.target is not None:
+        phase_keys["target"], target = _train_phase(spec, config, store, "target", encoder, seed=config.seed)
+        final = Path(target.path).parent
     record = {
         "cell_id": cell.cell_id,
         "axes": cell.labels,
         "values": {axis: _plain(value) for axis, value in cell.values.items()},
         "phase_keys": phase_keys,
         "store": str(spec.store),
+        "pretrained": pretrained.path,
         "intermediate_steps": encoder.steps if cell.has_intermediate else None,
         "intermediate_dev_score": encoder.dev_score if cell.has_intermediate else None,
     }
-    write_json_atomic(directory / CELL_FILENAME, record)
-    if not evaluate or config.phases.evaluate is None:
-        return {}
-    arm = "+".join(config.phases.intermediate.tasks) if cell.has_intermediate else "none"
-    return _evaluate_cell(config, arm, Path(final.path).parent, directory)
+    results: dict[str, Any] = {}
+    if main:
+        write_json_atomic(directory / CELL_FILENAME, record)
+        if evaluate and config.phases.evaluate is not None and final is not None:
+            results = evaluate_models({cell_arm(cell): final}, config.evaluation_tasks(), out_root=directory,
+                                      **evaluation_settings(config))
+    distributed.barrier()
+    return results
 
 
-def _evaluate_cell(config: ExperimentConfig, arm: str, model_dir: Path, cell_dir: Path) -> dict[str, Any]:
-    return evaluate_models({arm: model_dir}, config.evaluation_tasks(), out_root=cell_dir, **evaluation_settings(config))
+def cell_arm(cell: Cell) -> str:
+    """The arm a cell's results are filed under: its intermediate task set, or ``none``."""
+    return "+".join(cell.config.phases.intermediate.tasks) if cell.has_intermediate else NONE_LABEL
+
+
+def evaluation_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """The ``evaluate_models`` settings a config's evaluate section asks for."""
+    evaluate = config.phases.evaluate
+    max_length = config.phase_optimization("target").max_length if config.phases.target else config.optimization.max_length
+    return dict(
+        languages=evaluate.languages, split=evaluate.split, data_dirs=config.data, max_length=max_length,
+        batch_tokens=evaluate.batch_tokens, name=config.name, backend=evaluate.backend, quantize=evaluate.quantize,
+        precision=evaluate.precision, allow_constant_labels=evaluate.allow_constant_labels,
+        perturbations=evaluate.perturbations, perturbation_seed=config.seed, muse_dir=evaluate.muse_dir,
+        max_examples=evaluate.max_examples,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- phases
@@ -257,8 +338,10 @@ def _base_encoder(spec: GridSpec, config: ExperimentConfig, store: PhaseStore) -
     if model.name_or_path != SYNTHETIC_MODEL:
         return EncoderRef(model.name_or_path, model.tokenizer or model.name_or_path, identity)
     directory = store.phase_dir("pretrained", identity)
-    with _phase_lock(directory):
-        build_default_assets(directory / "model", seed=spec.base_seed)
+    if distributed.is_main():
+        with _phase_lock(directory):
+            build_default_assets(directory / "model", seed=spec.base_seed)
+    distributed.barrier()
     return EncoderRef(str(directory / "model"), str(directory / "model"), identity)
 
 
@@ -280,9 +363,9 @@ def _train_phase_dir(
     """The phase's store directory, trained first when needed (under its lock; another shard may be on it)."""
     phase = phase_of(config, kind, seed=seed, snapshots=snapshots or [])
     phase_dir = store.phase_dir(kind, phase.identity(encoder.identity))
-    if not phase_is_done(phase_dir):
-        with _phase_lock(phase_dir):
-            if not phase_is_done(phase_dir):
+    if distributed.broadcast_object(not phase_is_done(phase_dir)):
+        with _phase_lock(phase_dir):  # held by rank 0; the ranks train together when rank 0 finds it undone
+            if distributed.broadcast_object(not phase_is_done(phase_dir)):
                 curves = run_name(kind, phase_dir.name, Path(config.run_dir).name)  # the cell that trained it
                 run_phase(phase.plan(phase_dir=phase_dir, init_encoder=encoder.path, tokenizer=encoder.tokenizer,
                                      run_name=curves))
@@ -291,16 +374,18 @@ def _train_phase_dir(
 
 
 class _phase_lock:
-    """Blocking directory lock for one phase: a second shard waits, then finds the phase done."""
+    """Blocking directory lock for one phase, held by rank 0: a second shard waits, then finds the phase done."""
 
     def __init__(self, directory: Path) -> None:
-        self.lock = DirectoryLock(directory, what="phase")
+        self.lock = DirectoryLock(directory, what="phase") if distributed.is_main() else None
 
     def __enter__(self) -> None:
-        self.lock.acquire(blocking=True)
+        if self.lock is not None:
+            self.lock.acquire(blocking=True)
 
     def __exit__(self, *exc) -> None:
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _check_snapshots(phase_dir: Path, points: list) -> None:
@@ -344,27 +429,28 @@ def select_snapshot(phase_dir: Path, snapshot: Any, config: ExperimentConfig, to
 def average_snapshots(phase_dir: Path, steps: list[int]) -> Path:
     """The element-wise mean of the encoders saved at ``steps`` (checkpoint averaging), built once."""
     out = Path(phase_dir) / "snapshots" / ("avg-" + "-".join(str(s) for s in steps))
-    if (out / "encoder" / "config.json").is_file():
-        return out
-    with _phase_lock(out.parent):
-        if (out / "encoder" / "config.json").is_file():
-            return out
-        import shutil
-
-
-        sources = [snapshot_dir(phase_dir, step) / "encoder" for step in steps]
-        model = load_encoder(str(sources[0]))
-        states = [load_encoder(str(source)).state_dict() for source in sources]
-        averaged = {
-            name: (sum(state[name] for state in states) / len(states)).to(tensor.dtype) if tensor.is_floating_point() else tensor
-            for name, tensor in model.state_dict().items()
-        }
-        model.load_state_dict(averaged)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp / "encoder")
-        load_tokenizer(str(sources[0])).save_pretrained(tmp / "encoder")
-        write_json_atomic(tmp / "snapshot.json", {"averaged_steps": steps})
-        follow_umask(tmp)  # safetensors writes 0600 whatever the umask
-        tmp.rename(out)
+    if distributed.is_main() and not (out / "encoder" / "config.json").is_file():
+        with _phase_lock(out.parent):
+            if not (out / "encoder" / "config.json").is_file():
+                _write_average(phase_dir, steps, out)
+    distributed.barrier()
     return out
+
+
+def _write_average(phase_dir: Path, steps: list[int], out: Path) -> None:
+    """Average the encoders saved at ``steps`` into ``out`` (written beside it, then renamed into place)."""
+    sources = [snapshot_dir(phase_dir, step) / "encoder" for step in steps]
+    model = load_encoder(str(sources[0]))
+    states = [load_encoder(str(source)).state_dict() for source in sources]
+    averaged = {
+        name: (sum(state[name] for state in states) / len(states)).to(tensor.dtype) if tensor.is_floating_point() else tensor
+        for name, tensor in model.state_dict().items()
+    }
+    model.load_state_dict(averaged)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "encoder")
+    load_tokenizer(str(sources[0])).save_pretrained(tmp / "encoder")
+    write_json_atomic(tmp / "snapshot.json", {"averaged_steps": steps})
+    follow_umask(tmp)  # safetensors writes 0600 whatever the umask
+    tmp.rename(out)

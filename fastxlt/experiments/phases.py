@@ -5,8 +5,8 @@ Why one place: the phase store files a trained phase under the hash of its ident
 built by separate functions from the config, a setting could reach the plan without reaching the key, and a
 phase trained one way would be reused as if it had been trained another. Here ``phase_of`` reads the config's
 settings for a phase kind into one ``Phase``, and both ``Phase.identity`` and ``Phase.plan`` are built from its
-fields, so they cannot disagree. The single runner (``fastxlt.experiments.pipeline``) and the grid runner
-(``fastxlt.experiments.grid_runner``) both plan their phases through it.
+fields, so they cannot disagree. The grid runner (``fastxlt.experiments.grid_runner``), which also runs every
+single experiment, plans its phases through it.
 
 The identities themselves are unchanged from the ones stored phases were filed under:
 ``tests/test_phase_keys.py`` pins the keys of representative configs.

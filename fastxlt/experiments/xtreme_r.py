@@ -33,9 +33,9 @@ What fastxlt does differently, and says so in every result (``deviations``):
   the overall score is over the tasks that have a score. The official scorer refuses all three.
 
 What the suite evaluates. Sequence tasks (xnli ... tydiqa) need a head fine-tuned on the task's English
-training data, which ``fastxlt run`` leaves in ``target/<arm>/model``: ``--model`` is a run directory, a
-phase's model directory, or a grid run directory (its cells are grouped by every axis but ``target``, so each
-group's cells, one per target task, make up one XTREME-R column). A bare encoder (a Hugging Face directory or
+training data, which ``fastxlt run`` leaves in its phase store: ``--model`` is a run directory (a single
+experiment's or a grid's: its cells are grouped by every axis but ``target``, so each group's cells, one per
+target task, make up one XTREME-R column) or a phase's model directory. A bare encoder (a Hugging Face directory or
 hub name, e.g. multilingual-e5-small) has no heads: its sequence tasks are skipped ("no fine-tuned head") and
 only the retrieval tasks run. Retrieval embeds with the encoder before target fine-tuning, as X-STILTs does
 (DESIGN.md): the intermediate-phase encoder of an arm, or the pretrained (MLM-phase) encoder of the baseline.
@@ -54,7 +54,6 @@ from typing import Any
 from fastxlt.config import read_yaml_file
 from fastxlt.errors import CheckpointError, ConfigError, CorruptDataError, DataNotFoundError
 from fastxlt.evaluation.model_eval import evaluate_models, find_models
-from fastxlt.experiments.pipeline import BASELINE_ARM
 from fastxlt.models.encoder import resolve_encoder_path
 from fastxlt.models.transfer import read_heads_file
 from fastxlt.retrieval.embed import load_sentence_encoder
@@ -203,9 +202,8 @@ def plan_models(model: str | Path) -> list[SuiteModel]:
         arms = find_models(path) if path.is_dir() else {}
     except CheckpointError:  # no heads.pt anywhere: a bare encoder
         arms = {}
-    if arms:  # a run directory (one column per arm) or a phase's model directory (one column)
-        return [SuiteModel(arm, _heads_of(model_dir), _retrieval_encoder(path, arm, model_dir))
-                for arm, model_dir in arms.items()]  # fmt: skip
+    if arms:  # a phase's model directory (one column; a run directory is a grid's)
+        return [SuiteModel(arm, _heads_of(model_dir), str(model_dir / "encoder")) for arm, model_dir in arms.items()]
     return [SuiteModel(name=path.name or str(model), retrieval_encoder=resolve_encoder_path(str(model)))]
 
 
@@ -222,27 +220,13 @@ def combine_columns(models: Sequence[str]) -> list[SuiteModel]:
     return columns
 
 
-def _retrieval_encoder(run_dir: Path, arm: str, model_dir: Path) -> str:
-    """The encoder before target fine-tuning: the run's intermediate encoder for an intermediate arm, the
-    pretrained (or MLM-phase) encoder for the baseline; a phase directory given alone: its own encoder."""
-    if model_dir.resolve() != (run_dir / "target" / arm / "model").resolve():
-        return str(model_dir / "encoder")
-    intermediate = run_dir / "intermediate" / "model" / "encoder"
-    if arm != BASELINE_ARM and intermediate.is_dir():
-        return str(intermediate)
-    mlm = run_dir / "mlm" / "model" / "encoder"
-    if mlm.is_dir():
-        return str(mlm)
-    return _pretrained(run_dir)
-
-
-def _pretrained(run_dir: Path) -> str:
-    """The pretrained model a run started from (its config.yaml), or the run's built synthetic model."""
-    config = read_yaml_file(run_dir / CONFIG_FILENAME) or {}
+def _pretrained(cell_directory: Path) -> str:
+    """The pretrained model a cell started from, by its config.yaml (cells written before cell.json recorded it)."""
+    config = read_yaml_file(cell_directory / CONFIG_FILENAME) or {}
     name = str((config.get("model") or {}).get("name_or_path") or "")
-    if not name:
-        raise ConfigError(f"{run_dir / CONFIG_FILENAME} names no model.name_or_path; cannot tell the pretrained encoder")
-    return str(run_dir / "pretrained") if name == "synthetic" else name
+    if not name or name == "synthetic":
+        raise ConfigError(f"{cell_directory}: cannot tell the pretrained encoder; re-run the grid to rewrite its cell.json")
+    return name
 
 
 def _grid_models(grid_dir: Path) -> list[SuiteModel]:
@@ -265,7 +249,7 @@ def _grid_models(grid_dir: Path) -> list[SuiteModel]:
         if not column.retrieval_encoder:
             intermediate = store / "intermediate" / keys["intermediate"] / "model" / "encoder" if "intermediate" in keys else None
             mlm = store / "mlm" / keys["mlm"] / "model" / "encoder" if "mlm" in keys else None
-            column.retrieval_encoder = str(intermediate or mlm or _pretrained(directory))
+            column.retrieval_encoder = str(intermediate or mlm or cell.get("pretrained") or _pretrained(directory))
     if not columns:
         raise DataNotFoundError(f"grid {grid_dir} has no finished cell yet (no cells/*/cell.json); run it first")
     return list(columns.values())

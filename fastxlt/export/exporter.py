@@ -157,7 +157,7 @@ def _export_head(
 ) -> ExportResult:
     if not (model_dir / HEADS_FILENAME).is_file():
         raise CheckpointError(
-            f"'{model_dir}' is not a fastxlt phase model (no {HEADS_FILENAME}); point at <run>/target/<arm>/model "
+            f"'{model_dir}' is not a fastxlt phase model (no {HEADS_FILENAME}); point at a run directory or a phase's model directory "
             "or export an encoder without --task"
         )
     wanted = {

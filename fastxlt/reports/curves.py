@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastxlt.training.tracking import TENSORBOARD_DIRNAME
 from fastxlt.utils.io import read_json
-from fastxlt.utils.run_layout import CELLS_DIRNAME, CELL_FILENAME, PHASE_DONE, is_grid_dir
+from fastxlt.utils.run_layout import CELLS_DIRNAME, CELL_FILENAME, PHASE_DONE, STORE_DIRNAME, is_grid_dir
 
 # = fastxlt.training.loop.PHASE_DONE (a test checks): not imported, so that `fastxlt report` stays torch-free
 
@@ -31,12 +31,9 @@ class PhaseCurves:
 
 
 def phase_directories(run_dir: Path) -> dict[str, Path]:
-    """Finished phases of a grid (through each done cell's phase keys) or of a single run, by display name."""
+    """Finished phases of a run directory (through each done cell's phase keys), by display name."""
     run_dir = Path(run_dir)
-    if is_grid_dir(run_dir):
-        return _grid_phases(run_dir)
-    found = sorted(run_dir.glob(f"*/{PHASE_DONE}")) + sorted(run_dir.glob(f"*/*/{PHASE_DONE}"))
-    return {str(path.parent.relative_to(run_dir)): path.parent for path in found}
+    return _grid_phases(run_dir) if is_grid_dir(run_dir) else {}
 
 
 def _grid_phases(run_dir: Path) -> dict[str, Path]:
@@ -55,7 +52,7 @@ def _store_dir(run_dir: Path, recorded: str | None) -> Path:
     """The store as recorded (it may be relative to where the grid ran), else the run directory's own."""
     if recorded and Path(recorded).is_dir():
         return Path(recorded)
-    return run_dir / "store"
+    return run_dir / STORE_DIRNAME
 
 
 def read_curves(name: str, directory: Path) -> PhaseCurves:
