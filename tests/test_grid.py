@@ -305,7 +305,7 @@ def test_max_examples_evaluates_the_first_n_of_each_language_and_keys_the_cache(
 def test_grid_table_deltas_pair_equal_seeds(tmp_path):
     """A cut-short grid: the intermediate arm has seed 1 only, the baseline seeds 1 and 2; the delta is
     against seed 1's baseline (hand-computed), not the two-seed mean."""
-    from fastxlt.experiments.grid_table import grid_tables
+    from fastxlt.reports.grid_table import grid_tables
     from fastxlt.utils.io import write_json_atomic
 
     cells = {("none", 1): {"en": 50.0, "de": 40.0}, ("none", 2): {"en": 60.0, "de": 50.0}, ("x", 1): {"en": 55.0, "de": 46.0}}

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from fastxlt.errors import ConfigError
-from fastxlt.reports import build_report
+from fastxlt.reports.build import build_report
 from fastxlt.reports.collect import collect, results_frame
 from fastxlt.reports.compare import summarise
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fastxlt.reports import build_report
+from fastxlt.reports.build import build_report
 from fastxlt.reports.collect import collect
 from fastxlt.reports.robustness import robustness_frame, summarise
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from test_reports_build import make_grid, write_cell
 
-from fastxlt.reports import build_report
+from fastxlt.reports.build import build_report
 from fastxlt.reports.latex import escape, to_latex
 from fastxlt.reports.rounding import round_scores
 

@@ -109,7 +109,7 @@ def test_question_3_headlines_from_robustness_csv():
 def test_a_robustness_page_tabulates_drops_and_differences(tmp_path):
     """A page of kind robustness, from the toy robustness grid's report: the adversarial-minus-standard
     difference under character noise averages -4, -4 and -6 (by construction) and reaches the answer."""
-    from fastxlt.reports import build_report
+    from fastxlt.reports.build import build_report
     from test_reports_robustness import CHAR, make_grid
 
     make_grid(tmp_path)

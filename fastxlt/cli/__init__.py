@@ -49,8 +49,8 @@ def _load(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace, *, evaluate: bool = True) -> int:
     from rich.console import Console
 
-    from fastxlt.evaluation.report import print_results
     from fastxlt.experiments.pipeline import run_experiment
+    from fastxlt.reports.run_tables import print_results
 
     from fastxlt.experiments.grid import has_grid_section
 
@@ -72,7 +72,7 @@ def _run_grid(args: argparse.Namespace, *, evaluate: bool) -> int:
 
     from fastxlt.experiments.grid import load_grid
     from fastxlt.experiments.grid_runner import grid_status, run_grid
-    from fastxlt.experiments.grid_table import print_grid
+    from fastxlt.reports.grid_table import print_grid
 
     overrides = list(args.set or []) + ([f"run_dir={args.run_dir}"] if getattr(args, "run_dir", None) else [])
     spec = load_grid(args.config or default_config_path(), overrides)
@@ -155,7 +155,7 @@ def _print_submission(submission, options) -> None:
 def print_grid_outcome(run_dir: Path, console) -> None:
     """The grid table and the report files once its jobs have ended."""
     from fastxlt.experiments.grid_runner import grid_status
-    from fastxlt.experiments.grid_table import print_grid
+    from fastxlt.reports.grid_table import print_grid
 
     states = grid_status(run_dir)
     print_grid(run_dir, console)
@@ -170,10 +170,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from fastxlt.evaluation.report import print_results
+    from fastxlt.reports.run_tables import print_results
 
     if is_grid_dir(args.run_dir):  # a grid: its table, then the report files
-        from fastxlt.experiments.grid_table import print_grid
+        from fastxlt.reports.grid_table import print_grid
 
         print_grid(Path(args.run_dir), Console())
         _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group),
@@ -279,7 +279,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fastxlt.evaluation.model_eval import evaluate_model
-    from fastxlt.evaluation.report import print_results
+    from fastxlt.reports.run_tables import print_results
 
     if not args.model or not args.task:
         raise FastXLTError("fastxlt-eval needs --model RUN_OR_DIR and --task NAME (or --retrieval tatoeba|bucc --model M)")
@@ -293,7 +293,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     print_results(results, Console())
     if args.perturb:
-        from fastxlt.robustness.report import print_perturbations
+        from fastxlt.reports.perturbation_table import print_perturbations
 
         print_perturbations(results, Console())
     return 0

@@ -3,7 +3,7 @@ over seeds, with the difference to no intermediate training. What it shows, with
 report's conclusion (``fastxlt.reports.tables.conclusions``), printed after it.
 
 Built from the grid run directory alone (``grid.json`` and each done cell's ``cell.json`` and
-``results.json``); ``fastxlt.reports`` writes the full report (intervals, figures, results.csv).
+``results.json``); ``fastxlt.reports.build`` writes the full report (intervals, figures, results.csv).
 """
 
 from __future__ import annotations
