@@ -49,7 +49,7 @@ LAYERS: dict[str, int] = {
 # (importer room, imported room) pairs allowed within one layer, each with its reason in docs/design.md.
 SAME_LAYER: set[tuple[str, str]] = {
     ("fastxlt.utils", "fastxlt.errors"),  # utilities raise the package's errors
-    ("fastxlt.models", "fastxlt.tasks"),  # a head is sized by its family (the tag set of a tagging task)
+    ("fastxlt.models", "fastxlt.tasks"),  # make_head builds the head a family registered
     ("fastxlt.models", "fastxlt.kernels"),  # the masked-LM head's fused linear + cross-entropy
     ("fastxlt.training", "fastxlt.inference"),  # English dev evaluation during training
     ("fastxlt.retrieval", "fastxlt.export"),  # the ONNX Runtime backend of sentence embeddings

@@ -16,11 +16,11 @@ import torch
 import yaml
 
 from fastxlt.errors import CorruptDataError, DataNotFoundError, UnknownLanguageError
-from fastxlt.utils.run_layout import arm_phase_dir
-from fastxlt.models.heads import SpanHead, make_head
+from fastxlt.models.heads import make_head
 from fastxlt.tasks.base import Family, get_task
 from fastxlt.tasks.features import ops_for
-from fastxlt.tasks.span_qa import QAExample, SpanQAOps, answer_token_span
+from fastxlt.tasks.span_qa import QAExample, SpanHead, SpanQAOps, answer_token_span
+from fastxlt.utils.run_layout import arm_phase_dir
 
 REPO = Path(__file__).resolve().parents[1]
 XQUAD = REPO.parent / "shared" / "data" / "xquad"

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from transformers import AutoTokenizer
 
 from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
-from fastxlt.models.heads import TokenTaggingHead, make_head
+from fastxlt.models.heads import make_head
 from fastxlt.tasks import metrics
 from fastxlt.tasks.base import Family, get_task
 from fastxlt.tasks.features import ops_for
@@ -28,6 +28,7 @@ from fastxlt.tasks.tagging import (
     PANX_TAGS,
     UPOS_TAGS,
     TaggedExample,
+    TokenTaggingHead,
     read_conllu,
     read_token_tag_file,
     tag_names,

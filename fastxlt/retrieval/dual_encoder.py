@@ -14,8 +14,8 @@ It plugs into the ordinary training loop as the ``retrieval`` family:
   collates a batch as (batch, 2, tokens), which ``TransferModel`` runs through the encoder flattened,
   as it does for multiple choice (the question side is padded to the candidates' width: simple, at the
   cost of some padding);
-* ``DualEncoderHead`` (defined with the other heads in ``fastxlt.models.heads``, which builds a head per
-  family) has no parameters: it pools the last hidden layer (the phase's ``pooling``), normalises, and
+* ``DualEncoderHead`` (registered, as every family's head, in ``fastxlt.tasks.head_registry``, from which
+  ``fastxlt.models.heads.make_head`` builds it) has no parameters: it pools the last hidden layer (the phase's ``pooling``), normalises, and
   applies the loss. So the encoder that a phase hands on is the whole dual encoder, and
   ``evaluate_lareqa`` / ``evaluate_mewsli`` with the same ``pooling`` (and the last layer) read exactly
   what was trained;
@@ -39,14 +39,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from fastxlt.errors import ConfigError
-from fastxlt.models.heads import SCALE, DualEncoderHead, in_batch_softmax_loss  # noqa: F401  - the family's head
 from fastxlt.retrieval.embed import load_sentence_encoder
 from fastxlt.retrieval.map_at_k import retrieval_average_precision
 from fastxlt.tasks import metrics
 from fastxlt.tasks.base import Family, TaskSpec, get_task, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
+from fastxlt.tasks.head_registry import pool, register_head
 
 DEV_METRIC = "map@20"
 
@@ -79,8 +81,50 @@ def load_dual_encoder(
 # Training objective
 
 
-# The loss and the head (``in_batch_softmax_loss``, ``DualEncoderHead``, ``SCALE``) live with the other heads
-# in fastxlt.models.heads, which builds a head per family; this module re-exports them.
+SCALE = 100.0  # XTREME-R's fixed logit scale ("logit_scale = 100.0") of the dual encoder's in-batch softmax
+
+
+def in_batch_softmax_loss(
+    queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor | None = None, scale: float = SCALE
+) -> torch.Tensor:
+    """Cross-entropy of ``scale * queries @ candidates.T`` with target ``labels`` (default: the diagonal).
+
+    ``queries`` and ``candidates`` are (batch, hidden) and L2-normalised; row i's right candidate is ``labels[i]``.
+    """
+    logits = scale * queries.float() @ candidates.float().T
+    if labels is None:
+        labels = torch.arange(queries.shape[0], device=queries.device)
+    return F.cross_entropy(logits, labels)
+
+
+class DualEncoderHead(nn.Module):
+    """Pool, normalise, in-batch softmax: a head without parameters (the encoder is the dual encoder).
+
+    Inputs are the encoder's output for (batch * 2) sequences, query then candidate of each example, and
+    the (batch, 2, tokens) attention mask. Returns (loss or None, embeddings of shape (batch, 2, hidden)).
+    """
+
+    def __init__(self, pooling: str = "mean", scale: float = SCALE) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.scale = scale
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if attention_mask.dim() != 3 or attention_mask.shape[1] != 2:
+            raise ValueError("dual-encoder inputs must be (batch, 2, tokens); collate them with RetrievalOps")
+        batch, _, width = attention_mask.shape
+        pooled = pool(sequence_output, attention_mask.reshape(batch * 2, width), self.pooling).float()
+        embeddings = F.normalize(pooled, p=2.0, dim=-1).view(batch, 2, -1)
+        if labels is None:
+            return None, embeddings
+        return in_batch_softmax_loss(embeddings[:, 0], embeddings[:, 1], labels, self.scale), embeddings
+
+
+def dual_encoder_head(spec: TaskSpec, encoder: Any, pooling: str) -> DualEncoderHead:
+    """Parameter-free: pooling + in-batch softmax (the encoder is the dual encoder)."""
+    return DualEncoderHead(pooling)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,6 +214,7 @@ metrics.register_statistics(
     ),
 )
 FAMILY_OPS[Family.RETRIEVAL] = RetrievalOps()
+register_head(Family.RETRIEVAL, dual_encoder_head)  # what models.heads.make_head builds for these tasks
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import enum
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, TypeVar
 
 from fastxlt.errors import UnknownLanguageError, UnknownTaskError
 
@@ -162,3 +162,20 @@ def _ensure_builtin_tasks() -> None:
     never looks a task up does not pay for torch and every family.
     """
     importlib.import_module(PLUGINS)
+
+
+_Entry = TypeVar("_Entry")
+
+
+def family_entry(table: Mapping[Family, _Entry], spec: TaskSpec, missing: str) -> _Entry:
+    """What a family registered in ``table`` (its ``FAMILY_OPS``, its head factory) for ``spec``'s family.
+
+    A family registers when its module is imported, so a miss loads the plugin list first; a family still
+    absent raises NotImplementedError naming the task, its family and ``missing`` ("has no head yet").
+    """
+    if spec.family not in table:
+        _ensure_builtin_tasks()
+    try:
+        return table[spec.family]
+    except KeyError:
+        raise NotImplementedError(f"task '{spec.name}': family '{spec.family.value}' {missing}") from None

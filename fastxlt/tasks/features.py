@@ -1,7 +1,8 @@
 """Per-family features: examples -> token ids, batches of ids -> padded tensors, logits -> predictions.
 
 Each family implements ``FamilyOps``; the training loop and the evaluator only talk to this interface,
-so a new family (span QA, tagging, multiple choice) plugs in by adding one class to ``FAMILY_OPS``.
+so a new family plugs in by adding one instance to ``FAMILY_OPS`` from its own module (its head goes to
+``fastxlt.tasks.head_registry`` the same way).
 Features are plain dicts of Python lists (cheap to pickle and to sort by length); tensors appear only
 in ``collate``. Padding is always on the right.
 """
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from fastxlt.tasks.base import Family, PairExample, TaskSpec, TextExample, _ensure_builtin_tasks
+from fastxlt.tasks.base import Family, PairExample, TaskSpec, TextExample, family_entry
 
 Feature = dict[str, Any]
 
@@ -66,42 +67,6 @@ def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, t
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-class PairClassificationOps(FamilyOps):
-    """Single sentences or sentence pairs, classified from the first token."""
-
-    family = Family.PAIR_CLASSIFICATION
-
-    def featurize(self, spec, examples, tokenizer, max_length):
-        singles = [i for i, ex in enumerate(examples) if ex.text_b is None]
-        pairs = [i for i, ex in enumerate(examples) if ex.text_b is not None]
-        ids: list[list[int] | None] = [None] * len(examples)
-        if singles:
-            encoded = tokenizer([examples[i].text_a for i in singles], truncation=True, max_length=max_length)
-            for i, row in zip(singles, encoded["input_ids"]):
-                ids[i] = row
-        if pairs:
-            encoded = tokenizer(
-                [examples[i].text_a for i in pairs],
-                [examples[i].text_b for i in pairs],
-                truncation="longest_first",
-                max_length=max_length,
-            )
-            for i, row in zip(pairs, encoded["input_ids"]):
-                ids[i] = row
-        return [{"input_ids": row, "label": ex.label} for row, ex in zip(ids, examples)]
-
-    def collate(self, features, tokenizer, generator=None):
-        input_ids, attention_mask = pad_ids([f["input_ids"] for f in features], tokenizer.pad_token_id)
-        labels = torch.tensor([f["label"] for f in features], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-    def predict(self, logits, batch):
-        return logits.argmax(dim=-1).tolist()
-
-    def gold(self, features):
-        return [f["label"] for f in features]
-
-
 class MaskedLMOps(FamilyOps):
     """Raw text for masked language modelling with BERT's 15% / 80-10-10 masking."""
 
@@ -137,20 +102,13 @@ class MaskedLMOps(FamilyOps):
         return [None] * len(features)
 
 
-FAMILY_OPS: dict[Family, FamilyOps] = {
-    Family.PAIR_CLASSIFICATION: PairClassificationOps(),
-    Family.MASKED_LM: MaskedLMOps(),
-}
+# The masked-LM ops stay here: the family has no module of its own (only the synthetic world trains it). Every other
+# family adds its ops from its own module when imported (fastxlt.plugins lists them).
+FAMILY_OPS: dict[Family, FamilyOps] = {Family.MASKED_LM: MaskedLMOps()}
 
 
 def ops_for(spec: TaskSpec) -> FamilyOps:
-    if spec.family not in FAMILY_OPS:  # a family adds its ops when its module is imported (fastxlt.plugins)
-
-        _ensure_builtin_tasks()
-    try:
-        return FAMILY_OPS[spec.family]
-    except KeyError:
-        raise NotImplementedError(f"task '{spec.name}': family '{spec.family.value}' is not trainable yet") from None
+    return family_entry(FAMILY_OPS, spec, "is not trainable yet")
 
 
 

@@ -56,11 +56,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from fastxlt.errors import CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
+from fastxlt.tasks.head_registry import check_head_pooling, head_dropout, pool, register_head
 from fastxlt.tasks.readers import first_existing, local_data_hint, read_label_file, read_parquet
 
 UNLABELLED = -1
@@ -468,6 +471,42 @@ def _builtin_tasks() -> list[TaskSpec]:
 
 
 TASKS: dict[str, TaskSpec] = {spec.name: register(spec) for spec in _builtin_tasks()}
+class MultipleChoiceHead(nn.Module):
+    """One score per (context, choice) pair, cross-entropy over the choices of an example.
+
+    The encoder sees the pairs flattened to (batch * choices, tokens) (``TransferModel.forward``);
+    ``attention_mask`` keeps its (batch, choices, tokens) shape so that the scores can be put back
+    as (batch, choices). As ``XLMRobertaForMultipleChoice``: the first token through a dense + tanh
+    pooler, dropout, and a linear layer to one score. The pooler is part of the head because the
+    hand-off between phases carries the encoder alone and an encoder's own pooler may be untrained.
+    """
+
+    def __init__(self, hidden_size: int, dropout: float, pooling: str = "cls") -> None:
+        super().__init__()
+        self.pooling = check_head_pooling(pooling)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.scorer = nn.Linear(hidden_size, 1)
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if attention_mask.dim() != 3:
+            raise ValueError("multiple-choice inputs must be (batch, choices, tokens); collate them with MultipleChoiceOps")
+        batch, choices, length = attention_mask.shape
+        pooled = pool(sequence_output, attention_mask.reshape(batch * choices, length), self.pooling)
+        pooled = self.dropout(torch.tanh(self.dense(pooled)))
+        logits = self.scorer(pooled).view(batch, choices)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return loss, logits
+
+
+def multiple_choice_head(spec: TaskSpec, encoder: Any, pooling: str) -> MultipleChoiceHead:
+    config = encoder.config
+    return MultipleChoiceHead(config.hidden_size, head_dropout(config), pooling)
+
+
 FAMILY_OPS[Family.MULTIPLE_CHOICE] = MultipleChoiceOps()  # what features.ops_for returns for these tasks
+register_head(Family.MULTIPLE_CHOICE, multiple_choice_head)  # what models.heads.make_head builds for them
 
 __all__ = ["CHOICE_HEAD", "ChoiceExample", "MultipleChoiceOps", "TASKS", "XCOPA_LANGUAGES", "read_hellaswag_text"]

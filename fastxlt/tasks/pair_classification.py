@@ -49,9 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+from torch.nn import functional as F
+
 from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, PairExample, TaskSpec, get_task, register
+from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, pad_ids
+from fastxlt.tasks.head_registry import check_head_pooling, head_dropout, pool, register_head
 from fastxlt.tasks.readers import (
     attach_labels,
     first_existing,
@@ -660,3 +666,78 @@ def _lookup(name: str) -> TaskSpec:
         return TASKS[name]
 
     return get_task(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# The family: features and head
+
+
+class PairClassificationOps(FamilyOps):
+    """Single sentences or sentence pairs, classified from the first token."""
+
+    family = Family.PAIR_CLASSIFICATION
+
+    def featurize(self, spec, examples, tokenizer, max_length):
+        singles = [i for i, ex in enumerate(examples) if ex.text_b is None]
+        pairs = [i for i, ex in enumerate(examples) if ex.text_b is not None]
+        ids: list[list[int] | None] = [None] * len(examples)
+        if singles:
+            encoded = tokenizer([examples[i].text_a for i in singles], truncation=True, max_length=max_length)
+            for i, row in zip(singles, encoded["input_ids"]):
+                ids[i] = row
+        if pairs:
+            encoded = tokenizer(
+                [examples[i].text_a for i in pairs],
+                [examples[i].text_b for i in pairs],
+                truncation="longest_first",
+                max_length=max_length,
+            )
+            for i, row in zip(pairs, encoded["input_ids"]):
+                ids[i] = row
+        return [{"input_ids": row, "label": ex.label} for row, ex in zip(ids, examples)]
+
+    def collate(self, features, tokenizer, generator=None):
+        input_ids, attention_mask = pad_ids([f["input_ids"] for f in features], tokenizer.pad_token_id)
+        labels = torch.tensor([f["label"] for f in features], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def predict(self, logits, batch):
+        return logits.argmax(dim=-1).tolist()
+
+    def gold(self, features):
+        return [f["label"] for f in features]
+
+
+class ClassificationHead(nn.Module):
+    """Sentence(-pair) classification, as XLM-R's own classification head.
+
+    ``pooling="cls"`` reads the first token (``<s>``), the reference implementation's choice;
+    ``"mean"`` averages the non-padding tokens, which helps encoders whose first token was never
+    trained as a summary (the embedded default's tiny MLM-only model, multilingual-e5) and is the
+    only choice for the mT5 encoder, which has no CLS token (``fastxlt.models.family``).
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float, pooling: str = "cls") -> None:
+        super().__init__()
+        self.pooling = check_head_pooling(pooling)
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        pooled = self.dropout(pool(sequence_output, attention_mask, self.pooling))
+        pooled = self.dropout(torch.tanh(self.dense(pooled)))
+        logits = self.out_proj(pooled)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return loss, logits
+
+
+def classification_head(spec: TaskSpec, encoder: Any, pooling: str) -> ClassificationHead:
+    config = encoder.config
+    return ClassificationHead(config.hidden_size, spec.num_labels, head_dropout(config), pooling)
+
+
+FAMILY_OPS[Family.PAIR_CLASSIFICATION] = PairClassificationOps()  # what features.ops_for returns for these tasks
+register_head(Family.PAIR_CLASSIFICATION, classification_head)  # what models.heads.make_head builds for them

@@ -58,11 +58,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError, UnknownLanguageError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
+from fastxlt.tasks.head_registry import register_head
 from fastxlt.tasks.qa_metrics import QAGold
 from fastxlt.tasks.readers import local_data_hint, utf8_error
 from fastxlt.tasks.span_decode import MAX_ANSWER_LENGTH, N_BEST, PackedLogits, decode_spans, pack, select_answers
@@ -522,7 +525,38 @@ def pack_features(
     return packed, [f["char_starts"] for f in features], [f["char_ends"] for f in features]
 
 
+class SpanHead(nn.Module):
+    """Extractive QA: a start and an end logit per token (the reference ``...ForQuestionAnswering``).
+
+    ``labels`` is (batch, 2): the start and end token of the answer, 0 (``<s>``) when the window
+    holds no answer. The loss is the mean of the start and end cross-entropies over all positions,
+    padding included, as in the reference implementation; positions beyond the sequence are ignored.
+    Returns logits of shape (batch, tokens, 2).
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.qa_outputs = nn.Linear(hidden_size, 2)
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        logits = self.qa_outputs(sequence_output)
+        if labels is None:
+            return None, logits
+        length = logits.shape[1]
+        positions = labels.clamp(0, length)  # out-of-range positions -> ignore_index, as the reference
+        start_loss = F.cross_entropy(logits[..., 0].float(), positions[:, 0], ignore_index=length)
+        end_loss = F.cross_entropy(logits[..., 1].float(), positions[:, 1], ignore_index=length)
+        return (start_loss + end_loss) / 2, logits
+
+
+def span_head(spec: TaskSpec, encoder: Any, pooling: str) -> SpanHead:
+    return SpanHead(encoder.config.hidden_size)
+
+
 FAMILY_OPS[Family.SPAN_QA] = SpanQAOps()  # what features.ops_for returns for span-QA tasks
+register_head(Family.SPAN_QA, span_head)  # what models.heads.make_head builds for them
 
 
 def load_qa_examples(task: str, split: str, language: str, data_dir: str | Path | None = None) -> list[QAExample]:

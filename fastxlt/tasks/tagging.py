@@ -52,11 +52,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from fastxlt.errors import ConfigError, CorruptDataError, DataNotFoundError
 from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
+from fastxlt.tasks.head_registry import head_dropout, register_head
 from fastxlt.tasks.readers import first_existing, local_data_hint, read_jsonl, read_parquet, utf8_error
 
 IGNORE = -100  # label of subwords that are not the first of a word, and of special tokens
@@ -562,7 +565,35 @@ def _builtin_tasks() -> list[TaskSpec]:
 
 
 TASKS: dict[str, TaskSpec] = {spec.name: register(spec) for spec in _builtin_tasks()}
+class TokenTaggingHead(nn.Module):
+    """One tag distribution per token (the reference ``...ForTokenClassification``: dropout + linear).
+
+    ``labels`` is (batch, tokens) with -100 on every token that is not the first subword of a word;
+    cross-entropy ignores them. Returns logits of shape (batch, tokens, tags).
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(
+        self, sequence_output: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        logits = self.classifier(self.dropout(sequence_output))
+        if labels is None:
+            return None, logits
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return loss, logits
+
+
+def tagging_head(spec: TaskSpec, encoder: Any, pooling: str) -> TokenTaggingHead:
+    config = encoder.config
+    return TokenTaggingHead(config.hidden_size, len(tag_names(spec)), head_dropout(config))
+
+
 FAMILY_OPS[Family.TOKEN_TAGGING] = TokenTaggingOps()  # what features.ops_for returns for these tasks
+register_head(Family.TOKEN_TAGGING, tagging_head)  # what models.heads.make_head builds for them
 
 __all__ = ["TaggedExample", "TokenTaggingOps", "read_conllu", "read_token_tag_file", "tag_names", "word_pieces",
            "word_windows", "IGNORE", "UPOS_TAGS", "PANX_TAGS", "TASKS"]  # fmt: skip
