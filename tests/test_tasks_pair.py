@@ -399,11 +399,11 @@ def test_missing_files_name_the_paths_and_layouts(tmp_path):
     message = str(error.value)
     assert "\n" not in message
     assert "dev-de.tsv" in message and "xtreme_format/dev-de.tsv" in message and "XTREME tsv" in message
-    with pytest.raises(DataNotFoundError, match="not a directory"):
+    with pytest.raises(DataNotFoundError, match="does not exist; pass the folder that holds its files"):
         pc.TASKS["xnli"].load("validation", "de", tmp_path / "absent")
     write(tmp_path / "plus" / "snli" / "snli_1.0_dev.jsonl", "")
     write(tmp_path / "plus" / "mnli" / "dev_matched.tsv", tsv([MNLI_HEADER]))
-    with pytest.raises(DataNotFoundError, match="no anli_r1 'validation' file"):
+    with pytest.raises(DataNotFoundError, match="no validation file for task 'anli_r1' language 'en'"):
         pc.TASKS["anli_plus"].load("validation", "en", tmp_path / "plus")
 
 

@@ -64,7 +64,7 @@ from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 from fastxlt.tasks.head_registry import check_head_pooling, head_dropout, pool, register_head
-from fastxlt.tasks.readers import first_existing, local_data_hint, read_label_file, read_parquet
+from fastxlt.tasks.readers import first_existing, local_data_hint, locate_files, read_label_file, read_parquet
 
 UNLABELLED = -1
 
@@ -321,18 +321,7 @@ class ChoiceAdapter:
 
     def _locate(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> tuple[ChoiceLayout, list[Path]]:
         """The first layout with files for this split under ``data_dir``, and those files."""
-        if not data_dir.is_dir():
-            raise DataNotFoundError(f"data directory '{data_dir}' for task '{spec.name}' does not exist")
-        tried_all: list[str] = []
-        for layout in self.layouts:
-            files, tried = layout.find(data_dir, split, language)
-            tried_all += tried
-            if files:
-                return layout, files
-        raise DataNotFoundError(
-            f"no {split} file for task '{spec.name}' language '{language}' under {data_dir} "
-            f"(looked for {', '.join(tried_all)})"
-        )
+        return locate_files(self.layouts, spec.name, split, language, data_dir)
 
 
 def _hellaswag_adapter() -> ChoiceAdapter:

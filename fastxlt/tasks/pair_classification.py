@@ -62,6 +62,7 @@ from fastxlt.tasks.readers import (
     attach_labels,
     first_existing,
     local_data_hint,
+    locate_files,
     read_jsonl,
     read_label_file,
     read_parquet,
@@ -379,21 +380,7 @@ class PairAdapter:
 
     def _locate(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> tuple[Layout, list[Path]]:
         """The first layout with files for this split under ``data_dir``, and those files."""
-        if not data_dir.is_dir():
-            raise DataNotFoundError(
-                f"data_dir {data_dir} is not a directory; pass the folder that holds {spec.name}'s files"
-            )
-        tried: list[str] = []
-        for layout in self.all_layouts:
-            paths, attempted = layout.find(data_dir, split, language)
-            tried += attempted
-            if paths:
-                return layout, paths
-        shown = ", ".join(tried[:8]) + (f" (+{len(tried) - 8} more)" if len(tried) > 8 else "")
-        raise DataNotFoundError(
-            f"no {spec.name} '{split}' file for language '{language}' under {data_dir}; looked for {shown}; "
-            f"put the files there in one of the layouts ({', '.join(layout.name for layout in self.all_layouts)})"
-        )
+        return locate_files(self.all_layouts, spec.name, split, language, data_dir)
 
     def _read_local(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> list[PairExample]:
         layout, paths = self._locate(spec, split, language, data_dir)

@@ -28,7 +28,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from fastxlt.errors import CorruptDataError, DataNotFoundError
 
@@ -254,3 +254,37 @@ def first_existing(data_dir: Path, relative_paths: Sequence[str]) -> list[Path]:
         if found:
             return found
     return []
+
+
+class FileLayout(Protocol):
+    """A way a dataset's files may be laid out: where each split of a language lives (``find``), and its name."""
+
+    name: str
+
+    def find(self, data_dir: Path, split: str, language: str) -> tuple[list[Path], list[str]]:
+        """The files of this split that exist (possibly none) and the relative paths tried."""
+        ...
+
+
+LayoutT = TypeVar("LayoutT", bound=FileLayout)
+
+
+def locate_files(layouts: Sequence[LayoutT], task: str, split: str, language: str, data_dir: Path) -> tuple[LayoutT, list[Path]]:
+    """The first of ``layouts`` with files for this split under ``data_dir``, and those files.
+
+    Every task family finds its files this way, so a missing file gets the same one-line error everywhere: the
+    paths tried and the layouts that would have been read.
+    """
+    if not data_dir.is_dir():
+        raise DataNotFoundError(f"data directory '{data_dir}' for task '{task}' does not exist; pass the folder that holds its files")
+    tried: list[str] = []
+    for layout in layouts:
+        files, attempted = layout.find(data_dir, split, language)
+        tried += attempted
+        if files:
+            return layout, files
+    shown = ", ".join(tried[:8]) + (f" (+{len(tried) - 8} more)" if len(tried) > 8 else "")
+    raise DataNotFoundError(
+        f"no {split} file for task '{task}' language '{language}' under {data_dir} (looked for {shown}); put the files "
+        f"there in one of the layouts ({', '.join(layout.name for layout in layouts)})"
+    )

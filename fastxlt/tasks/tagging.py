@@ -60,7 +60,7 @@ from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 from fastxlt.tasks.head_registry import head_dropout, register_head
-from fastxlt.tasks.readers import first_existing, local_data_hint, read_jsonl, read_parquet, utf8_error
+from fastxlt.tasks.readers import first_existing, local_data_hint, locate_files, read_jsonl, read_parquet, utf8_error
 
 IGNORE = -100  # label of subwords that are not the first of a word, and of special tokens
 
@@ -345,18 +345,7 @@ class TaggingAdapter:
 
     def _locate(self, spec: TaskSpec, split: str, language: str, data_dir: Path) -> tuple[TagLayout, list[Path]]:
         """The first layout with files for this split under ``data_dir``, and those files."""
-        if not data_dir.is_dir():
-            raise DataNotFoundError(f"data directory '{data_dir}' for task '{spec.name}' does not exist")
-        tried_all: list[str] = []
-        for layout in self.layouts:
-            files, tried = layout.find(data_dir, split, language)
-            tried_all += tried
-            if files:
-                return layout, files
-        raise DataNotFoundError(
-            f"no {split} file for task '{spec.name}' language '{language}' under {data_dir} "
-            f"(looked for {', '.join(tried_all)})"
-        )
+        return locate_files(self.layouts, spec.name, split, language, data_dir)
 
 
 # --------------------------------------------------------------------------------------------
