@@ -64,7 +64,7 @@ from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 from fastxlt.tasks.head_registry import check_head_pooling, head_dropout, pool, register_head
-from fastxlt.tasks.readers import first_existing, local_data_hint, locate_files, read_label_file, read_parquet
+from fastxlt.tasks.readers import first_existing, load_hub_dataset, locate_files, read_label_file, read_parquet
 
 UNLABELLED = -1
 
@@ -266,19 +266,7 @@ class ChoiceHub:
 
 
 def _read_hub(hub: ChoiceHub, split: str, language: str) -> list[dict[str, Any]]:
-    import datasets
-
-    config = hub.config_for(language)
-    name = f"{hub.path} ({config or 'default'}, {hub.splits[split]})"
-    try:
-        dataset = datasets.load_dataset(hub.path, config, split=hub.splits[split])
-    except Exception as error:  # the hub or the cache: offline, missing, renamed...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataNotFoundError(
-            f"cannot load {name} from the Hugging Face hub ({reason}); "
-            + local_data_hint()
-        ) from error
-    return list(dataset)
+    return list(load_hub_dataset(hub.path, hub.config_for(language), hub.splits[split]))
 
 
 @dataclass(frozen=True)

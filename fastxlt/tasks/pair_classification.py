@@ -62,6 +62,7 @@ from fastxlt.tasks.readers import (
     attach_labels,
     first_existing,
     local_data_hint,
+    load_hub_dataset,
     locate_files,
     read_jsonl,
     read_label_file,
@@ -315,18 +316,9 @@ class HubSource:
 
 
 def _read_hub(hub: HubSource, split: str, language: str, scheme: LabelScheme) -> list[PairExample]:
-    import datasets
-
     config, hub_split = hub.config_for(language), hub.splits[split]
     name = f"{hub.path} ({config or 'default'}, {hub_split})"
-    try:
-        dataset = datasets.load_dataset(hub.path, config, split=hub_split)
-    except Exception as error:  # the hub or the cache: offline, missing, renamed...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataNotFoundError(
-            f"cannot load {name} from the Hugging Face hub ({reason}); "
-            + local_data_hint()
-        ) from error
+    dataset = load_hub_dataset(hub.path, config, hub_split)
     columns = [c for c in (hub.text_a, hub.text_b, hub.label) if c is not None]
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:

@@ -288,3 +288,18 @@ def locate_files(layouts: Sequence[LayoutT], task: str, split: str, language: st
         f"no {split} file for task '{task}' language '{language}' under {data_dir} (looked for {shown}); put the files "
         f"there in one of the layouts ({', '.join(layout.name for layout in layouts)})"
     )
+
+
+def load_hub_dataset(path: str, config: str | None, split: str) -> Any:
+    """A split of a Hugging Face hub dataset (or its cache); offline, missing or renamed becomes one line that
+    says how to read local files instead. Every task family's hub source loads through here."""
+    import datasets  # slow to import: only when a hub source is actually read
+
+    try:
+        return datasets.load_dataset(path, config, split=split)
+    except Exception as error:  # the hub or the cache: offline, missing, renamed...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataNotFoundError(
+            f"cannot load {path} ({config or 'default'}, {split}) from the Hugging Face hub ({reason}); "
+            + local_data_hint()
+        ) from error

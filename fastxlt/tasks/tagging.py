@@ -60,7 +60,7 @@ from fastxlt.tasks import languages as langs
 from fastxlt.tasks.base import Family, TaskSpec, register
 from fastxlt.tasks.features import FAMILY_OPS, FamilyOps, Feature, pad_ids
 from fastxlt.tasks.head_registry import head_dropout, register_head
-from fastxlt.tasks.readers import first_existing, local_data_hint, locate_files, read_jsonl, read_parquet, utf8_error
+from fastxlt.tasks.readers import first_existing, load_hub_dataset, locate_files, read_jsonl, read_parquet, utf8_error
 
 IGNORE = -100  # label of subwords that are not the first of a word, and of special tokens
 
@@ -296,18 +296,9 @@ class TagHub:
 
 
 def _read_hub(hub: TagHub, split: str, language: str, labels: tuple[str, ...]) -> list[TaggedExample]:
-    import datasets
-
     config = hub.config_for(language)
     name = f"{hub.path} ({config}, {split})"
-    try:
-        dataset = datasets.load_dataset(hub.path, config, split=_HUB_SPLITS[split])
-    except Exception as error:  # the hub or the cache: offline, missing, renamed...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataNotFoundError(
-            f"cannot load {name} from the Hugging Face hub ({reason}); "
-            + local_data_hint()
-        ) from error
+    dataset = load_hub_dataset(hub.path, config, _HUB_SPLITS[split])
     missing = [c for c in (hub.tokens, hub.tags) if c not in dataset.column_names]
     if missing:
         raise CorruptDataError(f"{name} lacks column(s) {', '.join(missing)} (has {', '.join(dataset.column_names)})")
