@@ -8,7 +8,7 @@ the set-up on the English XNLI dev file for ``--train-steps`` steps on top of ``
 on the XNLI test files of all 15 languages, with accuracy against ``DERIVED_test_labels.txt``:
 
 (a) baseline: PyTorch eager fp32, dataset order, batches of 32 padded to the longest in the batch;
-(b) fastxlt torch fp32: length-sorted batches packed to the device's token budget (``fastxlt.evaluation.predict``;
+(b) fastxlt torch fp32: length-sorted batches packed to the device's token budget (``fastxlt.inference.predict``;
     2,048 tokens on a CPU);
 (c) fastxlt ONNX Runtime fp32 (the graph exported once, parity-checked, reused for every language);
 (d) reduced precision where it applies: ONNX Runtime int8 (VNNI CPUs), torch bf16 (``--precision bf16``,
@@ -46,8 +46,8 @@ if not __package__:  # run as a file: the repository root replaces this folder a
 
 from benchmarks._results import SMOKE_HELP, append_rows, cache_dir, machine, results_path, skip  # noqa: E402
 
-from fastxlt.evaluation.precision import cast_for_precision  # noqa: E402
-from fastxlt.evaluation.predict import predict  # noqa: E402
+from fastxlt.inference.precision import cast_for_precision  # noqa: E402
+from fastxlt.inference.predict import predict  # noqa: E402
 from fastxlt.models.encoder import load_tokenizer  # noqa: E402
 from fastxlt.models.transfer import load_transfer_model  # noqa: E402
 from fastxlt.utils.hardware import cpu_has_amx, cpu_has_vnni, default_device, fast_bf16  # noqa: E402

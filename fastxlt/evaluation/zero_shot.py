@@ -13,14 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fastxlt.inference.predict import predict_examples
-from fastxlt.inference.results import (  # noqa: F401  - cache_key and load_examples are read from here too
-    _cached,
-    _example_scores,
-    cache_key,
-    load_examples,
-    load_scorable_examples,
-    read_cached,
-)
+from fastxlt.inference.results import _cached, _example_scores, cache_key, load_scorable_examples
 from fastxlt.models.transfer import TransferModel
 from fastxlt.robustness.evaluate import check_supported, evaluate_perturbations
 from fastxlt.tasks import metrics
