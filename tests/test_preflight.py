@@ -69,7 +69,7 @@ def test_missing_data_directory_and_file(tmp_path):
     # the training side: the target's English train file and the English dev file early stopping reads
     message = refused(tmp_path, DataNotFoundError, data={"xnli": str(folder)},
                       **{"phases.target.tasks": ["xnli"], "phases.evaluate.tasks": ["xnli"], "phases.evaluate.languages": ["de"]})
-    assert message.startswith("phases.target.tasks[0] (xnli):") and "'train'" in message
+    assert message.startswith("phases.target.tasks[0] (xnli):") and "no train file for task 'xnli'" in message
 
 
 def test_complete_local_data_passes(tmp_path):

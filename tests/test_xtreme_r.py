@@ -188,7 +188,8 @@ def test_a_bare_encoder_runs_retrieval_and_lists_every_head_task_as_skipped(tiny
 
 @pytest.fixture(scope="module")
 def headed_run(tmp_path_factory, synthetic_model) -> Path:
-    """A run directory as `fastxlt run` leaves it, whose baseline arm has (untrained) xnli, udpos and panx heads."""
+    """A run directory as `fastxlt run` leaves it (a grid of one arm, ``none``, its target phase in the run's own
+    store), whose final model has (untrained) xnli, udpos and panx heads."""
     import torch
 
     from fastxlt.models.encoder import load_encoder, load_tokenizer
@@ -204,21 +205,25 @@ def headed_run(tmp_path_factory, synthetic_model) -> Path:
     torch.manual_seed(0)
     model = TransferModel(load_encoder(pretrained), [get_task("xnli"), get_task("udpos"), get_task("panx")])
     run = root / "run"
-    save_phase_outputs(model, run / "target" / "baseline" / "model", tokenizer)
-    write(run / "config.yaml", f"model: {{name_or_path: {pretrained}}}\n")
+    save_phase_outputs(model, run / "store" / "target" / "k0" / "model", tokenizer)
+    cell = {"cell_id": "intermediate=none", "axes": {"intermediate": "none"}, "phase_keys": {"target": "k0"},
+            "store": str(run / "store"), "pretrained": str(pretrained)}
+    write(run / "cells" / "intermediate=none" / "cell.json", json.dumps(cell))
+    write(run / "cells" / "intermediate=none" / "config.yaml", f"model: {{name_or_path: {pretrained}}}\n")
+    write(run / "grid.json", json.dumps({"cells": ["intermediate=none"]}))
     return run
 
 
 def test_a_run_with_heads_scores_its_tasks_over_the_languages_with_gold(headed_run, tmp_path):
     data = write_data_root(tmp_path / "data")
     result = run_suite(headed_run, data, tmp_path / "out", SuiteOptions(max_examples=10))
-    column = result["columns"]["baseline"]
+    column = result["columns"]["none"]
     assert column["tasks"]["tatoeba"]["source"].endswith("pretrained-encoder")  # the encoder before target training
     xnli = column["tasks"]["xnli"]
     assert set(xnli["languages"]) == {"en", "de"}
     assert xnli["skipped_languages"]["fr"].startswith("no test file")
     for language in ("en", "de"):  # accuracy recomputed from the predictions written per language
-        saved = json.loads((tmp_path / "out" / "baseline" / "xnli" / "eval" / "baseline" / "xnli" / f"{language}.json").read_text())
+        saved = json.loads((tmp_path / "out" / "none" / "xnli" / "eval" / "none" / "xnli" / f"{language}.json").read_text())
         gold = [{"entailment": 0, "neutral": 1, "contradiction": 2}[label] for label in ["entailment", "contradiction", "neutral"] * 4][:10]
         assert saved["examples"] == 10  # --max-examples
         assert xnli["languages"][language] == pytest.approx(100.0 * np.mean(np.array(saved["predictions"]) == gold))
@@ -239,7 +244,7 @@ def test_a_run_with_heads_scores_its_tasks_over_the_languages_with_gold(headed_r
 def test_a_grid_groups_cells_that_differ_only_in_their_target(tmp_path, headed_run):
     store = tmp_path / "store"
     grid = tmp_path / "grid"
-    model_dir = headed_run / "target" / "baseline" / "model"
+    model_dir = headed_run / "store" / "target" / "k0" / "model"
     cells = {"intermediate=none,target=xnli": "k1", "intermediate=none,target=udpos": "k2", "intermediate=mnli,target=xnli": "k3"}
     for cell_id, key in cells.items():
         (store / "target" / key).mkdir(parents=True)
@@ -257,8 +262,8 @@ def test_a_grid_groups_cells_that_differ_only_in_their_target(tmp_path, headed_r
     assert columns["intermediate=none"].retrieval_encoder == "xlm-roberta-large"
     assert columns["intermediate=mnli"].retrieval_encoder == str(store / "intermediate" / "i1" / "model" / "encoder")
     both = [column.name for column in combine_columns([str(grid), str(headed_run)])]  # --model A,B: side by side
-    assert both == ["intermediate=none", "intermediate=mnli", "baseline"]
-    assert [column.name for column in combine_columns([str(headed_run), str(headed_run)])] == ["baseline", "run:baseline"]
+    assert both == ["intermediate=none", "intermediate=mnli", "none"]
+    assert [column.name for column in combine_columns([str(headed_run), str(headed_run)])] == ["none", "run:none"]
 
 
 def test_the_suite_on_the_command_line_needs_a_data_root(tiny_encoder, capsys):

@@ -88,11 +88,11 @@ def run_grid(
     distributed.prepare_environment()
     if distributed.world_size() > 1:
         distributed.init_distributed()  # the ranks agree on every decision below through rank 0
+    check_run_dir(spec.run_dir)  # only creates it (empty): a path that cannot exist fails first, by its own name
     cells = select_shard(spec.cells, shard) if cell_ids is None else select_cells(spec.cells, cell_ids)
     for cell in cells:  # every check that needs files or the model's config, before anything is written
         check_experiment(cell.config)
         check_cell_config(cell)
-    check_run_dir(spec.run_dir)
     check_run_dir(spec.store, "grid.store")
     if distributed.is_main():
         write_or_check_grid(spec)

@@ -239,7 +239,8 @@ def _grid_models(grid_dir: Path) -> list[SuiteModel]:
     columns: dict[str, SuiteModel] = {}
     for cell in cells:
         directory = cell_dir(grid_dir, cell["cell_id"])
-        name = ",".join(f"{axis}={cell['axes'].get(axis)}" for axis in varying) or "grid"
+        # a single experiment's one arm is named by its intermediate setting (none, snli, ...)
+        name = ",".join(f"{axis}={cell['axes'].get(axis)}" for axis in varying) or cell["axes"].get("intermediate") or "grid"
         store = Path(cell["store"])
         keys = cell["phase_keys"]
         model_dir = store / "target" / keys["target"] / "model"
