@@ -53,9 +53,12 @@ def random_case(metric_name: str, seed: int, n: int):
         "squad_v2": lambda: _qa(rng, n, unanswerable=True),
         "mlqa": lambda: _qa(rng, n, unanswerable=False, languages=("en", "de", "es", "zh", "vi")),
         "seqeval_f1": lambda: _tags(rng, n),
+        "map@20": lambda: ([rng.random() for _ in range(n)], [None] * n),  # per-query AP -> their mean
     }
     return generators[metric_name]()
 
+
+import fastxlt.plugins  # noqa: E402,F401  - every built-in metric registered, whatever was imported before
 
 ALL_METRICS = sorted(metrics._METRICS)
 
