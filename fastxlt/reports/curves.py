@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastxlt.training.tracking import TENSORBOARD_DIRNAME
 from fastxlt.utils.io import read_json
-from fastxlt.utils.run_layout import CELLS_DIRNAME, CELL_FILENAME, PHASE_DONE, STORE_DIRNAME, is_grid_dir
+from fastxlt.utils.run_layout import CELLS_DIRNAME, CELL_FILENAME, PHASE_DONE, cell_phase_dirs, is_grid_dir
 
 # = fastxlt.training.loop.PHASE_DONE (a test checks): not imported, so that `fastxlt report` stays torch-free
 
@@ -39,20 +39,10 @@ def phase_directories(run_dir: Path) -> dict[str, Path]:
 def _grid_phases(run_dir: Path) -> dict[str, Path]:
     phases: dict[str, Path] = {}
     for record_path in sorted((run_dir / CELLS_DIRNAME).glob(f"*/{CELL_FILENAME}")):
-        record = read_json(record_path)
-        store = _store_dir(run_dir, record.get("store"))
-        for kind, key in (record.get("phase_keys") or {}).items():
-            directory = store / kind / key
+        for kind, directory in cell_phase_dirs(run_dir, record_path.parent.name).items():
             if (directory / PHASE_DONE).is_file():
-                phases.setdefault(f"{kind} {key}", directory)
+                phases.setdefault(f"{kind} {directory.name}", directory)
     return phases
-
-
-def _store_dir(run_dir: Path, recorded: str | None) -> Path:
-    """The store as recorded (it may be relative to where the grid ran), else the run directory's own."""
-    if recorded and Path(recorded).is_dir():
-        return Path(recorded)
-    return run_dir / STORE_DIRNAME
 
 
 def read_curves(name: str, directory: Path) -> PhaseCurves:

@@ -55,9 +55,11 @@ def is_grid_dir(run_dir: str | Path) -> bool:
 
 def cell_phase_dirs(run_dir: str | Path, cell_id: str) -> dict[str, Path]:
     """Phase kind -> the store directory of each phase a finished cell trained (from its cell.json), in training
-    order; a relative store path is taken from the working directory, as the grid that wrote it did."""
+    order. The store is the recorded path (relative to where the grid ran) when it exists from here, else the run
+    directory's own ``store/`` (a run directory read from elsewhere, or moved)."""
     record = json.loads((cell_dir(run_dir, cell_id) / CELL_FILENAME).read_text(encoding="utf-8"))
-    store, keys = Path(record["store"]), record["phase_keys"]
+    recorded, keys = record.get("store"), record.get("phase_keys") or {}
+    store = Path(recorded) if recorded and Path(recorded).is_dir() else Path(run_dir) / STORE_DIRNAME
     return {kind: store / kind / keys[kind] for kind in PHASE_ORDER if kind in keys}
 
 
