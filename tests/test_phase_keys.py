@@ -147,3 +147,18 @@ def test_the_plan_trains_what_the_identity_names(kind):
     assert identity["zero_stage"] == config.deepspeed.zero_stage and identity["kernels"] == config.kernels
     assert plan.phase.snapshots == [2] and "snapshots" not in identity["phase"]  # snapshots only add files
     assert (plan.name, plan.run_name, plan.init_encoder, plan.tokenizer) == (kind, "r", "e", "t")
+
+
+def test_question_4s_four_layer_cells_are_question_5s_cells():
+    """configs/rq/cpu/q4-me5-small.yaml says its 4-layer cells are question 5's English and en+de+es+fr+zh cells
+    (one phase store, so the grid run second reuses them). Both configs evolve: this keeps the claim true."""
+    q4 = load_grid(REPO / "configs" / "rq" / "cpu" / "q4-me5-small.yaml")
+    q5 = load_grid(REPO / "configs" / "rq" / "cpu" / "q5-me5-small.yaml")
+    assert q4.store == q5.store
+    q5_phases = {json.dumps(keys, sort_keys=True) for keys in cell_keys(q5).values()}
+    four_layer = {cell: keys for cell, keys in cell_keys(q4).items() if "model=me5-small-L4" in cell}
+    assert len(four_layer) == 3 * 2 * 2  # seeds x intermediate languages x targets
+    assert all("intermediate" in keys and "target" in keys for keys in four_layer.values())
+    assert {cell for cell, keys in four_layer.items() if json.dumps(keys, sort_keys=True) not in q5_phases} == set()
+    others = [keys["target"] for cell, keys in cell_keys(q4).items() if "model=me5-small-L4" not in cell]
+    assert not set(others) & {json.loads(k)["target"] for k in q5_phases}  # and no other q4 cell is
