@@ -41,6 +41,26 @@ def test_summary_table_formats_scores_deltas_and_intervals():
         fill("{delta:nothing}", values)
 
 
+def test_a_block_can_read_another_baselines_summary(tmp_path):
+    """Question 5 compares arms with English intermediate data (``fastxlt report --baseline``) besides no
+    intermediate training: a block with ``file`` reads that summary, and ``prefix`` keeps its keys apart."""
+    def summary(delta: float) -> pd.DataFrame:
+        return pd.DataFrame.from_records([
+            {"setting": "xnli_de", "task": "xnli", "language": "average", "score": 40.0, "std": 0.5, "delta": delta,
+             "low": delta - 1, "high": delta + 1}])  # fmt: skip
+
+    summary(2.0).to_csv(tmp_path / "summary.csv", index=False)
+    summary(-0.5).to_csv(tmp_path / "summary_vs_en.csv", index=False)
+    (tmp_path / "run.json").write_text(json.dumps({
+        "title": "t", "kind": "summary", "rows": ["setting"], "columns": [["avg", "xnli", "average"]], "command": "c",
+        "wall_minutes": 1, "date": "d", "setup": "s",
+        "blocks": [{"title": "vs none"}, {"title": "vs English", "file": "summary_vs_en.csv", "prefix": "vs_en"}]}))
+    (tmp_path / "answer.md").write_text("none: {delta:xnli_de_xnli_average}; en: {delta:vs_en_xnli_de_xnli_average}")
+    page = render(tmp_path)
+    assert "none: +2.00* [+1.00, +3.00]; en: -0.50 [-1.50, +0.50]" in page
+    assert "**vs English**" in page and page.count("| xnli_de |") == 2
+
+
 @pytest.mark.skipif(not FOLDERS, reason="no committed research pages")
 def test_committed_pages_are_what_their_files_give():
     assert main(["render", str(RESULTS), "--check"]) == 0

@@ -190,17 +190,28 @@ def fill(text: str, values: dict[str, str]) -> str:
 
 
 def _summary_builder(folder: Path, run: dict) -> tuple[str, dict]:
-    summary = pd.read_csv(folder / SUMMARY_CSV, keep_default_na=False, na_values=[""])
+    """One table per block of run.json (default: one). A block may name another summary file of the folder
+    (``"file": "summary_vs_en.csv"``: the same grid reported against another baseline, ``fastxlt report
+    --baseline``); its numbers' keys then start with its ``prefix``, so they cannot collide with the first table's."""
     columns = [tuple(column) for column in run["columns"]]
     tables, values = [], {}
     for block in run.get("blocks", [{}]):
-        part = summary
+        part = pd.read_csv(folder / block.get("file", SUMMARY_CSV), keep_default_na=False, na_values=[""])
         for axis, value in block.get("where", {}).items():
             part = part[part[axis].astype(str) == str(value)]
         table, found = summary_table(part, [tuple(c) for c in block.get("columns", columns)], run["rows"])
         tables.append((f"**{block['title']}**\n\n" if "title" in block else "") + table)
-        values.update(found)
+        prefix = block.get("prefix", "")
+        values.update({_prefixed(name, prefix): text for name, text in found.items()})
     return "\n\n".join(tables), values
+
+
+def _prefixed(name: str, prefix: str) -> str:
+    """``delta:de_xnli_average`` with prefix ``vs_en`` -> ``delta:vs_en_de_xnli_average``."""
+    if not prefix:
+        return name
+    kind, key = name.split(":", 1)
+    return f"{kind}:{prefix}_{key}"
 
 
 def _robustness_builder(folder: Path, run: dict) -> tuple[str, dict]:
@@ -240,7 +251,7 @@ def collect(run_dir: Path, folder: Path, *, command: str, wall_minutes: float, d
     """Copy a grid's report files into a question folder and record run.json's machine part (the rest --
     title, kind, rows, columns, setup -- is the question's own and kept when run.json exists)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
+    for name in [*COPIED, *(p.name for p in sorted(run_dir.glob("summary_*.csv")))]:  # + other baselines' summaries
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, folder / name)
     if (run_dir / "figures").is_dir():  # the answers' figures; per-phase learning curves stay in the run directory
