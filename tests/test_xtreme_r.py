@@ -273,3 +273,28 @@ def test_the_suite_on_the_command_line_needs_a_data_root(tiny_encoder, capsys):
     assert "pass --data-root DIR" in capsys.readouterr().err
     assert eval_main(["--suite", "xtreme-r", "--model", str(tiny_encoder), "--data-root", "/nonexistent"]) == 2
     assert "data root '/nonexistent' does not exist" in capsys.readouterr().err
+
+
+def test_the_suite_runs_only_the_tasks_named_and_refuses_an_unknown_one(tiny_encoder, tmp_path, capsys):
+    """``--task tatoeba`` (a grid whose XNLI and XCOPA scores its own cells already hold): only Tatoeba runs,
+    with the score it has in the whole suite; every other task is listed as skipped, not silently dropped."""
+    from fastxlt.cli import eval_main
+
+    data = write_data_root(tmp_path / "data")
+    result = run_suite(tiny_encoder, data, tmp_path / "out", SuiteOptions(tasks=("tatoeba",)))
+    (column,) = result["columns"].values()
+    assert set(column["tasks"]) == {"tatoeba"}
+    assert set(column["skipped_tasks"]) == {task.key for task in xtreme_r.TASKS} - {"tatoeba"}
+    assert set(column["skipped_tasks"].values()) == {"not in --task"}
+    layer = column["tasks"]["tatoeba"]["details"]["layer"]
+    assert column["tasks"]["tatoeba"]["languages"]["de"] == pytest.approx(reference_tatoeba_accuracy(tiny_encoder, layer))
+    assert column["score"] == pytest.approx(column["tasks"]["tatoeba"]["score"])
+    with pytest.raises(ConfigError, match=r"--task tatoba: not an XTREME-R task; the tasks are xnli, xcopa"):
+        SuiteOptions(tasks=("tatoeba", "tatoba"))
+    arguments = ["--suite", "xtreme-r", "--model", str(tiny_encoder), "--data-root", str(data), "--task", "udpos,xquad"]
+    assert eval_main([*arguments, "--output", str(tmp_path / "cli")]) == 0
+    saved = json.loads((tmp_path / "cli" / "xtreme-r.json").read_text())
+    (column,) = saved["columns"].values()
+    assert column["tasks"] == {} and saved["options"]["tasks"] == ["udpos", "xquad"]
+    assert column["skipped_tasks"]["udpos"].startswith("no fine-tuned head") and column["skipped_tasks"]["xnli"] == "not in --task"
+    capsys.readouterr()

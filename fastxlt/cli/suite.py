@@ -13,7 +13,7 @@ from fastxlt.utils.run_layout import default_output_dir
 
 
 def run_suite_cli(args: argparse.Namespace) -> dict:
-    """``fastxlt-eval --suite xtreme-r --model M --data-root DIR [--max-examples N] [--output DIR]``."""
+    """``fastxlt-eval --suite xtreme-r --model M --data-root DIR [--max-examples N] [--task tatoeba,...] [--output DIR]``."""
     if getattr(args, "suite", None) != SUITE:
         raise ConfigError(f"unknown suite '{args.suite}'; the one suite is {SUITE}")
     if not getattr(args, "model", None):
@@ -28,6 +28,7 @@ def run_suite_cli(args: argparse.Namespace) -> dict:
         batch_tokens=getattr(args, "batch_tokens", None), precision=getattr(args, "precision", None) or "fp32",
         layer=getattr(args, "layer", None), pooling=getattr(args, "pooling", None),
         languages=tuple(chosen) if chosen else None,
+        tasks=tuple(key.strip() for key in args.task.split(",") if key.strip()) if getattr(args, "task", None) else None,
     )  # fmt: skip
     output = Path(args.output) if getattr(args, "output", None) else default_output_dir(str(args.model)) / SUITE
     result = run_suite(args.model, data_root, output, options)

@@ -276,6 +276,12 @@ class SuiteOptions:
     layer: int | None = None  # retrieval: hidden state to pool (None: each task's protocol)
     pooling: str | None = None  # retrieval: token pooling (None: each task's protocol)
     languages: tuple[str, ...] | None = None  # restrict every task to these languages (None: XTREME-R's lists)
+    tasks: tuple[str, ...] | None = None  # run only these tasks (scorer keys); the others are listed as skipped
+
+    def __post_init__(self) -> None:
+        unknown = [key for key in self.tasks or () if key not in TASKS_BY_KEY]
+        if unknown:
+            raise ConfigError(f"--task {','.join(unknown)}: not an XTREME-R task; the tasks are {', '.join(TASKS_BY_KEY)}")
 
 
 def run_suite(model: str | Path, data_root: str | Path, output: str | Path, options: SuiteOptions = SuiteOptions()) -> dict:
@@ -316,6 +322,8 @@ def _run_column(column: SuiteModel, data_root: Path, output: Path, options: Suit
 
 def _run_task(task: SuiteTask, column: SuiteModel, data_root: Path, output: Path, options: SuiteOptions) -> dict | str:
     """The task's result, or why it was skipped (a one-line reason)."""
+    if options.tasks is not None and task.key not in options.tasks:
+        return "not in --task"
     languages = [lang for lang in task.languages if options.languages is None or lang in options.languages]
     if not languages:
         return "none of its languages is in --languages"
