@@ -66,7 +66,7 @@ from fastxlt.tasks.base import get_task
 from fastxlt.tasks.sanity import check_scorable
 from fastxlt.utils.io import read_json, write_json_atomic
 from fastxlt.utils.locks import DirectoryLock
-from fastxlt.utils.run_layout import CELL_FILENAME, CONFIG_FILENAME, GRID_FILENAME, cell_dir, is_grid_dir
+from fastxlt.utils.run_layout import CELL_FILENAME, CONFIG_FILENAME, GRID_FILENAME, cell_dir, cell_phase_dirs, is_grid_dir
 
 SUITE = "xtreme-r"
 
@@ -241,16 +241,14 @@ def _grid_models(grid_dir: Path) -> list[SuiteModel]:
         directory = cell_dir(grid_dir, cell["cell_id"])
         # a single experiment's one arm is named by its intermediate setting (none, snli, ...)
         name = ",".join(f"{axis}={cell['axes'].get(axis)}" for axis in varying) or cell["axes"].get("intermediate") or "grid"
-        store = Path(cell["store"])
-        keys = cell["phase_keys"]
-        model_dir = store / "target" / keys["target"] / "model"
+        phases = cell_phase_dirs(grid_dir, cell["cell_id"])
         column = columns.setdefault(name, SuiteModel(name))
-        for head, where in _heads_of(model_dir).items():
+        for head, where in _heads_of(phases["target"] / "model").items():
             column.heads.setdefault(head, where)
-        if not column.retrieval_encoder:
-            intermediate = store / "intermediate" / keys["intermediate"] / "model" / "encoder" if "intermediate" in keys else None
-            mlm = store / "mlm" / keys["mlm"] / "model" / "encoder" if "mlm" in keys else None
-            column.retrieval_encoder = str(intermediate or mlm or cell.get("pretrained") or _pretrained(directory))
+        if not column.retrieval_encoder:  # the encoder before target training (X-STILTs retrieval)
+            before_target = phases.get("intermediate") or phases.get("mlm")
+            column.retrieval_encoder = (str(before_target / "model" / "encoder") if before_target
+                                        else str(cell.get("pretrained") or _pretrained(directory)))
     if not columns:
         raise DataNotFoundError(f"grid {grid_dir} has no finished cell yet (no cells/*/cell.json); run it first")
     return list(columns.values())
