@@ -246,3 +246,20 @@ def test_panel_titles_leave_out_axes_a_grid_does_not_set():
     assert _panel_title(("", "xnli", "snli")) == "xnli | snli"
     assert _panel_title("xnli") == "xnli"
     assert _panel_title((float("nan"), "pawsx", "snli [freelb]")) == "pawsx | snli [freelb]"
+
+
+def test_no_gain_vs_size_figure_when_each_task_has_its_own_single_size(tmp_path):
+    """Question 5 trains XNLI on 1,000 pairs and CommonsenseQA on 500: two target sizes in the run, one per
+    task, so no line could join two sizes; the figure is skipped with the reason instead of drawn as dots."""
+    from types import SimpleNamespace
+
+    from fastxlt.reports.figures import Skipped, gain_vs_size
+
+    rows = [{"intermediate": "xnli", "setting": "xnli", "task": task, "target_size": size, "language": language,
+             "delta": 1.0} for task, size in (("xnli", "1000"), ("xcopa", "500")) for language in ("de", "sw")]  # fmt: skip
+    skipped = gain_vs_size(pd.DataFrame.from_records(rows), SimpleNamespace(context_axes=["target_size"]), tmp_path / "g.png")
+    assert isinstance(skipped, Skipped) and "no task was trained at two target sizes" in skipped.reason
+    assert not (tmp_path / "g.png").exists()
+    rows += [{**row, "target_size": "250"} for row in rows if row["task"] == "xnli"]
+    drawn = gain_vs_size(pd.DataFrame.from_records(rows), SimpleNamespace(context_axes=["target_size"]), tmp_path / "g.png")
+    assert drawn == tmp_path / "g.png" and drawn.is_file()

@@ -111,6 +111,8 @@ def gain_vs_size(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Skipp
     rows = rows.assign(group=[resource_group(language) for language in rows["language"]])
     others = [axis for axis in lay.context_axes if axis != "target_size"]
     series_keys = others + ["task", "setting"]
+    if rows.groupby(series_keys, sort=False)["target_size"].nunique().max() < 2:
+        return Skipped(name, "no task was trained at two target sizes (each target at its own size)")
     panels = list(rows.groupby(series_keys, sort=False))
     sizes = _size_order(rows["target_size"])
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
