@@ -159,3 +159,35 @@ def test_the_embedded_defaults_headlines_from_results_csv():
     assert f"{_paired_delta(frame, arm, base, 'synth-para', non_english, seeds=2):+.2f}" in page
     for language in non_english:
         assert f"{_paired_delta(frame, arm, base, 'synth-para', [language], seeds=2):+.2f}" in page
+
+
+@pytest.mark.skipif(not (RESULTS / "q5" / "results.csv").is_file(), reason="question 5 not committed")
+def test_question_5_headlines_from_results_csv():
+    """Every intermediate arm against no intermediate training and against English intermediate data, on the
+    non-English average of XNLI, PAWS-X and XCOPA, from results.csv's per-language rows; the Tatoeba columns
+    from the suite's own xtreme-r.json (per-seed column scores, not the page's CSV)."""
+    folder = RESULTS / "q5"
+    frame = pd.read_csv(folder / "results.csv", keep_default_na=False)
+    page = _page(folder)
+    none, english = {"intermediate": "none"}, {"intermediate": "xnli", "intermediate_languages": "en"}
+    checked = 0
+    for task in ("xnli", "pawsx", "xcopa"):
+        languages = sorted(set(frame[frame["task"] == task]["language"]) - {"en"})
+        for arm_languages in ("en", "de", "en+de+es+fr+zh"):
+            arm = {"intermediate": "xnli", "intermediate_languages": arm_languages}
+            assert f"{_paired_delta(frame, arm, none, task, languages):+.2f}" in page, (task, arm_languages)
+            if arm_languages != "en":
+                assert f"{_paired_delta(frame, arm, english, task, languages):+.2f}" in page, (task, arm_languages)
+            checked += 1
+    assert checked == 9
+    suite = json.loads((folder / "xtreme-r.json").read_text())
+    tatoeba: dict[tuple[str, str], dict[str, float]] = {}
+    for name, column in suite["columns"].items():
+        axes = dict(part.split("=") for part in name.split(","))
+        scores = column["tasks"]["tatoeba"]["languages"]
+        tatoeba.setdefault((axes["intermediate"], axes["intermediate_languages"]), {})[axes["seed"]] = np.mean(list(scores.values()))
+    base = tatoeba[("none", "-")]
+    for setting, seeds in tatoeba.items():
+        assert len(seeds) >= 3
+        if setting != ("none", "-"):
+            assert f"{np.mean([seeds[s] - base[s] for s in seeds]):+.2f}" in page, setting
