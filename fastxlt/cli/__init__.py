@@ -170,14 +170,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from fastxlt.reports.compare import parse_baseline, parse_groups
     from fastxlt.reports.run_tables import print_results
 
     if is_grid_dir(args.run_dir):  # a grid: its table, then the report files
         from fastxlt.reports.grid_table import print_grid
 
         print_grid(Path(args.run_dir), Console())
-        _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group),
-                            baseline=_baseline(args.baseline))
+        _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=parse_groups(args.group),
+                            baseline=parse_baseline(args.baseline))
         return 0
     path = Path(args.run_dir) / RESULTS_FILENAME
     if not path.is_file():
@@ -189,30 +190,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                                "config: it rewrites results.json from the per-language files under eval/") from None
     _check_results(results, path)
     print_results(results, Console())
-    _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=_groups(args.group),
-                        baseline=_baseline(args.baseline))
+    _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=parse_groups(args.group),
+                        baseline=parse_baseline(args.baseline))
     return 0
-
-
-def _groups(specs: list[str] | None) -> dict[str, list[str]]:
-    """``--group low=sw,ur,hi,th`` (repeatable) -> {'low': ['sw', 'ur', 'hi', 'th']}."""
-    groups = {}
-    for spec in specs or []:
-        name, _, languages = spec.partition("=")
-        if not name or not languages:
-            raise ConfigError(f"--group {spec!r}: write NAME=LANG,LANG,... (e.g. low=sw,ur,hi,th)")
-        groups[name] = [language.strip() for language in languages.split(",") if language.strip()]
-    return groups
-
-
-def _baseline(spec: str | None) -> tuple[str, str] | None:
-    """``--baseline intermediate_languages=en`` -> ('intermediate_languages', 'en')."""
-    if spec is None:
-        return None
-    axis, _, value = spec.partition("=")
-    if not axis or not value:
-        raise ConfigError(f"--baseline {spec!r}: write AXIS=VALUE (e.g. intermediate_languages=en)")
-    return axis, value
 
 
 def _print_report_files(run_dir: Path, console, *, latex: bool = False, groups: dict | None = None,

@@ -284,3 +284,24 @@ def _xtreme_rows(base: dict, task_rows: list[list[dict]], task_deltas: list[Delt
 def _mean(values: pd.Series) -> float:
     numeric = pd.to_numeric(values, errors="coerce").dropna()
     return float(numeric.mean()) if len(numeric) else np.nan
+
+
+def parse_groups(specs: list[str] | None) -> dict[str, list[str]]:
+    """``--group low=sw,ur,hi,th`` (repeatable) -> {'low': ['sw', 'ur', 'hi', 'th']}."""
+    groups = {}
+    for spec in specs or []:
+        name, _, languages = spec.partition("=")
+        if not name or not languages:
+            raise ConfigError(f"--group {spec!r}: write NAME=LANG,LANG,... (e.g. low=sw,ur,hi,th)")
+        groups[name] = [language.strip() for language in languages.split(",") if language.strip()]
+    return groups
+
+
+def parse_baseline(spec: str | None) -> tuple[str, str] | None:
+    """``--baseline intermediate_languages=en`` -> ('intermediate_languages', 'en')."""
+    if spec is None:
+        return None
+    axis, _, value = spec.partition("=")
+    if not axis or not value:
+        raise ConfigError(f"--baseline {spec!r}: write AXIS=VALUE (e.g. intermediate_languages=en)")
+    return axis, value

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fastxlt.errors import ConfigError
+from fastxlt.reports.compare import parse_baseline, parse_groups
 
 NONE = "none"
 AVERAGE = "average"
@@ -100,13 +101,6 @@ def suite_summary(suite: Mapping, task: str, *, groups: Mapping[str, Sequence[st
     return pd.DataFrame.from_records(rows)
 
 
-def _pair(text: str, what: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise ConfigError(f"{what} '{text}': expected NAME=VALUE")
-    name, value = text.split("=", 1)
-    return name, value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastxlt.reports.suite_summary", description=__doc__.splitlines()[0])
     parser.add_argument("suite_json", type=Path, help="the suite's xtreme-r.json, run over a grid")
@@ -116,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="AXIS=VALUE", help="default: the no-intermediate column")
     args = parser.parse_args(argv)
     try:
-        groups = {name: value.split(",") for name, value in (_pair(g, "--group") for g in args.group)}
-        baseline = _pair(args.baseline, "--baseline") if args.baseline else None
+        groups, baseline = parse_groups(args.group), parse_baseline(args.baseline)
         suite = json.loads(args.suite_json.read_text(encoding="utf-8"))
         frame = suite_summary(suite, args.task, groups=groups, baseline=baseline)
     except (ConfigError, OSError, json.JSONDecodeError) as error:
