@@ -248,6 +248,12 @@ def test_panel_titles_leave_out_axes_a_grid_does_not_set():
     assert _panel_title((float("nan"), "pawsx", "snli [freelb]")) == "pawsx | snli [freelb]"
 
 
+def _headline(task, size, setting, language, delta, low, high):
+    intermediate = "none" if setting == "none" else setting
+    return {"intermediate": intermediate, "setting": setting, "task": task, "target_size": size, "language": language,
+            "delta": delta, "low": low, "high": high}  # fmt: skip
+
+
 def test_no_gain_vs_size_figure_when_each_task_has_its_own_single_size(tmp_path):
     """Question 5 trains XNLI on 1,000 pairs and CommonsenseQA on 500: two target sizes in the run, one per
     task, so no line could join two sizes; the figure is skipped with the reason instead of drawn as dots."""
@@ -255,11 +261,43 @@ def test_no_gain_vs_size_figure_when_each_task_has_its_own_single_size(tmp_path)
 
     from fastxlt.reports.figures import Skipped, gain_vs_size
 
-    rows = [{"intermediate": "xnli", "setting": "xnli", "task": task, "target_size": size, "language": language,
-             "delta": 1.0} for task, size in (("xnli", "1000"), ("xcopa", "500")) for language in ("de", "sw")]  # fmt: skip
-    skipped = gain_vs_size(pd.DataFrame.from_records(rows), SimpleNamespace(context_axes=["target_size"]), tmp_path / "g.png")
+    rows = [_headline(task, size, "xnli", "average", 1.0, 0.0, 2.0) for task, size in (("xnli", "1000"), ("xcopa", "500"))]
+    lay = SimpleNamespace(context_axes=["target_size"])
+    skipped = gain_vs_size(pd.DataFrame.from_records(rows), lay, tmp_path / "g.png")
     assert isinstance(skipped, Skipped) and "no task was trained at two target sizes" in skipped.reason
     assert not (tmp_path / "g.png").exists()
     rows += [{**row, "target_size": "250"} for row in rows if row["task"] == "xnli"]
-    drawn = gain_vs_size(pd.DataFrame.from_records(rows), SimpleNamespace(context_axes=["target_size"]), tmp_path / "g.png")
+    drawn = gain_vs_size(pd.DataFrame.from_records(rows), lay, tmp_path / "g.png")
     assert drawn == tmp_path / "g.png" and drawn.is_file()
+
+
+def test_gain_vs_size_plots_each_tasks_headline_average_with_its_interval(tmp_path):
+    """Question 1's figure: per task and setting, the delta of the non-English average (the average where a task
+    has no English row to leave out) at each target size, with that average's own bootstrap interval -- not a
+    mean of per-language deltas, whose intervals say nothing about the mean's."""
+    from types import SimpleNamespace
+
+    from fastxlt.reports.figures import gain_vs_size, gain_vs_size_points
+
+    rows = []
+    for size, gain in (("250", 3.0), ("1000", 0.5)):
+        for setting, shift in (("snli", 0.0), ("anli", -1.0)):
+            rows += [_headline("xnli", size, setting, "de", 9.0, 8.0, 10.0),  # per-language rows: not plotted
+                     _headline("xnli", size, setting, "average", gain + shift + 0.2, 0.0, 9.0),
+                     _headline("xnli", size, setting, "average (non-English)", gain + shift, gain + shift - 1, gain + shift + 1),
+                     _headline("xcopa", size, setting, "average", -gain, -gain - 2, -gain + 2)]  # fmt: skip
+        rows.append(_headline("xnli", size, "none", "average (non-English)", float("nan"), float("nan"), float("nan")))
+    summary = pd.DataFrame.from_records(rows)
+    points = gain_vs_size_points(summary, SimpleNamespace(context_axes=["target_size"]))
+    got = {(r.panel, r.setting, r.target_size): (r.language, r.delta, r.low, r.high) for r in points.itertuples()}
+    assert got == {
+        ("xnli", "snli", "250"): ("average (non-English)", 3.0, 2.0, 4.0),
+        ("xnli", "anli", "250"): ("average (non-English)", 2.0, 1.0, 3.0),
+        ("xnli", "snli", "1000"): ("average (non-English)", 0.5, -0.5, 1.5),
+        ("xnli", "anli", "1000"): ("average (non-English)", -0.5, -1.5, 0.5),
+        ("xcopa", "snli", "250"): ("average", -3.0, -5.0, -1.0),
+        ("xcopa", "anli", "250"): ("average", -3.0, -5.0, -1.0),
+        ("xcopa", "snli", "1000"): ("average", -0.5, -2.5, 1.5),
+        ("xcopa", "anli", "1000"): ("average", -0.5, -2.5, 1.5),
+    }
+    assert gain_vs_size(summary, SimpleNamespace(context_axes=["target_size"]), tmp_path / "g.png").is_file()

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 
 from fastxlt.reports.collect import NONE  # noqa: E402
 from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, Layout, is_summary_language  # noqa: E402
-from fastxlt.reports.resources import GROUPS, is_low_resource, resource_group  # noqa: E402
+from fastxlt.reports.resources import is_low_resource  # noqa: E402
 from fastxlt.reports.tables import context_title, label_without  # noqa: E402
 
 DPI = 110
@@ -99,37 +99,58 @@ def _size_order(values) -> list[str]:
     return sorted({str(v) for v in values}, key=key)
 
 
-def gain_vs_size(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Skipped:
-    """Mean delta per resource group of languages against the target training-set size."""
+def _headline_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each task's headline row: its non-English average where the task has one, else its average."""
+    rows = summary[summary["task"] != XTREME]
+    has_non_english = rows.groupby("task")["language"].transform(lambda languages: (languages == NON_ENGLISH).any())
+    return rows[rows["language"] == np.where(has_non_english, NON_ENGLISH, AVERAGE)]
+
+
+def gain_vs_size_points(summary: pd.DataFrame, lay: Layout) -> pd.DataFrame | Skipped:
+    """The points of the gain-vs-size figure: per panel (the other context axes and the task) and intermediate
+    setting, the headline average's delta vs no intermediate at each target size, with its 95% paired-bootstrap
+    interval (``low``, ``high``) -- the interval of the average itself, which per-language intervals cannot give."""
     name = "gain vs target size"
     if "target_size" not in lay.context_axes or summary["target_size"].nunique() < 2:
         return Skipped(name, "the target_size axis has a single value")
-    rows = _per_language(summary)
+    rows = _headline_rows(summary)
     rows = rows[(rows["intermediate"] != NONE) & rows["delta"].notna()]
     if rows.empty:
         return Skipped(name, "no intermediate setting has a paired no-intermediate cell")
-    rows = rows.assign(group=[resource_group(language) for language in rows["language"]])
     others = [axis for axis in lay.context_axes if axis != "target_size"]
-    series_keys = others + ["task", "setting"]
-    if rows.groupby(series_keys, sort=False)["target_size"].nunique().max() < 2:
+    panel_keys = others + ["task"]
+    rows = rows.assign(panel=[_panel_title(tuple(row[k] for k in panel_keys)) for _, row in rows.iterrows()])
+    if rows.groupby(["panel", "setting"], sort=False)["target_size"].nunique().max() < 2:
         return Skipped(name, "no task was trained at two target sizes (each target at its own size)")
-    panels = list(rows.groupby(series_keys, sort=False))
-    sizes = _size_order(rows["target_size"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
-    for ax, (key, part) in zip(axes[0], panels):
-        for group in GROUPS:
-            chosen = part[part["group"] == group]
-            if chosen.empty:
+    columns = ["panel", "setting", "target_size", "language", "delta", "low", "high"]
+    return rows[columns].assign(target_size=rows["target_size"].astype(str)).reset_index(drop=True)
+
+
+def gain_vs_size(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Skipped:
+    """Delta of each intermediate setting vs no intermediate against the target training-set size, one panel per
+    task, with the 95% intervals as error bars: question 1's figure (does the gain shrink as target data grows?)."""
+    points = gain_vs_size_points(summary, lay)
+    if isinstance(points, Skipped):
+        return points
+    panels = list(points.groupby("panel", sort=False))
+    sizes = _size_order(points["target_size"])
+    settings = list(dict.fromkeys(points["setting"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.0), squeeze=False)
+    for ax, (panel, part) in zip(axes[0], panels):
+        for s, setting in enumerate(settings):
+            line = part[part["setting"] == setting].set_index("target_size").reindex(sizes)
+            if line["delta"].notna().sum() == 0:
                 continue
-            means = chosen.groupby("target_size")["delta"].mean().reindex(sizes)
-            ax.plot(range(len(sizes)), means.values, marker="o", label=f"{group} ({chosen['language'].nunique()} lang.)")
+            xs = np.arange(len(sizes)) + (s - (len(settings) - 1) / 2) * 0.06  # nudged apart: bars stay readable
+            errors = [(line["delta"] - line["low"]).clip(lower=0), (line["high"] - line["delta"]).clip(lower=0)]
+            ax.errorbar(xs, line["delta"], yerr=errors, marker="o", capsize=3, label=str(setting))
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set_xticks(range(len(sizes)), sizes)
         ax.set_xlabel("target training examples (English)")
-        ax.set_ylabel("mean delta vs no intermediate (points)")
-        ax.set_title(_panel_title(key), fontsize=9)
-        ax.legend(title="resource group", fontsize=8)
-    fig.suptitle("Gain of intermediate training vs target size (language groups: Joshi et al. 2020 classes)", fontsize=9)
+        ax.set_ylabel(f"{part['language'].iloc[0]}: delta vs no intermediate")
+        ax.set_title(panel, fontsize=9)
+        ax.legend(title="intermediate", fontsize=8)
+    fig.suptitle("Gain of intermediate training vs target size (bars: 95% paired-bootstrap intervals)", fontsize=9)
     return _save(fig, path)
 
 
