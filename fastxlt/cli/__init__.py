@@ -171,6 +171,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fastxlt.reports.compare import parse_baseline, parse_groups
+    from fastxlt.reports.contrast import parse_contrast
     from fastxlt.reports.run_tables import print_results
 
     if is_grid_dir(args.run_dir):  # a grid: its table, then the report files
@@ -178,7 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print_grid(Path(args.run_dir), Console())
         _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=parse_groups(args.group),
-                            baseline=parse_baseline(args.baseline))
+                            baseline=parse_baseline(args.baseline), contrasts=[parse_contrast(c) for c in args.contrast or []])
         return 0
     path = Path(args.run_dir) / RESULTS_FILENAME
     if not path.is_file():
@@ -191,16 +192,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     _check_results(results, path)
     print_results(results, Console())
     _print_report_files(Path(args.run_dir), Console(), latex=args.latex, groups=parse_groups(args.group),
-                        baseline=parse_baseline(args.baseline))
+                        baseline=parse_baseline(args.baseline), contrasts=[parse_contrast(c) for c in args.contrast or []])
     return 0
 
 
 def _print_report_files(run_dir: Path, console, *, latex: bool = False, groups: dict | None = None,
-                        baseline: tuple[str, str] | None = None) -> None:
+                        baseline: tuple[str, str] | None = None, contrasts: list | None = None) -> None:
     """Write report.md, results.csv, tables/ and figures/ (``fastxlt.reports``) and print where they are."""
     from fastxlt.reports.build import TABLES_DIRNAME, build_report, conclusion_lines
 
-    report = build_report(run_dir, latex=latex, groups=groups, baseline=baseline)
+    report = build_report(run_dir, latex=latex, groups=groups, baseline=baseline, contrasts=contrasts)
     for sentence in conclusion_lines(report):
         console.print(sentence, highlight=False, markup=False)  # settings like "snli [best]" are not markup
     console.print(f"report: {report}\nresults: {run_dir / RESULTS_CSV}")
@@ -471,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a language group: its average and its delta minus the other languages' (repeatable)")
     report.add_argument("--baseline", metavar="AXIS=VALUE",
                         help="compare every cell with the cell that has this value (default: no intermediate phase)")
+    report.add_argument("--contrast", action="append", metavar="AXIS=FIRST,SECOND",
+                        help="each gain at FIRST minus the gain at SECOND, with its interval (summary_contrast.csv; "
+                             "e.g. target_size=250,1000; repeatable)")
     report.set_defaults(handler=cmd_report)
     plan = commands.add_parser("plan", help="GPU memory per training phase for ZeRO 0-3 and the smallest setting that fits")
     plan.add_argument("--config", "-c", required=True, help="experiment or grid YAML (e.g. configs/plan/*.yaml)")

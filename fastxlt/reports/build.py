@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import fastxlt.reports.contrast as contrast
 import fastxlt.reports.figures as figures
 import fastxlt.reports.robustness as robustness
 import fastxlt.reports.tables as tables
@@ -33,11 +34,12 @@ CSV_COLUMNS = ("model", "intermediate", "intermediate_languages", "target", "tar
 
 def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED,
                  latex: bool = False, groups: dict[str, list[str]] | None = None,
-                 baseline: tuple[str, str] | None = None) -> Path:
+                 baseline: tuple[str, str] | None = None, contrasts: list[tuple[str, str, str]] | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``tables/`` (Markdown; LaTeX too with ``latex``) and ``figures/``
     into ``run_dir``; returns report.md's path. ``groups`` (name -> languages) adds each group's average and its
-    difference from the other non-English languages to the summary, and ``baseline`` (axis, value) sets the cells
-    that deltas are taken against (``fastxlt.reports.compare``)."""
+    difference from the other non-English languages to the summary, ``baseline`` (axis, value) sets the cells
+    that deltas are taken against (``fastxlt.reports.compare``), and each of ``contrasts`` (axis, first, second)
+    adds the first value's gain minus the second's to ``summary_contrast.csv`` (``fastxlt.reports.contrast``)."""
     run_dir = Path(run_dir)
     started = time.perf_counter()
     collection = collect(run_dir)
@@ -50,6 +52,10 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
         summary, lay = summarise(collection, frame, replicates=replicates, seed=seed, groups=groups, baseline=baseline)
         write_text_atomic(run_dir / SUMMARY_CSV, round_scores(summary).to_csv(index=False))
         lines += [CONCLUSION_HEADING, "", *(f"- {sentence}" for sentence in tables.conclusions(summary, lay))]
+        if contrasts:
+            found = contrast.contrasts(collection, frame, contrasts, groups=groups, replicates=replicates, seed=seed)
+            write_text_atomic(run_dir / contrast.CONTRAST_CSV, round_scores(found).to_csv(index=False))
+            lines += _contrast_lines(found, contrasts)
         lines += _body(summary, lay, run_dir, latex=latex)
         lines += robustness.section(collection, run_dir, replicates=replicates, seed=seed)
     lines.append(f"\n_Built from the run directory alone in {time.perf_counter() - started:.1f} s._")
@@ -96,6 +102,20 @@ def _header(collection: Collection, frame: pd.DataFrame, replicates: int, seed: 
         "`figures/`.",
     ]
     return lines
+
+
+def _contrast_lines(found: pd.DataFrame, specs: list[tuple[str, str, str]]) -> list[str]:
+    """Report.md's contrast section: each task's headline average per contrast, context and setting."""
+    lines = ["", "## Contrasts", "", f"Each gain (delta vs the baseline) at one value minus the gain at another, with "
+             f"the {CONFIDENCE:.0%} paired-bootstrap interval of that difference; every language in "
+             f"`{contrast.CONTRAST_CSV}`.", ""]  # fmt: skip
+    if found.empty:
+        return lines + ["No setting has cells at both values of " + ", ".join(f"{a}={b},{c}" for a, b, c in specs) + "."]
+    headline = found[found["language"].isin(["average", "average (non-English)"])]
+    headline = headline.assign(difference=[f"{row.delta:+.2f}{'*' if row.significant else ''} [{row.low:+.2f}, {row.high:+.2f}]"
+                                           for row in headline.itertuples()])  # fmt: skip
+    columns = [c for c in headline.columns if c not in ("metric", "score", "std", "delta", "low", "high", "significant", "difference")]
+    return lines + [tables.to_markdown(headline.set_index(columns[0])[columns[1:] + ["difference"]])]
 
 
 def _figure_lines(results: list, run_dir: Path) -> list[str]:

@@ -143,11 +143,10 @@ def _task_rows(base: dict, task: str, frame: pd.DataFrame, cells: list[Cell], co
     """Per-language rows (and the two averages, and the language groups) of one setting on one task."""
     metric = str(frame["metric"].iloc[0])
     compared = base["setting"] != NONE or lay.baseline is not None
-    pairs = [(cell, find_baseline(cell, collection.cells, lay)) for cell in cells] if compared else []
-    pairs = [(cell, baseline) for cell, baseline in pairs if baseline is not None and task in baseline.results.get("tasks", {})]
+    pairs = baseline_pairs(task, cells, collection, lay) if compared else []
     languages = list(dict.fromkeys(frame["language"]))
     members = _group_members(groups, languages)
-    deltas = _with_groups(_bootstrap(metric, task, languages, pairs, replicates, seed), members)
+    deltas = _with_groups(bootstrap_deltas(metric, task, languages, pairs, replicates, seed), members)
     point = _with_groups(_point_deltas(task, languages, pairs), members)
     rows = []
     for language in languages + [AVERAGE, NON_ENGLISH] + _group_labels(members):
@@ -160,6 +159,20 @@ def _task_rows(base: dict, task: str, frame: pd.DataFrame, cells: list[Cell], co
         row.update(_delta_fields(point.get(language), deltas.get(language) if deltas else None, len(pairs)))
         rows.append(row)
     return rows, (deltas or {}).get(AVERAGE)
+
+
+def baseline_pairs(task: str, cells: list[Cell], collection: Collection, lay: Layout) -> list[tuple[Cell, Cell]]:
+    """(cell, its baseline cell) for the cells whose baseline exists and was scored on ``task``."""
+    pairs = [(cell, find_baseline(cell, collection.cells, lay)) for cell in cells]
+    return [(cell, baseline) for cell, baseline in pairs if baseline is not None and task in baseline.results.get("tasks", {})]
+
+
+def task_deltas(metric: str, task: str, languages: list[str], pairs: list[tuple[Cell, Cell]], *, groups: dict[str, list[str]],
+                replicates: int, seed: int) -> dict[str, Delta] | None:  # fmt: skip
+    """Each language's, average's and group's paired-bootstrap delta of ``pairs``, or None without per-example
+    rows. The draws depend only on ``seed``, the languages and their example counts, so two calls on the same
+    test examples share them and their replicates can be subtracted (``fastxlt.reports.contrast``)."""
+    return _with_groups(bootstrap_deltas(metric, task, languages, pairs, replicates, seed), _group_members(groups, languages))
 
 
 def _group_members(groups: dict[str, list[str]], languages: list[str]) -> dict[str, tuple[list[str], list[str]]]:
@@ -241,8 +254,8 @@ def _point_deltas(task: str, languages: list[str], pairs: list[tuple[Cell, Cell]
     return out
 
 
-def _bootstrap(metric: str, task: str, languages: list[str], pairs: list[tuple[Cell, Cell]], replicates: int,
-               seed: int) -> dict[str, Delta] | None:  # fmt: skip
+def bootstrap_deltas(metric: str, task: str, languages: list[str], pairs: list[tuple[Cell, Cell]], replicates: int,
+                     seed: int) -> dict[str, Delta] | None:  # fmt: skip
     """Paired-bootstrap deltas, or None when some language lacks per-example rows (older evaluation files)."""
     if not pairs:
         return None
