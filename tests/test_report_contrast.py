@@ -99,3 +99,20 @@ def test_a_contrast_over_other_test_examples_is_refused(tmp_path):
     collection = collect(tmp_path)
     with pytest.raises(ConfigError, match="scored on other test examples"):
         contrasts(collection, results_frame(collection), [("target_size", "250", "all")], replicates=50)
+
+
+def test_a_contrast_takes_the_chosen_baseline(tmp_path):
+    """Two snapshots: s1 gains 10 (fr, sw) at 250 and 6 at 'all', s2 two points more at both sizes. Against no
+    intermediate training each snapshot's contrast 250 - all is +4; against s1 (``--baseline snapshot=s1``) s2's
+    edge is +2 at both sizes, so its contrast is 0 -- the shape of question 4's (multilingual - English) x size."""
+    make_grid(tmp_path, pending=0, snapshots=("s1", "s2"))
+    collection = collect(tmp_path)
+    frame = results_frame(collection)
+    spec = [("target_size", "250", "all")]
+    against_none = contrasts(collection, frame, spec, replicates=50).set_index(["setting", "language"])
+    assert against_none.loc[("snli [s2]", "fr"), "delta"] == pytest.approx(4.0)
+    against_s1 = contrasts(collection, frame, spec, baseline=("snapshot", "s1"), replicates=50)
+    rows = against_s1.set_index(["setting", "language"])
+    assert set(against_s1["setting"]) == {"snli [s2]"}  # s1 is the baseline, none has no s1 cell to pair with
+    assert rows.loc[("snli [s2]", "average (non-English)"), "delta"] == pytest.approx(0.0)
+    assert rows.loc[("snli [s2]", "average (non-English)"), "low"] <= 0.0 <= rows.loc[("snli [s2]", "average (non-English)"), "high"]

@@ -53,7 +53,8 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
         write_text_atomic(run_dir / SUMMARY_CSV, round_scores(summary).to_csv(index=False))
         lines += [CONCLUSION_HEADING, "", *(f"- {sentence}" for sentence in tables.conclusions(summary, lay))]
         if contrasts:
-            found = contrast.contrasts(collection, frame, contrasts, groups=groups, replicates=replicates, seed=seed)
+            found = contrast.contrasts(collection, frame, contrasts, groups=groups, baseline=baseline,
+                                       replicates=replicates, seed=seed)
             write_text_atomic(run_dir / contrast.CONTRAST_CSV, round_scores(found).to_csv(index=False))
             lines += _contrast_lines(found, contrasts)
         lines += _body(summary, lay, run_dir, latex=latex)

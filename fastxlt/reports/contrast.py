@@ -15,6 +15,8 @@ columns are empty (a contrast has no score of its own).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -37,11 +39,14 @@ def parse_contrast(spec: str) -> tuple[str, str, str]:
 
 
 def contrasts(collection: Collection, frame: pd.DataFrame, specs: list[tuple[str, str, str]], *,
-              groups: dict[str, list[str]] | None = None, replicates: int = DEFAULT_REPLICATES,
-              seed: int = DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
+              groups: dict[str, list[str]] | None = None, baseline: tuple[str, str] | None = None,
+              replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
     """One row per contrast x other context x setting x task x language (and average, group): the first value's
-    delta minus the second's, with the paired-bootstrap interval of that difference."""
-    lay = layout(collection, frame)
+    delta minus the second's, with the paired-bootstrap interval of that difference. The deltas are against no
+    intermediate training, or against ``baseline`` (axis, value) as in ``summarise``: with
+    ``("intermediate_languages", "en")`` and a model contrast, whether multilingual data's edge over English data
+    grows with the model."""
+    lay = dataclasses.replace(layout(collection, frame), baseline=baseline)
     frame = frame.assign(setting=[setting_label(row, lay) for _, row in frame.iterrows()])
     rows: list[dict] = []
     for axis, first, second in specs:
@@ -67,7 +72,8 @@ def _contrast_rows(collection: Collection, frame: pd.DataFrame, lay: Layout, axi
     others = [name for name in lay.context_axes if name != axis]
     keys = others + [name for name in lay.arm_axes if name in frame.columns] + ["setting"]
     rows = []
-    for group_key, group in frame[frame["setting"] != NONE].groupby(keys, sort=False, dropna=False):
+    compared = frame if lay.baseline is not None else frame[frame["setting"] != NONE]
+    for group_key, group in compared.groupby(keys, sort=False, dropna=False):
         base = dict(zip(keys, group_key if isinstance(group_key, tuple) else (group_key,)))
         for task, task_frame in group.groupby("task", sort=False):
             sides = [task_frame[task_frame[axis].astype(str) == value] for value in values]
