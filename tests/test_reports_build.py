@@ -155,7 +155,7 @@ def test_the_conclusion_carries_each_delta_with_its_interval_and_reading(tmp_pat
     make_grid(tmp_path, pending=0)
     report = build_report(tmp_path, replicates=200)
     summary = pd.read_csv(tmp_path / "summary.csv")
-    lines = conclusion_lines(report)
+    lines = [line for line in conclusion_lines(report) if "warning" not in line]  # the toy files predict class 0
     assert len(lines) == 2  # snli vs none at sizes 250 and all
     row = summary[(summary["setting"] == "snli") & (summary["target_size"].astype(str) == "250")
                   & (summary["language"] == "average (non-English)")].iloc[0]
@@ -301,3 +301,33 @@ def test_gain_vs_size_plots_each_tasks_headline_average_with_its_interval(tmp_pa
         ("xcopa", "anli", "1000"): ("average", -0.5, -2.5, 1.5),
     }
     assert gain_vs_size(summary, SimpleNamespace(context_axes=["target_size"]), tmp_path / "g.png").is_file()
+
+
+def test_majority_share_flags_models_that_answer_one_class(tmp_path):
+    """The toy grid's cells predict class 0 for every example: a 100% majority share in results.csv and summary.csv,
+    and a warning in the conclusion. One language's file rewritten to 150 x class 2 and 50 x class 1 gives 75%;
+    span answers (strings) have no share."""
+    make_grid(tmp_path, pending=0)
+    cell = tmp_path / "cells" / "i=snli,snap=best,size=250,seed=1"
+    path = cell / "eval" / "snli" / "xnli" / "fr.json"
+    data = json.loads(path.read_text())
+    data["predictions"] = [2] * 150 + [1] * 50
+    path.write_text(json.dumps(data))
+    text = build_report(tmp_path, replicates=50).read_text()
+    frame = pd.read_csv(tmp_path / "results.csv").set_index(["cell_id", "language"])
+    assert frame.loc[(cell.name, "fr"), "majority_share"] == pytest.approx(75.0)
+    assert frame.loc[(cell.name, "sw"), "majority_share"] == pytest.approx(100.0)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    fr = summary[(summary["setting"] == "snli") & (summary["target_size"] == "250") & (summary["language"] == "fr")]
+    assert fr["majority_share"].iloc[0] == pytest.approx((75.0 + 100.0) / 2)  # seeds 1 and 2
+    average = summary[(summary["setting"] == "snli") & (summary["target_size"] == "250") & (summary["language"] == "average")]
+    assert average["majority_share"].iloc[0] == pytest.approx(np.mean([(75 + 100 + 100) / 3, 100.0]), abs=0.005)
+    assert "warning: the models give their most frequent answer to" in text
+
+    from fastxlt.reports.collect import _eval_file, majority_share
+
+    data["predictions"] = ["Paris"] * 200
+    path.write_text(json.dumps(data))
+    _eval_file.cache_clear()  # one report reads each file once
+    snli_cell = next(c for c in collect(tmp_path).cells if c.cell_id == cell.name)
+    assert majority_share(snli_cell, "xnli", "fr") is None and majority_share(snli_cell, "xnli", "sw") == 100.0

@@ -191,3 +191,26 @@ def test_question_5_headlines_from_results_csv():
         assert len(seeds) >= 3
         if setting != ("none", "-"):
             assert f"{np.mean([seeds[s] - base[s] for s in seeds]):+.2f}" in page, setting
+
+
+@pytest.mark.skipif(not (RESULTS / "q1" / "results.csv").is_file(), reason="question 1 not committed")
+def test_question_1_headlines_from_results_csv():
+    """Each intermediate arm's non-English XNLI gain over no intermediate training at every target size, and the
+    contrast (gain at a smaller size minus the gain at 1,000 pairs), from results.csv's per-language rows."""
+    folder = RESULTS / "q1"
+    frame = pd.read_csv(folder / "results.csv", keep_default_na=False)
+    page = _page(folder)
+    languages = sorted(set(frame[frame["task"] == "xnli"]["language"]) - {"en"})
+    sizes = sorted({int(size) for size in frame["target_size"]})
+    assert len(sizes) >= 3
+    gains = {}
+    for size in sizes:
+        for arm in ("snli", "anli", "snli+anli"):
+            gain = _paired_delta(frame, {"intermediate": arm, "target_size": size},
+                                 {"intermediate": "none", "target_size": size}, "xnli", languages)  # fmt: skip
+            assert f"{gain:+.2f}" in page, (size, arm)
+            gains[size, arm] = gain
+    largest = sizes[-1]
+    for size in sizes[:-1]:
+        for arm in ("snli", "anli", "snli+anli"):
+            assert f"{gains[size, arm] - gains[largest, arm]:+.2f}" in page, ("contrast", size, arm)

@@ -29,7 +29,8 @@ from fastxlt.utils.run_layout import REPORT_FILENAME, RESULTS_CSV, SUMMARY_CSV
 TABLES_DIRNAME = "tables"
 CONCLUSION_HEADING = "\n## What it shows"
 CSV_COLUMNS = ("model", "intermediate", "intermediate_languages", "target", "target_size", "snapshot", "seed",
-               "task", "language", "score", "metric", "examples", "steps", "dev_score", "cell_id", "arm")  # fmt: skip
+               "task", "language", "score", "metric", "examples", "majority_share", "steps", "dev_score", "cell_id",
+               "arm")  # fmt: skip
 
 
 def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED,

@@ -14,6 +14,7 @@ for the bootstrap; files written before they existed simply have none.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -178,6 +179,7 @@ def results_frame(collection: Collection) -> pd.DataFrame:
                 record = {axis: cell.axes.get(axis, DEFAULT_AXES.get(axis, "")) for axis in axis_names}
                 record.update(cell_id=cell.cell_id, arm=cell.arm, task=task, language=language, metric=metric,
                               score=float(task_score(metric, scores)), examples=_examples(cell, task, language),
+                              majority_share=majority_share(cell, task, language),
                               steps=cell.intermediate_steps, dev_score=cell.intermediate_dev_score)  # fmt: skip
                 if not record.get("target"):
                     record["target"] = task
@@ -189,6 +191,16 @@ def results_frame(collection: Collection) -> pd.DataFrame:
         if axis != "seed":
             frame[axis] = frame[axis].astype(str)
     return frame
+
+
+def majority_share(cell: Cell, task: str, language: str) -> float | None:
+    """Percent of the test examples given the cell's most frequent answer, for tasks that answer with a class or
+    a choice (integer predictions); None otherwise. Near 100 the model answers one class whatever the input:
+    its score is the class's frequency, and deltas between such models compare constant classifiers."""
+    predictions = _eval_file(cell.directory / "eval" / cell.arm / task / f"{language}.json").get("predictions")
+    if not predictions or not all(isinstance(p, int) and not isinstance(p, bool) for p in predictions):
+        return None
+    return 100.0 * Counter(predictions).most_common(1)[0][1] / len(predictions)
 
 
 def _examples(cell: Cell, task: str, language: str) -> int | None:

@@ -154,8 +154,10 @@ def _task_rows(base: dict, task: str, frame: pd.DataFrame, cells: list[Cell], co
         if scores is None:
             continue
         mean, std = seed_summary(scores) if scores else (np.nan, np.nan)
+        shares = _scores(frame, language, languages, members, column="majority_share") if "majority_share" in frame else []
         row = dict(base, task=task, metric=metric, language=language, score=mean, std=std, seeds=len(scores),
-                   steps=_mean(frame["steps"]), dev_score=_mean(frame["dev_score"]))  # fmt: skip
+                   majority_share=_mean(pd.Series(shares, dtype=float)), steps=_mean(frame["steps"]),
+                   dev_score=_mean(frame["dev_score"]))  # fmt: skip
         row.update(_delta_fields(point.get(language), deltas.get(language) if deltas else None, len(pairs)))
         rows.append(row)
     return rows, (deltas or {}).get(AVERAGE)
@@ -212,9 +214,9 @@ def _with_groups(deltas: dict | None, members: dict[str, tuple[list[str], list[s
 
 
 def _scores(frame: pd.DataFrame, language: str, languages: list[str],
-            members: dict[str, tuple[list[str], list[str]]] | None = None) -> list[float] | None:
+            members: dict[str, tuple[list[str], list[str]]] | None = None, column: str = "score") -> list[float] | None:
     """Per-seed scores of one language, or per-seed means over languages for the averages and groups (a group's
-    difference from the rest has no score of its own: [])."""
+    difference from the rest has no score of its own: []); ``column`` another per-language number the same way."""
     members = members or {}
     if language == AVERAGE:
         chosen = languages
@@ -230,7 +232,7 @@ def _scores(frame: pd.DataFrame, language: str, languages: list[str],
     else:
         chosen = [language]
     part = frame[frame["language"].isin(chosen)]
-    return part.groupby("seed", sort=True)["score"].mean().tolist()
+    return part.groupby("seed", sort=True)[column].mean().tolist()
 
 
 def _point_deltas(task: str, languages: list[str], pairs: list[tuple[Cell, Cell]]) -> dict[str, float]:

@@ -8,8 +8,9 @@ plus two files of its own:
 - ``run.json``: the command, the machine (CPU model and flags), torch's version and the wall time, written by
   ``python -m fastxlt.reports.pages collect`` when the grid's files are copied in;
 - ``answer.md``: the answer in one paragraph, with placeholders for numbers (``{delta:KEY}``, ``{score:KEY}``,
-  ``{drop:KEY}``, ``{diff:KEY}``: the table cells, keyed by their row and column labels; a wrong key fails the
-  render and lists the known ones), so that the prose cannot drift from the tables.
+  ``{drop:KEY}``, ``{diff:KEY}``: the table cells, keyed by their row and column labels; ``{share:KEY}``: how
+  often the cell's models give their most frequent answer; a wrong key fails the render and lists the known
+  ones), so that the prose cannot drift from the tables.
 
 ``python -m fastxlt.reports.pages render docs/results`` rewrites every ``index.md``; ``--check`` fails when a
 committed page differs from what its files give (the default suite runs it, and re-derives the headline numbers
@@ -100,6 +101,8 @@ def summary_table(summary: pd.DataFrame, columns: list[tuple[str, str, str]], ro
             name = key_of(*key, task, language)
             text, delta = score_text(row), delta_text(row)
             values[f"score:{name}"], values[f"delta:{name}"] = text, delta
+            if not pd.isna(row.get("majority_share")):
+                values[f"share:{name}"] = f"{row['majority_share']:.1f}%"
             cells.append(f"{text} ({delta})" if text and delta else text or delta)
         rows.append([" / ".join(str(k) for k in key)] + cells)
     return markdown_table([" / ".join(row_axes)] + [title for title, _, _ in columns], rows), values

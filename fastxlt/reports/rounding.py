@@ -13,7 +13,7 @@ from fastxlt.tasks.metrics import get_metric
 
 DEFAULT_DECIMALS = 2  # rows whose metric is not a registered one (the XTREME mean of task scores)
 SCORE_COLUMNS = ("score", "std", "delta", "low", "high")  # in the row's metric
-DEV_COLUMNS = ("dev_score",)  # English dev scores, in percent
+DEV_COLUMNS = ("dev_score", "majority_share")  # English dev scores and answer shares, in percent
 
 
 def metric_decimals(name: object) -> int:

@@ -146,7 +146,23 @@ def conclusions(summary: pd.DataFrame, lay: Layout) -> list[str]:
             for _, row in chosen[chosen["delta"].notna()].iterrows():
                 sentences.append(f"{task}{where}: {row['setting']} changes the {label} by {_with_interval(row)} "
                                  f"over {int(row['paired_seeds'])} paired seed(s); {_reading(row)}")
+            sentences += _one_class_warning(task, where, chosen)
     return sentences
+
+
+ONE_CLASS_SHARE = 90.0  # percent of answers given to one class, on average over languages, seeds and settings
+
+
+def _one_class_warning(task: str, where: str, chosen: pd.DataFrame) -> list[str]:
+    """A warning when the models of a task mostly answer one class: their scores are that class's frequency,
+    and deltas between them compare near-constant classifiers (whatever their intervals say)."""
+    if "majority_share" not in chosen or chosen["majority_share"].isna().all():
+        return []
+    share = float(chosen["majority_share"].mean())
+    if share < ONE_CLASS_SHARE:
+        return []
+    return [f"{task}{where}: warning: the models give their most frequent answer to {share:.1f}% of the test "
+            "examples on average: near-constant classifiers, whose deltas say little about transfer."]
 
 
 def _with_interval(row: pd.Series) -> str:
