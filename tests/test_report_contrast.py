@@ -116,3 +116,10 @@ def test_a_contrast_takes_the_chosen_baseline(tmp_path):
     assert set(against_s1["setting"]) == {"snli [s2]"}  # s1 is the baseline, none has no s1 cell to pair with
     assert rows.loc[("snli [s2]", "average (non-English)"), "delta"] == pytest.approx(0.0)
     assert rows.loc[("snli [s2]", "average (non-English)"), "low"] <= 0.0 <= rows.loc[("snli [s2]", "average (non-English)"), "high"]
+
+
+def test_report_refuses_a_wrong_contrast_before_any_work(tmp_path):
+    make_grid(tmp_path, pending=0)
+    with pytest.raises(ConfigError, match="no cell has target_size=1000"):
+        build_report(tmp_path, replicates=10, contrasts=[("target_size", "250", "1000")])
+    assert not (tmp_path / "summary.csv").exists() and not (tmp_path / "report.md").exists()

@@ -50,6 +50,7 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
     if frame.empty:
         lines.append("No cell is done yet: nothing to tabulate.")
     else:
+        contrast.check_contrasts(collection, frame, contrasts or [])  # a wrong --contrast fails before any work
         summary, lay = summarise(collection, frame, replicates=replicates, seed=seed, groups=groups, baseline=baseline)
         write_text_atomic(run_dir / SUMMARY_CSV, round_scores(summary).to_csv(index=False))
         lines += [CONCLUSION_HEADING, "", *(f"- {sentence}" for sentence in tables.conclusions(summary, lay))]

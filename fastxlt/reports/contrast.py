@@ -47,12 +47,19 @@ def contrasts(collection: Collection, frame: pd.DataFrame, specs: list[tuple[str
     ``("intermediate_languages", "en")`` and a model contrast, whether multilingual data's edge over English data
     grows with the model."""
     lay = dataclasses.replace(layout(collection, frame), baseline=baseline)
+    check_contrasts(collection, frame, specs)
     frame = frame.assign(setting=[setting_label(row, lay) for _, row in frame.iterrows()])
     rows: list[dict] = []
     for axis, first, second in specs:
-        _check_axis(frame, lay, axis, first, second)
         rows += _contrast_rows(collection, frame, lay, axis, (first, second), groups or {}, replicates, seed)
     return pd.DataFrame.from_records(rows)
+
+
+def check_contrasts(collection: Collection, frame: pd.DataFrame, specs: list[tuple[str, str, str]]) -> None:
+    """Refuse a contrast on an axis the run does not vary, or a value no cell has (before any work is done)."""
+    lay = layout(collection, frame)
+    for axis, first, second in specs:
+        _check_axis(frame, lay, axis, first, second)
 
 
 def _check_axis(frame: pd.DataFrame, lay: Layout, axis: str, first: str, second: str) -> None:
