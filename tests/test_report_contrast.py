@@ -14,7 +14,8 @@ from test_reports_build import make_grid
 from fastxlt.errors import ConfigError
 from fastxlt.reports.build import build_report
 from fastxlt.reports.collect import collect, results_frame
-from fastxlt.reports.contrast import CONTRAST_CSV, contrasts, parse_contrast
+from fastxlt.reports.compare import parse_contrast
+from fastxlt.reports.contrast import CONTRAST_CSV, contrasts
 from fastxlt.reports.stats import percentile_interval
 
 REPLICATES = 200

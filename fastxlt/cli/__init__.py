@@ -170,8 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from fastxlt.reports.compare import parse_baseline, parse_groups
-    from fastxlt.reports.contrast import parse_contrast
+    from fastxlt.reports.compare import parse_baseline, parse_contrast, parse_groups
     from fastxlt.reports.run_tables import print_results
 
     if is_grid_dir(args.run_dir):  # a grid: its table, then the report files

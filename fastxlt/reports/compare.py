@@ -320,3 +320,13 @@ def parse_baseline(spec: str | None) -> tuple[str, str] | None:
     if not axis or not value:
         raise ConfigError(f"--baseline {spec!r}: write AXIS=VALUE (e.g. intermediate_languages=en)")
     return axis, value
+
+
+def parse_contrast(spec: str) -> tuple[str, str, str]:
+    """``target_size=250,1000`` -> ('target_size', '250', '1000'): the first value's gain minus the second's."""
+    axis, _, values = spec.partition("=")
+    parts = [value.strip() for value in values.split(",")]
+    if not axis or len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise ConfigError(f"--contrast {spec!r}: write AXIS=FIRST,SECOND with two different values "
+                          "(e.g. target_size=250,1000: the gain at 250 minus the gain at 1000)")  # fmt: skip
+    return axis, parts[0], parts[1]

@@ -28,16 +28,6 @@ from fastxlt.reports.stats import DEFAULT_REPLICATES, DEFAULT_SEED, percentile_i
 CONTRAST_CSV = "summary_contrast.csv"
 
 
-def parse_contrast(spec: str) -> tuple[str, str, str]:
-    """``target_size=250,1000`` -> ('target_size', '250', '1000'): the first value's gain minus the second's."""
-    axis, _, values = spec.partition("=")
-    parts = [value.strip() for value in values.split(",")]
-    if not axis or len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise ConfigError(f"--contrast {spec!r}: write AXIS=FIRST,SECOND with two different values "
-                          "(e.g. target_size=250,1000: the gain at 250 minus the gain at 1000)")  # fmt: skip
-    return axis, parts[0], parts[1]
-
-
 def contrasts(collection: Collection, frame: pd.DataFrame, specs: list[tuple[str, str, str]], *,
               groups: dict[str, list[str]] | None = None, baseline: tuple[str, str] | None = None,
               replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
