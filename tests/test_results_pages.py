@@ -214,3 +214,20 @@ def test_question_1_headlines_from_results_csv():
     for size in sizes[:-1]:
         for arm in ("snli", "anli", "snli+anli"):
             assert f"{gains[size, arm] - gains[largest, arm]:+.2f}" in page, ("contrast", size, arm)
+
+
+@pytest.mark.skipif(not (RESULTS / "q4" / "results.csv").is_file(), reason="question 4 not committed")
+def test_question_4_headlines_from_results_csv():
+    """At each depth, the multilingual arm's non-English XNLI delta against the English arm, and the question's
+    contrasts (the edge at 12 and at 8 layers minus the edge at 4), from results.csv's per-language rows."""
+    folder = RESULTS / "q4"
+    frame = pd.read_csv(folder / "results.csv", keep_default_na=False)
+    page = _page(folder)
+    languages = sorted(set(frame[frame["task"] == "xnli"]["language"]) - {"en"})
+    edges = {}
+    for model in ("me5-small-L4", "me5-small-L8", "me5-small"):
+        edges[model] = _paired_delta(frame, {"model": model, "intermediate_languages": "en+de+es+fr+zh"},
+                                     {"model": model, "intermediate_languages": "en"}, "xnli", languages)  # fmt: skip
+        assert f"{edges[model]:+.2f}" in page, model
+    for deeper in ("me5-small", "me5-small-L8"):
+        assert f"{edges[deeper] - edges['me5-small-L4']:+.2f}" in page, deeper
