@@ -17,7 +17,7 @@ import fastxlt.reports.figures as figures
 import fastxlt.reports.robustness as robustness
 import fastxlt.reports.tables as tables
 from fastxlt.reports.collect import Collection, collect, results_frame
-from fastxlt.reports.compare import XTREME, summarise
+from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, summarise
 from fastxlt.reports.curves import phase_directories, read_curves
 from fastxlt.reports.latex import to_latex
 from fastxlt.reports.resources import SOURCE
@@ -114,7 +114,7 @@ def _contrast_lines(found: pd.DataFrame, specs: list[tuple[str, str, str]]) -> l
              f"`{contrast.CONTRAST_CSV}`.", ""]  # fmt: skip
     if found.empty:
         return lines + ["No setting has cells at both values of " + ", ".join(f"{a}={b},{c}" for a, b, c in specs) + "."]
-    headline = found[found["language"].isin(["average", "average (non-English)"])]
+    headline = found[found["language"].isin([AVERAGE, NON_ENGLISH])]
     headline = headline.assign(difference=[f"{row.delta:+.2f}{'*' if row.significant else ''} [{row.low:+.2f}, {row.high:+.2f}]"
                                            for row in headline.itertuples()])  # fmt: skip
     columns = [c for c in headline.columns if c not in ("metric", "score", "std", "delta", "low", "high", "significant", "difference")]
