@@ -78,3 +78,18 @@ def test_latex_escaping():
     assert escape("snli_en & 50% {x} #1 $ ~ ^ \\") == r"snli\_en \& 50\% \{x\} \#1 \$ \textasciitilde{} \textasciicircum{} \textbackslash{}"
     frame = pd.DataFrame({"a b": ["1.00"]}, index=pd.Index(["r_1"], name="setting"))
     assert to_latex(frame).splitlines()[5:8] == [r"setting & a b \\", r"\midrule", r"r\_1 & 1.00 \\"]
+
+
+def test_headline_rows_are_chosen_per_task():
+    """A task evaluated with English reports its non-English average; a task without one keeps its plain
+    average, even when another task in the same summary has a non-English average."""
+    from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, headline_language, headline_rows
+
+    summary = pd.DataFrame({
+        "task": ["xnli", "xnli", "xnli", "xcopa", "xcopa"],
+        "language": ["en", AVERAGE, NON_ENGLISH, "et", AVERAGE],
+        "score": [80.0, 70.0, 65.0, 55.0, 55.0],
+    })
+    chosen = headline_rows(summary)
+    assert list(zip(chosen["task"], chosen["language"])) == [("xnli", NON_ENGLISH), ("xcopa", AVERAGE)]
+    assert headline_language(summary[summary["task"] == "xcopa"]["language"]) == AVERAGE

@@ -54,6 +54,19 @@ def is_summary_language(label: str) -> bool:
     return label in SUMMARY_LANGUAGES or str(label).startswith(GROUP_PREFIX)
 
 
+def headline_language(languages: pd.Series) -> str:
+    """The label of a task's headline number: its non-English average where the task has one (a zero-shot
+    claim is about the languages not trained on), else its average over all languages."""
+    return NON_ENGLISH if (languages == NON_ENGLISH).any() else AVERAGE
+
+
+def headline_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each task's headline rows (see `headline_language`), chosen per task, so that a task evaluated without
+    English keeps its plain average beside tasks that have a non-English one."""
+    chosen = summary.groupby("task", sort=False)["language"].transform(headline_language)
+    return summary[summary["language"] == chosen]
+
+
 @dataclass(frozen=True)
 class Layout:
     """Which axes are arm-side, which form the context, and which of them vary in this collection."""

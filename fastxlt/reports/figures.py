@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fastxlt.reports.collect import NONE  # noqa: E402
-from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, Layout, is_summary_language  # noqa: E402
+from fastxlt.reports.compare import AVERAGE, XTREME, Layout, headline_rows, is_summary_language  # noqa: E402
 from fastxlt.reports.resources import is_low_resource  # noqa: E402
 from fastxlt.reports.tables import context_title, label_without  # noqa: E402
 
@@ -99,13 +99,6 @@ def _size_order(values) -> list[str]:
     return sorted({str(v) for v in values}, key=key)
 
 
-def _headline_rows(summary: pd.DataFrame) -> pd.DataFrame:
-    """Each task's headline row: its non-English average where the task has one, else its average."""
-    rows = summary[summary["task"] != XTREME]
-    has_non_english = rows.groupby("task")["language"].transform(lambda languages: (languages == NON_ENGLISH).any())
-    return rows[rows["language"] == np.where(has_non_english, NON_ENGLISH, AVERAGE)]
-
-
 def gain_vs_size_points(summary: pd.DataFrame, lay: Layout) -> pd.DataFrame | Skipped:
     """The points of the gain-vs-size figure: per panel (the other context axes and the task) and intermediate
     setting, the headline average's delta vs no intermediate at each target size, with its 95% paired-bootstrap
@@ -113,7 +106,7 @@ def gain_vs_size_points(summary: pd.DataFrame, lay: Layout) -> pd.DataFrame | Sk
     name = "gain vs target size"
     if "target_size" not in lay.context_axes or summary["target_size"].nunique() < 2:
         return Skipped(name, "the target_size axis has a single value")
-    rows = _headline_rows(summary)
+    rows = headline_rows(summary[summary["task"] != XTREME])
     rows = rows[(rows["intermediate"] != NONE) & rows["delta"].notna()]
     if rows.empty:
         return Skipped(name, "no intermediate setting has a paired no-intermediate cell")
@@ -224,7 +217,7 @@ def mono_vs_multi(summary: pd.DataFrame, lay: Layout, path: Path) -> Path | Skip
     if "intermediate_languages" not in lay.varying_arm_axes:
         return Skipped(name, "the intermediate_languages axis has a single value")
     rows = summary[(summary["intermediate"] != NONE) & (summary["task"] != XTREME) & summary["delta"].notna()]
-    rows = rows[rows["language"] == (NON_ENGLISH if (rows["language"] == NON_ENGLISH).any() else AVERAGE)]
+    rows = headline_rows(rows)
     if rows.empty:
         return Skipped(name, "no intermediate setting has a paired no-intermediate cell")
     groups = list(rows.groupby(["task", "intermediate"], sort=False))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fastxlt.reports.collect import NONE
-from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, Layout
+from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, Layout, headline_language, headline_rows
 
 BEST = "best"
 
@@ -56,7 +56,7 @@ def oracle_snapshots(summary: pd.DataFrame, lay: Layout) -> dict[tuple, str]:
     if "snapshot" not in lay.varying_arm_axes:
         return {}
     rows = summary[(summary["intermediate"] != NONE) & (summary["task"] != XTREME)]
-    rows = rows[rows["language"] == NON_ENGLISH] if (rows["language"] == NON_ENGLISH).any() else rows[rows["language"] == AVERAGE]
+    rows = headline_rows(rows)
     keys = lay.context_axes + [axis for axis in lay.arm_axes if axis != "snapshot"]
     best: dict[tuple, str] = {}
     for key, part in rows.groupby(keys, sort=False, dropna=False):
@@ -141,8 +141,8 @@ def conclusions(summary: pd.DataFrame, lay: Layout) -> list[str]:
     for values, part in contexts(summary, lay):
         where = "" if not values else f" ({context_title(values)})"
         for task, rows in part[part["task"] != XTREME].groupby("task", sort=False):
-            chosen = rows[rows["language"] == NON_ENGLISH] if (rows["language"] == NON_ENGLISH).any() else rows[rows["language"] == AVERAGE]
-            label = "non-English average" if (rows["language"] == NON_ENGLISH).any() else "average"
+            chosen = headline_rows(rows)
+            label = "non-English average" if headline_language(rows["language"]) == NON_ENGLISH else "average"
             for _, row in chosen[chosen["delta"].notna()].iterrows():
                 sentences.append(f"{task}{where}: {row['setting']} changes the {label} by {_with_interval(row)} "
                                  f"over {int(row['paired_seeds'])} paired seed(s); {_reading(row)}")
