@@ -14,7 +14,8 @@ from test_reports_build import make_grid
 from fastxlt.errors import ConfigError
 from fastxlt.reports.build import build_report
 from fastxlt.reports.collect import collect, results_frame
-from fastxlt.reports.compare import parse_contrast
+from fastxlt.reports import compare
+from fastxlt.reports.compare import DeltaCache, parse_contrast, summarise
 from fastxlt.reports.contrast import CONTRAST_CSV, contrasts
 from fastxlt.reports.stats import percentile_interval
 
@@ -71,6 +72,24 @@ def test_report_writes_the_contrast_csv_and_section(tmp_path):
     assert "## Contrasts" in text and "+4.00" in text
     table = pd.read_csv(tmp_path / CONTRAST_CSV)
     assert set(table["target_size"]) == {"250 - all"} and table["score"].isna().all()
+
+
+def test_contrasts_reuse_the_summarys_bootstraps(tmp_path, monkeypatch):
+    """With the cache the summary filled, a contrast bootstraps nothing again and gives the same rows as a
+    contrast computed from scratch."""
+    make_grid(tmp_path, pending=0)
+    collection = collect(tmp_path)
+    frame = results_frame(collection)
+    spec = [("target_size", "250", "all")]
+    fresh = contrasts(collection, frame, spec, replicates=REPLICATES)
+    cache = DeltaCache()
+    summarise(collection, frame, replicates=REPLICATES, cache=cache)
+    calls = []
+    original = compare.bootstrap_deltas
+    monkeypatch.setattr(compare, "bootstrap_deltas", lambda *args, **kwargs: calls.append(args) or original(*args, **kwargs))
+    reused = contrasts(collection, frame, spec, replicates=REPLICATES, cache=cache)
+    assert calls == []
+    pd.testing.assert_frame_equal(reused, fresh)
 
 
 @pytest.mark.parametrize("spec", ["target_size=250", "target_size=250,250", "=250,all", "target_size"])

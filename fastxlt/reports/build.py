@@ -17,7 +17,7 @@ import fastxlt.reports.figures as figures
 import fastxlt.reports.robustness as robustness
 import fastxlt.reports.tables as tables
 from fastxlt.reports.collect import Collection, collect, results_frame
-from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, summarise
+from fastxlt.reports.compare import AVERAGE, NON_ENGLISH, XTREME, DeltaCache, summarise
 from fastxlt.reports.curves import phase_directories, read_curves
 from fastxlt.reports.latex import to_latex
 from fastxlt.reports.resources import SOURCE
@@ -51,12 +51,14 @@ def build_report(run_dir: str | Path, *, replicates: int = DEFAULT_REPLICATES, s
         lines.append("No cell is done yet: nothing to tabulate.")
     else:
         contrast.check_contrasts(collection, frame, contrasts or [])  # a wrong --contrast fails before any work
-        summary, lay = summarise(collection, frame, replicates=replicates, seed=seed, groups=groups, baseline=baseline)
+        bootstraps = DeltaCache()  # the contrasts below reuse the summary's bootstraps
+        summary, lay = summarise(collection, frame, replicates=replicates, seed=seed, groups=groups, baseline=baseline,
+                                 cache=bootstraps)  # fmt: skip
         write_text_atomic(run_dir / SUMMARY_CSV, round_scores(summary).to_csv(index=False))
         lines += [CONCLUSION_HEADING, "", *(f"- {sentence}" for sentence in tables.conclusions(summary, lay))]
         if contrasts:
             found = contrast.contrasts(collection, frame, contrasts, groups=groups, baseline=baseline,
-                                       replicates=replicates, seed=seed)
+                                       replicates=replicates, seed=seed, cache=bootstraps)
             write_text_atomic(run_dir / contrast.CONTRAST_CSV, round_scores(found).to_csv(index=False))
             lines += _contrast_lines(found, contrasts)
         lines += _body(summary, lay, run_dir, latex=latex)

@@ -126,10 +126,11 @@ def _chosen_baseline(cell: Cell, cells: Sequence[Cell], axis: str, value: str) -
 
 def summarise(collection: Collection, frame: pd.DataFrame, *, replicates: int = DEFAULT_REPLICATES,
               seed: int = DEFAULT_SEED, groups: dict[str, list[str]] | None = None,
-              baseline: tuple[str, str] | None = None) -> tuple[pd.DataFrame, Layout]:  # fmt: skip
+              baseline: tuple[str, str] | None = None, cache: DeltaCache | None = None) -> tuple[pd.DataFrame, Layout]:  # fmt: skip
     """The summary table described in the module docstring, and the layout it was grouped by. ``baseline``
     (axis, value) compares every cell with the cell that has that value instead of the no-intermediate one
-    (English vs multilingual intermediate data: ``("intermediate_languages", "en")``)."""
+    (English vs multilingual intermediate data: ``("intermediate_languages", "en")``). ``cache`` keeps the
+    bootstraps for a later caller on the same cells (the report's contrasts)."""
     lay = dataclasses.replace(layout(collection, frame), baseline=baseline)
     if baseline is not None and baseline[0] not in frame.columns:
         raise ConfigError(f"--baseline {baseline[0]}={baseline[1]}: this run has no axis '{baseline[0]}'")
@@ -143,7 +144,8 @@ def summarise(collection: Collection, frame: pd.DataFrame, *, replicates: int = 
         task_rows: list[list[dict]] = []
         for task, task_frame in group.groupby("task", sort=False):
             cells = [by_id[(cid, arm)] for cid, arm in task_frame[["cell_id", "arm"]].drop_duplicates().itertuples(index=False)]
-            task_result = _task_rows(base, str(task), task_frame, cells, collection, lay, replicates, seed, groups or {})
+            task_result = _task_rows(base, str(task), task_frame, cells, collection, lay, replicates, seed, groups or {},
+                                     cache or DeltaCache())
             task_rows.append(task_result[0])
             task_deltas.append(task_result[1])
             rows += task_result[0]
@@ -152,14 +154,14 @@ def summarise(collection: Collection, frame: pd.DataFrame, *, replicates: int = 
 
 
 def _task_rows(base: dict, task: str, frame: pd.DataFrame, cells: list[Cell], collection: Collection, lay: Layout,
-               replicates: int, seed: int, groups: dict[str, list[str]]) -> tuple[list[dict], Delta | None]:  # fmt: skip
+               replicates: int, seed: int, groups: dict[str, list[str]], cache: DeltaCache) -> tuple[list[dict], Delta | None]:  # fmt: skip
     """Per-language rows (and the two averages, and the language groups) of one setting on one task."""
     metric = str(frame["metric"].iloc[0])
     compared = base["setting"] != NONE or lay.baseline is not None
     pairs = baseline_pairs(task, cells, collection, lay) if compared else []
     languages = list(dict.fromkeys(frame["language"]))
     members = _group_members(groups, languages)
-    deltas = _with_groups(bootstrap_deltas(metric, task, languages, pairs, replicates, seed), members)
+    deltas = _with_groups(cache.deltas(metric, task, languages, pairs, replicates, seed), members)
     point = _with_groups(_point_deltas(task, languages, pairs), members)
     rows = []
     for language in languages + [AVERAGE, NON_ENGLISH] + _group_labels(members):
@@ -183,11 +185,30 @@ def baseline_pairs(task: str, cells: list[Cell], collection: Collection, lay: La
 
 
 def task_deltas(metric: str, task: str, languages: list[str], pairs: list[tuple[Cell, Cell]], *, groups: dict[str, list[str]],
-                replicates: int, seed: int) -> dict[str, Delta] | None:  # fmt: skip
+                replicates: int, seed: int, cache: DeltaCache | None = None) -> dict[str, Delta] | None:  # fmt: skip
     """Each language's, average's and group's paired-bootstrap delta of ``pairs``, or None without per-example
     rows. The draws depend only on ``seed``, the languages and their example counts, so two calls on the same
     test examples share them and their replicates can be subtracted (``fastxlt.reports.contrast``)."""
-    return _with_groups(bootstrap_deltas(metric, task, languages, pairs, replicates, seed), _group_members(groups, languages))
+    found = (cache or DeltaCache()).deltas(metric, task, languages, pairs, replicates, seed)
+    return _with_groups(found, _group_members(groups, languages))
+
+
+class DeltaCache:
+    """Paired-bootstrap deltas already computed in one report, by what determines them: the metric, the task,
+    the languages in order, the (cell, baseline) pairs in order, the replicate count and the seed. A contrast's
+    two sides are settings the summary has already bootstrapped; without this they were bootstrapped again
+    (twice for a side two contrasts share). Scoped to one collection: cell ids repeat across run directories."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple, dict[str, Delta] | None] = {}
+
+    def deltas(self, metric: str, task: str, languages: list[str], pairs: list[tuple[Cell, Cell]], replicates: int,
+               seed: int) -> dict[str, Delta] | None:  # fmt: skip
+        key = (metric, task, tuple(languages), tuple((cell.cell_id, cell.arm, base.cell_id, base.arm) for cell, base in pairs),
+               replicates, seed)  # fmt: skip
+        if key not in self._found:
+            self._found[key] = bootstrap_deltas(metric, task, languages, pairs, replicates, seed)
+        return self._found[key]
 
 
 def _group_members(groups: dict[str, list[str]], languages: list[str]) -> dict[str, tuple[list[str], list[str]]]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from fastxlt.errors import ConfigError
 from fastxlt.reports.collect import NONE, Cell, Collection
-from fastxlt.reports.compare import Layout, baseline_pairs, layout, setting_label, task_deltas
+from fastxlt.reports.compare import DeltaCache, Layout, baseline_pairs, layout, setting_label, task_deltas
 from fastxlt.reports.stats import DEFAULT_REPLICATES, DEFAULT_SEED, percentile_interval
 
 CONTRAST_CSV = "summary_contrast.csv"
@@ -30,18 +30,20 @@ CONTRAST_CSV = "summary_contrast.csv"
 
 def contrasts(collection: Collection, frame: pd.DataFrame, specs: list[tuple[str, str, str]], *,
               groups: dict[str, list[str]] | None = None, baseline: tuple[str, str] | None = None,
-              replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> pd.DataFrame:  # fmt: skip
+              replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED,
+              cache: DeltaCache | None = None) -> pd.DataFrame:  # fmt: skip
     """One row per contrast x other context x setting x task x language (and average, group): the first value's
     delta minus the second's, with the paired-bootstrap interval of that difference. The deltas are against no
     intermediate training, or against ``baseline`` (axis, value) as in ``summarise``: with
     ``("intermediate_languages", "en")`` and a model contrast, whether multilingual data's edge over English data
-    grows with the model."""
+    grows with the model. ``cache``: the one ``summarise`` filled, so that no side is bootstrapped twice."""
     lay = dataclasses.replace(layout(collection, frame), baseline=baseline)
     check_contrasts(collection, frame, specs)
     frame = frame.assign(setting=[setting_label(row, lay) for _, row in frame.iterrows()])
     rows: list[dict] = []
+    cache = cache or DeltaCache()
     for axis, first, second in specs:
-        rows += _contrast_rows(collection, frame, lay, axis, (first, second), groups or {}, replicates, seed)
+        rows += _contrast_rows(collection, frame, lay, axis, (first, second), groups or {}, replicates, seed, cache)
     return pd.DataFrame.from_records(rows)
 
 
@@ -64,7 +66,7 @@ def _check_axis(frame: pd.DataFrame, lay: Layout, axis: str, first: str, second:
 
 
 def _contrast_rows(collection: Collection, frame: pd.DataFrame, lay: Layout, axis: str, values: tuple[str, str],
-                   groups: dict[str, list[str]], replicates: int, seed: int) -> list[dict]:  # fmt: skip
+                   groups: dict[str, list[str]], replicates: int, seed: int, cache: DeltaCache) -> list[dict]:  # fmt: skip
     by_id = {(cell.cell_id, cell.arm): cell for cell in collection.cells}
     others = [name for name in lay.context_axes if name != axis]
     keys = others + [name for name in lay.arm_axes if name in frame.columns] + ["setting"]
@@ -76,7 +78,7 @@ def _contrast_rows(collection: Collection, frame: pd.DataFrame, lay: Layout, axi
             sides = [task_frame[task_frame[axis].astype(str) == value] for value in values]
             if any(side.empty for side in sides):
                 continue
-            deltas = [_side_deltas(str(task), side, by_id, collection, lay, groups, replicates, seed) for side in sides]
+            deltas = [_side_deltas(str(task), side, by_id, collection, lay, groups, replicates, seed, cache) for side in sides]
             if any(delta is None for delta in deltas):
                 continue
             (first, first_pairs, first_counts), (second, second_pairs, second_counts) = deltas
@@ -93,13 +95,14 @@ def _contrast_rows(collection: Collection, frame: pd.DataFrame, lay: Layout, axi
 
 
 def _side_deltas(task: str, side: pd.DataFrame, by_id: dict, collection: Collection, lay: Layout,
-                 groups: dict[str, list[str]], replicates: int, seed: int) -> tuple[dict, int, dict] | None:  # fmt: skip
+                 groups: dict[str, list[str]], replicates: int, seed: int, cache: DeltaCache) -> tuple[dict, int, dict] | None:  # fmt: skip
     """One side's deltas, its number of paired seeds and its per-language example counts; None when it has no
     baseline or no per-example rows."""
     cells = [by_id[(cid, arm)] for cid, arm in side[["cell_id", "arm"]].drop_duplicates().itertuples(index=False)]
     pairs = baseline_pairs(task, cells, collection, lay)
     languages = list(dict.fromkeys(side["language"]))
-    deltas = task_deltas(str(side["metric"].iloc[0]), task, languages, pairs, groups=groups, replicates=replicates, seed=seed)
+    deltas = task_deltas(str(side["metric"].iloc[0]), task, languages, pairs, groups=groups, replicates=replicates, seed=seed,
+                         cache=cache)  # fmt: skip
     return None if not deltas else (deltas, len(pairs), example_counts(pairs[0][0], task, languages))
 
 
