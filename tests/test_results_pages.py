@@ -180,6 +180,10 @@ def test_question_5_headlines_from_results_csv():
                 assert f"{_paired_delta(frame, arm, english, task, languages):+.2f}" in page, (task, arm_languages)
             checked += 1
     assert checked == 9
+    pawsx = frame[(frame["task"] == "pawsx") & (frame["language"] != "en")]
+    for (intermediate, arm_languages), rows in pawsx.groupby(["intermediate", "intermediate_languages"]):
+        share = rows["majority_share"].astype(float).mean()  # seeds x languages, each language equally often
+        assert share > 99.0 and f"{share:.1f}%" in page, (intermediate, arm_languages)  # "answers the majority class"
     suite = json.loads((folder / "xtreme-r.json").read_text())
     tatoeba: dict[tuple[str, str], dict[str, float]] = {}
     for name, column in suite["columns"].items():
