@@ -322,6 +322,30 @@ def cmd_truncate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rekey(args: argparse.Namespace) -> int:
+    """Link a phase store's phases under the keys of today's data fingerprints (data copied or remounted)."""
+    from fastxlt.experiments.rekey import rekey_store
+
+    outcome = rekey_store(args.store, dry_run=args.dry_run)
+    verb = "would link" if args.dry_run else "linked"
+    for kind, old, new in outcome.linked:
+        print(f"{verb} {kind}/{new} -> {old}")
+    for kind, old, new in outcome.taken:
+        print(f"kept {kind}/{new} (already there) beside {kind}/{old}")
+    print(f"{args.store}: {len(outcome.linked)} phase(s) {verb} under new keys, {len(outcome.taken)} new key(s) already "
+          f"taken, {outcome.already_linked} linked before, {outcome.unchanged} unchanged")
+    return 0
+
+
+def _add_rekey_parser(commands) -> None:
+    rekey = commands.add_parser(
+        "rekey", help="after data directories were copied or remounted with new modification times (contents "
+                      "unchanged), file every stored phase under its key for the data as it is now")  # fmt: skip
+    rekey.add_argument("store", help="a phase store directory (a grid's 'store', e.g. runs/rq-cpu/phase-store)")
+    rekey.add_argument("--dry-run", action="store_true", help="print what would be linked; change nothing")
+    rekey.set_defaults(handler=cmd_rekey)
+
+
 def _add_truncate_parser(commands) -> None:
     truncate = commands.add_parser("truncate", help="write the first N layers of an encoder as a model of its own")
     truncate.add_argument("--model", "-m", required=True, help="a Hugging Face encoder (BERT / XLM-R family)")
@@ -485,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=cmd_plan)
     _add_perturb_parser(commands)
     _add_truncate_parser(commands)
+    _add_rekey_parser(commands)
     return parser
 
 
