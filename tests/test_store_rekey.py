@@ -11,7 +11,7 @@ import pytest
 
 from fastxlt.cli import main
 from fastxlt.errors import ConfigError
-from fastxlt.experiments.rekey import rekey_store
+from fastxlt.experiments.rekey import rekey_store, stale_phase_note
 from fastxlt.experiments.store import IDENTITY_FILENAME, data_fingerprint, key_of
 
 
@@ -87,3 +87,18 @@ def test_dry_run_links_nothing_and_cli_reports(tmp_path, capsys):
 def test_a_missing_store_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         rekey_store(tmp_path / "nowhere")
+
+
+def test_a_grid_run_is_told_when_rekey_would_help(tmp_path):
+    """`fastxlt run` prints this note before training anything: without it, a remount silently retrains a store."""
+    data, store = tmp_path / "xnli", tmp_path / "store"
+    data.mkdir()
+    (data / "dev.tsv").write_text("x\n")
+    _file_phase(store, "intermediate", _identities(data)[0])
+    assert stale_phase_note(store) is None  # the data as it was: nothing to say
+    os.utime(data / "dev.tsv", ns=(1, 1))
+    note = stale_phase_note(store)
+    assert note is not None and note.startswith("1 stored phase(s)") and f"fastxlt rekey {store}" in note
+    rekey_store(store)
+    assert stale_phase_note(store) is None
+    assert stale_phase_note(tmp_path / "no-store-yet") is None

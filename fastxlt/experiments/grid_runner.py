@@ -23,6 +23,7 @@ Run directory (``fastxlt.utils.run_layout``)::
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from fastxlt.experiments.grid import (
     select_shard,
 )
 from fastxlt.experiments.preflight import check_experiment, check_run_dir
+from fastxlt.experiments.rekey import stale_phase_note
 from fastxlt.experiments.phases import SYNTHETIC_MODEL, base_identity, intermediate_identity, phase_of
 from fastxlt.experiments.store import PhaseStore, key_of
 from fastxlt.models.encoder import load_encoder, load_tokenizer
@@ -96,6 +98,9 @@ def run_grid(
     check_run_dir(spec.store, "grid.store")
     if distributed.is_main():
         write_or_check_grid(spec)
+        note = stale_phase_note(spec.store)
+        if note:
+            print(f"fastxlt: note: {note}", file=sys.stderr, flush=True)
     store = PhaseStore(spec.store)
     snapshot_requests = _snapshot_requests(spec)
     done, skipped = [], []

@@ -48,10 +48,10 @@ def rekey_store(root: str | Path, *, dry_run: bool = False) -> RekeyOutcome:
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"phase store {root} does not exist; pass the grid's store directory (its grid.json 'store')")
-    outcome, renamed = RekeyOutcome(), {}
+    outcome, renamed, fingerprints = RekeyOutcome(), {}, {}
     for kind, directory in _phases(root):
         identity = json.loads((directory / IDENTITY_FILENAME).read_text(encoding="utf-8"))
-        current = _refingerprinted(identity, renamed)
+        current = _refingerprinted(identity, renamed, fingerprints)
         new_key = key_of(current)
         if new_key == directory.name:
             outcome.unchanged += 1
@@ -70,6 +70,18 @@ def rekey_store(root: str | Path, *, dry_run: bool = False) -> RekeyOutcome:
     return outcome
 
 
+def stale_phase_note(root: str | Path) -> str | None:
+    """A one-line note for ``fastxlt run`` when the store holds phases that ``rekey_store`` would link: phases
+    trained on the same data paths under other modification times, which this run would otherwise train again."""
+    if not Path(root).is_dir():
+        return None
+    found = rekey_store(root, dry_run=True).linked
+    if not found:
+        return None
+    return (f"{len(found)} stored phase(s) in {root} were trained on these data paths under other file modification "
+            f"times (a copy or remount?); if the files are unchanged, `fastxlt rekey {root}` lets this run reuse them")
+
+
 def _phases(root: Path) -> Iterator[tuple[str, Path]]:
     """(kind, directory) of every real (not linked) phase directory with an identity, parents' kinds first."""
     kinds = sorted((path.name for path in root.iterdir() if path.is_dir()),
@@ -80,17 +92,19 @@ def _phases(root: Path) -> Iterator[tuple[str, Path]]:
                 yield kind, directory
 
 
-def _refingerprinted(value: Any, renamed: dict[tuple[str, str], str]) -> Any:
-    """A copy of an identity with each data fingerprint recomputed from its path, and each parent key that was
-    re-keyed replaced by its new key."""
+def _refingerprinted(value: Any, renamed: dict[tuple[str, str], str], fingerprints: dict[str, dict]) -> Any:
+    """A copy of an identity with each data fingerprint recomputed from its path (once per path: ``fingerprints``),
+    and each parent key that was re-keyed replaced by its new key."""
     if isinstance(value, dict):
         if set(value) == FINGERPRINT_FIELDS and Path(value["path"]).exists():
-            return data_fingerprint(value["path"])
-        out = {name: _refingerprinted(item, renamed) for name, item in value.items()}
+            if value["path"] not in fingerprints:
+                fingerprints[value["path"]] = data_fingerprint(value["path"])
+            return fingerprints[value["path"]]
+        out = {name: _refingerprinted(item, renamed, fingerprints) for name, item in value.items()}
         kind, key = out.get("phase"), out.get("key")
         if isinstance(kind, str) and isinstance(key, str) and (kind, key) in renamed:
             out["key"] = renamed[(kind, key)]
         return out
     if isinstance(value, list):
-        return [_refingerprinted(item, renamed) for item in value]
+        return [_refingerprinted(item, renamed, fingerprints) for item in value]
     return value
