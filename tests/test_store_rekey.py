@@ -102,3 +102,18 @@ def test_a_grid_run_is_told_when_rekey_would_help(tmp_path):
     rekey_store(store)
     assert stale_phase_note(store) is None
     assert stale_phase_note(tmp_path / "no-store-yet") is None
+
+
+def test_a_damaged_identity_is_skipped_not_fatal(tmp_path):
+    """`fastxlt run` reads every identity.json for its note: one damaged file must not stop a grid."""
+    data, store = tmp_path / "xnli", tmp_path / "store"
+    data.mkdir()
+    (data / "dev.tsv").write_text("x\n")
+    good = _file_phase(store, "intermediate", _identities(data)[0])
+    damaged = store / "intermediate" / "0123456789abcdef"
+    damaged.mkdir()
+    (damaged / IDENTITY_FILENAME).write_text("{not json")
+    os.utime(data / "dev.tsv", ns=(1, 1))
+    outcome = rekey_store(store)
+    assert outcome.unreadable == [("intermediate", damaged.name)]
+    assert [old for _, old, _ in outcome.linked] == [good.name]

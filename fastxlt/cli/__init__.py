@@ -332,6 +332,8 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         print(f"{verb} {kind}/{new} -> {old}")
     for kind, old, new in outcome.taken:
         print(f"kept {kind}/{new} (already there) beside {kind}/{old}")
+    for kind, key in outcome.unreadable:
+        print(f"skipped {kind}/{key}: its {kind}/{key}/identity.json cannot be read (left as it is)")
     print(f"{args.store}: {len(outcome.linked)} phase(s) {verb} under new keys, {len(outcome.taken)} new key(s) already "
           f"taken, {outcome.already_linked} linked before, {outcome.unchanged} unchanged")
     return 0

@@ -40,6 +40,7 @@ class RekeyOutcome:
     taken: list[tuple[str, str, str]] = field(default_factory=list)
     unchanged: int = 0
     already_linked: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
 def rekey_store(root: str | Path, *, dry_run: bool = False) -> RekeyOutcome:
@@ -50,7 +51,11 @@ def rekey_store(root: str | Path, *, dry_run: bool = False) -> RekeyOutcome:
         raise ConfigError(f"phase store {root} does not exist; pass the grid's store directory (its grid.json 'store')")
     outcome, renamed, fingerprints = RekeyOutcome(), {}, {}
     for kind, directory in _phases(root):
-        identity = json.loads((directory / IDENTITY_FILENAME).read_text(encoding="utf-8"))
+        try:
+            identity = json.loads((directory / IDENTITY_FILENAME).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            outcome.unreadable.append((kind, directory.name))  # a damaged identity: left alone, never a reason to stop
+            continue
         current = _refingerprinted(identity, renamed, fingerprints)
         new_key = key_of(current)
         if new_key == directory.name:

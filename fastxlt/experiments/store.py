@@ -10,7 +10,7 @@ out, and so are snapshot requests, which only add files beside the phase.
 
 Layout::
 
-    <store>/<kind>/<key>/identity.json    what the key was computed from (for people; never read back)
+    <store>/<kind>/<key>/identity.json    what the key was computed from (for people, and `fastxlt rekey`)
     <store>/<kind>/<key>/...              an ordinary phase directory (model/, phase.json, snapshots/)
     <store>/pretrained/<key>/             the embedded default's generated tokenizer + tiny encoder
 
