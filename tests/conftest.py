@@ -1,9 +1,13 @@
-"""Shared fixtures: where the real data lives, the tiny synthetic model built once per session, and the
-two-layer encoder and run directory that the export and evaluation tests share."""
+"""Shared fixtures: where the real data lives, the real multilingual encoder (multilingual-e5-small, built
+locally once), the tiny synthetic model built once per session, and the two-layer encoder and run directory
+that the export and evaluation tests share."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+ME5_BUILD = REPO_ROOT.parent / "shared" / "tools" / "me5-small" / "build.sh"
+ME5_DIR = REPO_ROOT / ".cache" / "me5-small"
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +29,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def me5_small() -> Path:
+    """multilingual-e5-small as a local Hugging Face directory (.cache/me5-small), built by the shared tool on
+    first use (about 15 s; a file lock keeps two xdist workers from building it at once); skips when the tool
+    is absent or the build fails. A fresh clone (CI) used to skip every test that needed it."""
+    if (ME5_DIR / "config.json").is_file() and (ME5_DIR / "tokenizer.json").is_file():
+        return ME5_DIR
+    if not ME5_BUILD.is_file():
+        pytest.skip(f"multilingual-e5-small is not built and its build tool is absent: {ME5_BUILD}")
+    ME5_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with open(ME5_DIR.parent / "me5-small.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (ME5_DIR / "tokenizer.json").is_file():
+            env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+            built = subprocess.run(["bash", str(ME5_BUILD), str(ME5_DIR)], env=env, capture_output=True, text=True)
+            if built.returncode != 0:
+                pytest.skip(f"could not build multilingual-e5-small: {built.stderr.strip().splitlines()[-1:]}")
+    return ME5_DIR
 
 
 @pytest.fixture(scope="session")

@@ -216,20 +216,11 @@ def test_resolve_backend_maps_config_values():
 
 
 @pytest.mark.slow
-def test_real_multilingual_encoder_patched_gives_same_embeddings(tmp_path_factory):
+def test_real_multilingual_encoder_patched_gives_same_embeddings(me5_small):
     """multilingual-e5-small (BERT, XLM-R tokenizer), built locally: mean-pooled embeddings match."""
-    import subprocess
-    from pathlib import Path
-
     from fastxlt.models.encoder import load_encoder, load_tokenizer
 
-    root = Path(__file__).resolve().parents[1]
-    build = root.parent / "shared" / "tools" / "me5-small" / "build.sh"
-    if not build.exists():
-        pytest.skip("shared/tools/me5-small is absent")
-    model_dir = root / ".cache" / "me5-small"
-    if not (model_dir / "config.json").exists():
-        subprocess.run(["bash", str(build), str(model_dir)], check=True)
+    model_dir = me5_small
     tokenizer = load_tokenizer(str(model_dir))
     reference = load_encoder(str(model_dir)).eval()
     patched = patch(copy.deepcopy(reference), backend="torch")

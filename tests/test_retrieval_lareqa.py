@@ -232,12 +232,9 @@ def test_real_encoder_wiring(tiny_xquad_r, tiny_encoder):
 
 
 @pytest.mark.slow
-def test_me5_small_all_languages(shared_data):
+def test_me5_small_all_languages(shared_data, me5_small):
     """The real measurement (README): multilingual-e5-small, all 11 languages, the full pool (~40 min on one core)."""
-    model = Path(__file__).resolve().parents[1] / ".cache" / "me5-small"
-    if not model.is_dir():
-        pytest.skip(".cache/me5-small is absent (shared/tools/me5-small/build.sh builds it)")
-    result = evaluate_lareqa(str(model), shared_data / "xquad_r")
+    result = evaluate_lareqa(str(me5_small), shared_data / "xquad_r")
     assert sorted(result["languages"]) == sorted(LANGUAGES) and not result["skipped"]
     assert 5.0 < result["score"] < 100.0
 

@@ -7,9 +7,6 @@ shared data or the build tool is absent.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TATOEBA = SHARED / "data" / "tatoeba"
 BUILD = SHARED / "tools" / "me5-small" / "build.sh"
-MODEL = ROOT / ".cache" / "me5-small"
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,13 +30,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def encoder() -> TorchSentenceEncoder:
-    if not (MODEL / "config.json").is_file():
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-        built = subprocess.run(["bash", str(BUILD), str(MODEL)], env=env, capture_output=True, text=True)
-        if built.returncode != 0:
-            pytest.skip(f"could not build me5-small: {built.stderr.strip().splitlines()[-1:]}")
-    return TorchSentenceEncoder.from_pretrained(str(MODEL))
+def encoder(me5_small) -> TorchSentenceEncoder:
+    return TorchSentenceEncoder.from_pretrained(str(me5_small))
 
 
 def test_me5_small_on_the_36_xtreme_tatoeba_languages(encoder):

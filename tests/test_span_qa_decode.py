@@ -16,7 +16,6 @@ from fastxlt.tasks.features import ops_for
 
 ROOT = Path(__file__).resolve().parents[1]
 XQUAD = ROOT.parent / "shared" / "data" / "xquad"
-ME5 = ROOT / ".cache" / "me5-small"
 
 needs_cpp = pytest.mark.skipif(sd._C is None, reason="fastxlt._C with decode_spans is not built")
 
@@ -138,14 +137,12 @@ def test_cpp_decoder_checks_its_inputs():
 
 
 @pytest.fixture(scope="module")
-def me5_tokenizer():
-    if not (ME5 / "tokenizer.json").is_file():
-        pytest.skip(f"multilingual-e5-small not built at {ME5} (../shared/tools/me5-small/build.sh)")
+def me5_tokenizer(me5_small):
     if not XQUAD.is_dir():
         pytest.skip(f"real data not present: {XQUAD}")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(ME5))
+    return AutoTokenizer.from_pretrained(str(me5_small))
 
 
 @pytest.mark.parametrize("language", ["en", "ar", "zh", "th"])

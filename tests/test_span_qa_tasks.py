@@ -24,7 +24,6 @@ from fastxlt.utils.run_layout import arm_phase_dir
 
 REPO = Path(__file__).resolve().parents[1]
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
-ME5 = REPO / ".cache" / "me5-small"
 XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
 
 
@@ -219,12 +218,12 @@ def test_squad_v2_decoding_predicts_no_answer_from_the_null_score(synthetic_mode
     assert ops.decode(examples, v1_features, outputs)[0][1] != ""
 
 
-def test_real_xquad_training_labels_map_back_to_the_answers():
-    if not ((ME5 / "tokenizer.json").is_file() and XQUAD.is_dir()):
-        pytest.skip("multilingual-e5-small tokenizer or XQuAD absent")
+def test_real_xquad_training_labels_map_back_to_the_answers(me5_small):
+    if not XQUAD.is_dir():
+        pytest.skip("XQuAD absent")
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(ME5))
+    tokenizer = AutoTokenizer.from_pretrained(str(me5_small))
     spec = get_task("xquad")
     for language in ("en", "zh"):
         examples = spec.load("test", language, XQUAD)
