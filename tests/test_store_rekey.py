@@ -15,6 +15,14 @@ from fastxlt.experiments.rekey import rekey_store, stale_phase_note
 from fastxlt.experiments.store import IDENTITY_FILENAME, data_fingerprint, key_of
 
 
+def _data_and_store(root: Path) -> tuple[Path, Path]:
+    """A one-file data directory (its mtime is what the tests change) and where the store will be."""
+    data = root / "xnli"
+    data.mkdir()
+    (data / "dev.tsv").write_text("premise\thypothesis\tlabel\n")
+    return data, root / "store"
+
+
 def _file_phase(store: Path, kind: str, identity: dict) -> Path:
     directory = store / kind / key_of(identity)
     directory.mkdir(parents=True)
@@ -33,9 +41,7 @@ def _identities(data: Path, model: str = "/models/enc") -> tuple[dict, dict]:
 
 
 def test_phases_are_linked_under_the_keys_of_todays_data(tmp_path):
-    data, store = tmp_path / "xnli", tmp_path / "store"
-    data.mkdir()
-    (data / "dev.tsv").write_text("premise\thypothesis\tlabel\n")
+    data, store = _data_and_store(tmp_path)
     old_intermediate, old_target = _identities(data)
     first = _file_phase(store, "intermediate", old_intermediate)
     second = _file_phase(store, "target", old_target)
@@ -59,9 +65,7 @@ def test_phases_are_linked_under_the_keys_of_todays_data(tmp_path):
 
 def test_a_new_key_already_trained_is_kept(tmp_path):
     """A phase trained again under the new key (before rekey ran) is not replaced by a link."""
-    data, store = tmp_path / "xnli", tmp_path / "store"
-    data.mkdir()
-    (data / "dev.tsv").write_text("x\n")
+    data, store = _data_and_store(tmp_path)
     old_intermediate, _ = _identities(data)
     old = _file_phase(store, "intermediate", old_intermediate)
     os.utime(data / "dev.tsv", ns=(1, 1))
@@ -72,9 +76,7 @@ def test_a_new_key_already_trained_is_kept(tmp_path):
 
 
 def test_dry_run_links_nothing_and_cli_reports(tmp_path, capsys):
-    data, store = tmp_path / "xnli", tmp_path / "store"
-    data.mkdir()
-    (data / "dev.tsv").write_text("x\n")
+    data, store = _data_and_store(tmp_path)
     _file_phase(store, "intermediate", _identities(data)[0])
     os.utime(data / "dev.tsv", ns=(1, 1))
     assert main(["rekey", str(store), "--dry-run"]) == 0
@@ -91,9 +93,7 @@ def test_a_missing_store_is_a_one_line_error(tmp_path):
 
 def test_a_grid_run_is_told_when_rekey_would_help(tmp_path):
     """`fastxlt run` prints this note before training anything: without it, a remount silently retrains a store."""
-    data, store = tmp_path / "xnli", tmp_path / "store"
-    data.mkdir()
-    (data / "dev.tsv").write_text("x\n")
+    data, store = _data_and_store(tmp_path)
     _file_phase(store, "intermediate", _identities(data)[0])
     assert stale_phase_note(store) is None  # the data as it was: nothing to say
     os.utime(data / "dev.tsv", ns=(1, 1))
@@ -106,9 +106,7 @@ def test_a_grid_run_is_told_when_rekey_would_help(tmp_path):
 
 def test_a_damaged_identity_is_skipped_not_fatal(tmp_path):
     """`fastxlt run` reads every identity.json for its note: one damaged file must not stop a grid."""
-    data, store = tmp_path / "xnli", tmp_path / "store"
-    data.mkdir()
-    (data / "dev.tsv").write_text("x\n")
+    data, store = _data_and_store(tmp_path)
     good = _file_phase(store, "intermediate", _identities(data)[0])
     damaged = store / "intermediate" / "0123456789abcdef"
     damaged.mkdir()
